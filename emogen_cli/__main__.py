@@ -1,0 +1,3 @@
+from emogen_cli.cli import main
+
+main()

@@ -1,0 +1,228 @@
+"""Typed configuration: defaults here, YAML files in configs/, per-option CLI overrides.
+
+Every key is validated: unknown keys get a 'did you mean', wrong types name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emogen_cli.errors import EmogenError
+
+
+@dataclass
+class ModelConfig:
+    pretrained: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # diffusers folder or hub id
+    clip: str = "openai/clip-vit-large-patch14"  # text projection, image features
+    revision: str | None = None
+    resolution: int = 512
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/EmoSet"  # EmoSet root: image/, annotation/, train.json ...
+    prepared: str = "runs/prepared"  # `emogen prepare` output folder
+    splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
+    balance: bool = True
+    verify_images: bool = True
+    num_workers: int = 2
+
+
+@dataclass
+class EncoderConfig:
+    backbone: str = "microsoft/resnet-50"
+    emotion_dim: int = 768
+    dropout: float = 0.5
+    image_size: int = 224
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: int = 10
+    max_steps: int | None = None
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    output: str = "runs/encoder"
+
+
+@dataclass
+class MapperConfig:
+    encoder: str = "runs/encoder"  # stage-1 output folder
+    layers: int = 2
+    hidden_dim: int = 1024
+    placeholder: str = "<emotion>"
+    lambda_attr: float = 0.01
+    lambda_emo: float = 0.0
+    threshold: float = 0.0
+    confidence: str | None = None  # JSON from a previous run or an official import
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 1
+    max_steps: int = 20000
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    output: str = "runs/mapper"
+
+
+@dataclass
+class GenerateConfig:
+    mapper: str = "runs/mapper"
+    steps: int = 50
+    guidance: float = 7.5
+    scheduler: str = "unipc"
+    batch_size: int = 4
+    negative_prompt: str = ""
+    output: str = "runs/generated"
+
+
+@dataclass
+class RuntimeConfig:
+    seed: int = 0
+    mixed_precision: str = "auto"  # auto: bf16 (or fp16) on CUDA, fp32 on CPU
+    device: str = "auto"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    mapper: MapperConfig = field(default_factory=MapperConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "encoder.optimizer": ("sgd", "adam", "adamw"),
+    "generate.scheduler": ("unipc", "ddim", "euler", "dpm", "pndm"),
+    "runtime.mixed_precision": ("auto", "no", "fp16", "bf16"),
+    "data.splits": ("train", "val", "test"),
+}
+POSITIVE = {
+    "model.resolution", "encoder.emotion_dim", "encoder.image_size", "encoder.batch_size", "encoder.epochs",
+    "encoder.checkpoint_every", "mapper.layers", "mapper.hidden_dim", "mapper.batch_size", "mapper.max_steps",
+    "mapper.checkpoint_every", "generate.steps", "generate.batch_size", "encoder.keep_checkpoints",
+    "mapper.keep_checkpoints",
+}
+
+
+def _all_keys() -> list[str]:
+    sections = typing.get_type_hints(Config)
+    return [f"{name}.{f.name}" for name, cls in sections.items() for f in dataclasses.fields(cls)]
+
+
+def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    def bad(expected: str) -> EmogenError:
+        return EmogenError(
+            f"Config key '{key}' must be {expected}, got {value!r} ({type(value).__name__}) in {source}.",
+            "Fix the value in the config file or on the command line.",
+        )
+
+    if origin is list:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise bad("a list")
+        return [_coerce(key, item, args[0], source) for item in items]
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise bad("an integer")
+        try:
+            return int(value)
+        except ValueError:
+            raise bad("an integer") from None
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad("a number")
+        try:
+            return float(value)
+        except ValueError:
+            raise bad("a number") from None
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise bad("a string")
+        return str(value)
+    raise bad(str(hint))  # pragma: no cover - every field type is handled above
+
+
+def _check(key: str, value: Any, source: str) -> None:
+    allowed = CHOICES.get(key)
+    for item in value if isinstance(value, list) else [value]:
+        if allowed and item not in allowed:
+            raise EmogenError(f"Config key '{key}' must be one of {', '.join(allowed)}; got '{item}' in {source}.")
+    if key in POSITIVE and value is not None and value <= 0:
+        raise EmogenError(f"Config key '{key}' must be positive; got {value} in {source}.")
+
+
+def _set(config: Config, key: str, value: Any, source: str) -> None:
+    if key not in _all_keys():
+        close = difflib.get_close_matches(key, _all_keys(), n=1)
+        hint = f"Did you mean '{close[0]}'?" if close else "See configs/default.yaml for every key."
+        raise EmogenError(f"Unknown config key '{key}' in {source}.", hint)
+    section_name, name = key.split(".")
+    section = getattr(config, section_name)
+    hint = typing.get_type_hints(type(section))[name]
+    coerced = _coerce(key, value, hint, source)
+    _check(key, coerced, source)
+    setattr(section, name, coerced)
+
+
+def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, values in data.items():
+        if not isinstance(values, Mapping):
+            if f"{section}" in {s.name for s in dataclasses.fields(Config)}:
+                raise EmogenError(f"Config section '{section}' must be a mapping of keys in {source}.")
+            flat[str(section)] = values  # reported as an unknown key by _set
+            continue
+        for name, value in values.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults <- YAML file (if any) <- overrides (dotted keys; None values are ignored)."""
+    config = Config()
+    if path is not None:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise EmogenError(f"Config file '{path}' does not exist.", "Pass an existing YAML file to --config.")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise EmogenError(f"Config file '{path}' is not valid YAML: {exc}".splitlines()[0]) from None
+        if not isinstance(data, Mapping):
+            raise EmogenError(f"Config file '{path}' must contain a mapping of sections.")
+        for key, value in _flatten(data, str(path)).items():
+            _set(config, key, value, str(path))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(config, key, value, "command-line options")
+    return config

@@ -1,0 +1,241 @@
+"""Reading EmoSet and building the stage-2 training manifest (paper: filter, then balance).
+
+`scan_emoset` reads the official layout and returns every usable labelled image plus skip counts
+by reason; `prepare_manifest` keeps images with a scene or object (scene preferred, else the first,
+most confident object), normalises the attribute name and balances emotions by seeded random
+oversampling. The manifest is JSON Lines (one row per training sample, duplicates included) next
+to `prepared.json`, which records the dataset root, the settings and the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emogen_cli.emotions import EMOTIONS, normalise_attribute
+from emogen_cli.errors import EmogenError
+from emogen_cli.images import check_image
+from emogen_cli.reporting import Reporter, progress
+
+MANIFEST = "manifest.jsonl"
+PREPARED = "prepared.json"
+SKIP_REASONS = ("missing_annotation", "malformed_annotation", "unknown_emotion", "missing_image", "corrupt_image",
+                "no_scene_or_object")
+
+
+@dataclass
+class Sample:
+    """One labelled EmoSet image."""
+
+    id: str
+    emotion: str
+    split: str
+    image: str  # path relative to the dataset root
+    scene: str | None = None
+    objects: list[str] = field(default_factory=list)
+
+    @property
+    def attribute(self) -> tuple[str, str] | None:
+        """(kind, normalised name): the scene if any, else the first object, else None."""
+        if self.scene:
+            return "scene", normalise_attribute(self.scene)
+        if self.objects:
+            return "object", normalise_attribute(self.objects[0])
+        return None
+
+
+@dataclass
+class Row:
+    """One manifest row: a stage-2 training sample."""
+
+    id: str
+    image: str
+    emotion: str
+    attribute: str
+    kind: str
+    split: str
+    copy: int = 0  # 0 for the original, 1.. for oversampled duplicates
+
+
+@dataclass
+class ScanResult:
+    samples: list[Sample]
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip(self, reason: str, what: str) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 5:
+            self.examples[reason].append(what)
+
+
+def _entries(root: Path, splits: list[str]) -> list[tuple[str, str, str, str]]:
+    """(split, emotion, image path, annotation path) from the split lists, or a folder walk."""
+    lists = [s for s in splits if (root / f"{s}.json").is_file()]
+    if lists:
+        out = []
+        for split in lists:
+            try:
+                rows = json.loads((root / f"{split}.json").read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise EmogenError(f"{root / f'{split}.json'} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}).",
+                                  "Restore the file from the EmoSet archive.") from None
+            for row in rows:
+                if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)):
+                    raise EmogenError(f"{root / f'{split}.json'} has an entry {row!r} that is not "
+                                      "[emotion, image path, annotation path].", "Restore the file from the EmoSet archive.")
+                out.append((split, *row))
+        return out
+    if not (root / "annotation").is_dir():
+        raise EmogenError(f"'{root}' does not look like EmoSet: no train.json/val.json/test.json and no annotation/ folder.",
+                          "Point --data at the folder that holds image/, annotation/ and train.json.")
+    return [("all", path.parent.name, f"image/{path.parent.name}/{path.stem}.jpg", str(path.relative_to(root)))
+            for path in sorted((root / "annotation").glob("*/*.json"))]
+
+
+def scan_emoset(root: str | Path, splits: list[str] | None = None, verify_images: bool = True,
+                num_workers: int = 2, reporter: Reporter | None = None) -> ScanResult:
+    """Read every labelled image of an EmoSet root; broken entries are skipped and counted."""
+    root = Path(root)
+    reporter = reporter or Reporter()
+    if not root.is_dir():
+        raise EmogenError(f"EmoSet root '{root}' does not exist.",
+                          "Download EmoSet and pass its folder with --data (or set data.root in the config).")
+    result = ScanResult(samples=[])
+    candidates: list[Sample] = []
+    for split, emotion, image_rel, ann_rel in _entries(root, splits or ["train", "val", "test"]):
+        stem = Path(ann_rel).stem
+        if emotion.lower() not in EMOTIONS:
+            result.skip("unknown_emotion", stem)
+            continue
+        ann_path = root / ann_rel
+        if not ann_path.is_file():
+            result.skip("missing_annotation", stem)
+            continue
+        try:
+            ann = json.loads(ann_path.read_text())
+            if not isinstance(ann, dict):
+                raise ValueError("not an object")
+            scene = ann.get("scene") or None
+            objects = ann.get("object") or []
+            if isinstance(objects, str):
+                objects = [objects]
+            if not (scene is None or isinstance(scene, str)) or not all(isinstance(o, str) for o in objects):
+                raise ValueError("scene/object of the wrong type")
+        except (ValueError, UnicodeDecodeError):
+            result.skip("malformed_annotation", stem)
+            continue
+        label = str(ann.get("emotion", emotion)).lower()
+        if label not in EMOTIONS:
+            result.skip("unknown_emotion", stem)
+            continue
+        candidates.append(Sample(id=stem, emotion=label, split=split, image=image_rel, scene=scene,
+                                 objects=[o for o in objects if o.strip()]))
+
+    if verify_images:
+        with progress(reporter, "Checking images", len(candidates)):
+            def check(sample: Sample) -> str | None:
+                reason = check_image(root / sample.image)
+                reporter.advance("Checking images")
+                return reason
+
+            with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+                reasons = list(pool.map(check, candidates))
+    else:
+        reasons = [None if (root / s.image).is_file() else "missing_image" for s in candidates]
+    for sample, reason in zip(candidates, reasons):
+        if reason:
+            result.skip(reason, sample.id)
+        else:
+            result.samples.append(sample)
+    return result
+
+
+def filter_and_balance(scan: ScanResult, seed: int, balance: bool = True) -> list[Row]:
+    """The paper's subset: one attribute per image (scene > first object); oversample to balance.
+
+    Images without a scene or object are recorded in `scan` as skipped.
+    """
+    rows: list[Row] = []
+    for s in scan.samples:
+        attribute = s.attribute
+        if attribute is None:
+            scan.skip("no_scene_or_object", s.id)
+            continue
+        rows.append(Row(id=s.id, image=s.image, emotion=s.emotion, attribute=attribute[1], kind=attribute[0],
+                        split=s.split))
+    if not balance or not rows:
+        return rows
+    rng = random.Random(seed)
+    by_emotion = {e: [r for r in rows if r.emotion == e] for e in EMOTIONS}
+    largest = max(len(v) for v in by_emotion.values())
+    out: list[Row] = []
+    for emotion, originals in by_emotion.items():
+        out.extend(originals)
+        if not originals:
+            continue
+        # Whole copies first, then a random subset for the remainder: as even as oversampling gets.
+        need, copy = largest - len(originals), 1
+        while need > 0:
+            chosen = originals if need >= len(originals) else rng.sample(originals, need)
+            out.extend(Row(**{**asdict(r), "copy": copy}) for r in chosen)
+            need -= len(chosen)
+            copy += 1
+    return out
+
+
+def write_manifest(out_dir: Path, rows: list[Row], info: dict[str, Any]) -> None:
+    """Write manifest.jsonl and prepared.json atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / (MANIFEST + ".tmp")
+    with tmp.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(asdict(row)) + "\n")
+    os.replace(tmp, out_dir / MANIFEST)
+    atomic_write_text(out_dir / PREPARED, json.dumps(info, indent=2))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Prepared:
+    """A prepared training set: the dataset root, the manifest rows and the summary."""
+
+    root: Path
+    rows: list[Row]
+    info: dict[str, Any]
+    path: Path
+
+    @property
+    def attributes(self) -> list[str]:
+        return sorted({r.attribute for r in self.rows})
+
+    @property
+    def unique_rows(self) -> list[Row]:
+        return [r for r in self.rows if r.copy == 0]
+
+
+def load_prepared(path: str | Path) -> Prepared:
+    path = Path(path)
+    if not (path / PREPARED).is_file() or not (path / MANIFEST).is_file():
+        raise EmogenError(f"'{path}' is not a prepared dataset (no {PREPARED} / {MANIFEST}).",
+                          "Run `emogen prepare --out DIR` first and pass that DIR.")
+    try:
+        info = json.loads((path / PREPARED).read_text())
+        rows = [Row(**json.loads(line)) for line in (path / MANIFEST).read_text().splitlines() if line.strip()]
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise EmogenError(f"'{path}' holds a damaged manifest ({exc}).", "Run `emogen prepare --overwrite` again.") from None
+    if not rows:
+        raise EmogenError(f"The manifest in '{path}' is empty.", "Check the dataset root and run `emogen prepare` again.")
+    return Prepared(root=Path(info["root"]), rows=rows, info=info, path=path)

@@ -1,0 +1,29 @@
+"""The one error type the CLI renders as a single clean line (no traceback)."""
+
+from __future__ import annotations
+
+
+class EmogenError(Exception):
+    """Bad input or state the user can fix: `message` says what, `hint` says how."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class NotYetAvailable(EmogenError):
+    """A command whose implementation has not landed yet."""
+
+    exit_code = 2
+
+
+class TrainingDiverged(EmogenError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+    exit_code = 3

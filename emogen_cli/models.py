@@ -1,0 +1,72 @@
+"""Loading pretrained components (hub id or local folder) with one clear error when that fails."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from emogen_cli.errors import EmogenError
+
+
+def quiet_libraries() -> None:
+    """Silence library warnings that are noise for CLI users (e.g. torchvision fallbacks)."""
+    import transformers
+    import diffusers
+
+    transformers.logging.set_verbosity_error()
+    diffusers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    diffusers.utils.logging.disable_progress_bar()
+
+
+def load(cls: Any, name_or_path: str, subfolder: str | None = None, **kwargs: Any) -> Any:
+    """`cls.from_pretrained` with errors turned into one actionable line."""
+    where = f"{name_or_path}/{subfolder}" if subfolder else name_or_path
+    try:
+        if subfolder:
+            kwargs["subfolder"] = subfolder
+        return cls.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        local = Path(name_or_path).exists()
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        if local:
+            hint = f"Check that '{where}' holds a {cls.__name__} saved with save_pretrained."
+        elif offline:
+            hint = "HF_HUB_OFFLINE is set: download it first (`hf download ...`) or pass a local folder."
+        else:
+            hint = "Check the hub id (and your network / HF token), or pass a local folder."
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EmogenError(f"Cannot load {cls.__name__} from '{where}': {first[:300]}", hint) from None
+
+
+def load_sd_components(pretrained: str, revision: str | None = None, *, vae: bool = True,
+                       unet: bool = True) -> dict[str, Any]:
+    """Tokenizer, text encoder, (UNet), (VAE) and the training noise scheduler of an SD model."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    quiet_libraries()
+    parts: dict[str, Any] = {
+        "tokenizer": load(CLIPTokenizer, pretrained, "tokenizer", revision=revision),
+        "text_encoder": load(CLIPTextModel, pretrained, "text_encoder", revision=revision),
+        "noise_scheduler": load(DDPMScheduler, pretrained, "scheduler", revision=revision),
+    }
+    if unet:
+        parts["unet"] = load(UNet2DConditionModel, pretrained, "unet", revision=revision)
+    if vae:
+        parts["vae"] = load(AutoencoderKL, pretrained, "vae", revision=revision)
+    return parts
+
+
+def load_vae(pretrained: str, revision: str | None = None):
+    from diffusers import AutoencoderKL
+
+    quiet_libraries()
+    return load(AutoencoderKL, pretrained, "vae", revision=revision)
+
+
+def freeze(*modules: Any) -> None:
+    for module in modules:
+        module.requires_grad_(False)
+        module.eval()
