@@ -52,3 +52,13 @@ class LabelledImages(Dataset):
         else:
             image = resize_center_crop(image, self.size)
         return torch.from_numpy(to_array(image, self.mean, self.std)), self.labels[i]
+
+
+def set_epoch(loader, sampler: EpochSampler, dataset, epoch: int) -> None:
+    """Set the epoch everywhere it matters. accelerate's loaders reset their sampler's epoch to their own
+    iteration count on every `iter()`, which a resumed run would get wrong, so set theirs too."""
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    sampler.set_epoch(epoch)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from emogen_cli.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from emogen_cli.config import Config
-from emogen_cli.datasets import EpochSampler, LabelledImages
+from emogen_cli.datasets import EpochSampler, LabelledImages, set_epoch
 from emogen_cli.emoset import scan_emoset
 from emogen_cli.emotions import EMOTIONS
 from emogen_cli.encoder import EmotionClassifier, EmotionSpace, EncoderBundle, encoder_config
@@ -125,10 +125,9 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
         try:
             while step < total:
                 epoch, skip = divmod(step, steps_per_epoch)
-                sampler.set_epoch(epoch)
-                train_set.set_epoch(epoch)
                 model.train()
                 batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+                set_epoch(batches, sampler, train_set, epoch)
                 for pixels, labels in batches:
                     torch.manual_seed(seed * 1_000_003 + step)  # dropout depends on the step only
                     with accelerator.autocast():

@@ -41,15 +41,20 @@ app.command(name="evaluate")(evaluate_cli.evaluate)
 app.add_typer(dev.app, name="dev", hidden=True)
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Show the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from emogen_cli import __version__
 
         typer.echo(f"emogen {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Show the version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
+    """Generate emotional image content with Stable Diffusion (EmoGen, CVPR 2024)."""
 
 
 def main(argv: list[str] | None = None) -> None:

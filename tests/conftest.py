@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny random-weight models and a synthetic EmoSet, built once per session."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    from emogen_cli.tiny import build_tiny_bundle
+
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+
+
+@pytest.fixture(scope="session")
+def emoset(tmp_path_factory) -> tuple[Path, dict]:
+    from emogen_cli.synthetic import make_synthetic_emoset
+
+    root = tmp_path_factory.mktemp("emoset") / "EmoSet"
+    return root, make_synthetic_emoset(root)
+
+
+@pytest.fixture
+def tiny_config(tiny_bundle, emoset, tmp_path) -> Path:
+    """A config file pointing every model at the tiny bundle and outputs into tmp_path."""
+    root, _ = emoset
+    text = f"""
+model: {{pretrained: {tiny_bundle}, clip: {tiny_bundle / 'clip'}, resolution: 16}}
+data: {{root: {root}, prepared: {tmp_path / 'prepared'}, num_workers: 0}}
+encoder: {{backbone: {tiny_bundle / 'resnet'}, emotion_dim: 16, image_size: 32, batch_size: 8, epochs: 2,
+          checkpoint_every: 4, output: {tmp_path / 'encoder'}}}
+mapper: {{encoder: {tmp_path / 'encoder'}, hidden_dim: 32, batch_size: 4, max_steps: 6, checkpoint_every: 3,
+         output: {tmp_path / 'mapper'}}}
+generate: {{mapper: {tmp_path / 'mapper'}, steps: 2, batch_size: 2, output: {tmp_path / 'generated'}}}
+"""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `emogen ARGS` in-process through the real entry point (error rendering included)."""
+    from emogen_cli.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

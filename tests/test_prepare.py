@@ -1,0 +1,84 @@
+import json
+
+from emogen_cli.emotions import EMOTIONS
+
+
+def test_prepare_counts_filter_and_balance(cli, emoset, tmp_path):
+    root, expected = emoset
+    out = tmp_path / "prepared"
+    result = cli("prepare", "--data", root, "--out", out, "--json")
+    assert result.code == 0, result.err
+    summary = result.json
+    assert summary["kept"] == expected["total_kept"] == 48
+    assert summary["per_emotion_before"] == expected["kept"]
+    assert summary["per_emotion_after"] == expected["balanced"]
+    assert summary["total"] == expected["total_balanced"] == 72
+    assert summary["skipped"] == expected["skipped"]
+    assert summary["attributes"] == dict(sorted(expected["attributes"].items(), key=lambda kv: (-kv[1], kv[0])))
+    assert summary["skipped_examples"]["corrupt_image"] == ["amusement_90001"]
+
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 72
+    # Scene wins over objects; otherwise the first object; names normalised.
+    by_id = {r["id"]: r for r in rows if r["copy"] == 0}
+    assert by_id["amusement_00001"]["attribute"] == "amusement_park" and by_id["amusement_00001"]["kind"] == "scene"
+    assert by_id["amusement_00002"]["attribute"] == "balloon" and by_id["amusement_00002"]["kind"] == "object"
+    # Balancing duplicates originals only, never invents images, and is as even as possible.
+    originals = {r["id"] for r in rows if r["copy"] == 0}
+    assert all(r["id"] in originals for r in rows)
+    sadness = [r["id"] for r in rows if r["emotion"] == "sadness"]
+    assert len(sadness) == 9 and all(sadness.count(i) == 3 for i in set(sadness))
+    assert {r["emotion"] for r in rows} == set(EMOTIONS)
+
+
+def test_prepare_is_seeded_and_refuses_to_overwrite_other_settings(cli, emoset, tmp_path):
+    root, _ = emoset
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli("prepare", "--data", root, "--out", a, "--seed", "3", "--json").code == 0
+    assert cli("prepare", "--data", root, "--out", b, "--seed", "3", "--json").code == 0
+    assert (a / "manifest.jsonl").read_text() == (b / "manifest.jsonl").read_text()
+    before = (a / "manifest.jsonl").read_text()
+    again = cli("prepare", "--data", root, "--out", a, "--seed", "3", "--json")
+    assert again.code == 0  # same settings: reused
+    clash = cli("prepare", "--data", root, "--out", a, "--seed", "4")
+    assert clash.code == 1 and "--overwrite" in clash.err
+    assert (a / "manifest.jsonl").read_text() == before
+    assert cli("prepare", "--data", root, "--out", a, "--seed", "4", "--overwrite", "--json").code == 0
+    assert (a / "manifest.jsonl").read_text() != before
+
+
+def test_prepare_without_split_lists_walks_annotations(tmp_path):
+    from emogen_cli.config import load_config
+    from emogen_cli.prepare import prepare
+    from emogen_cli.synthetic import make_synthetic_emoset
+
+    root = tmp_path / "EmoSet"
+    make_synthetic_emoset(root, counts={"awe": 3, "fear": 2}, broken=False)
+    for split in ("train", "val", "test"):
+        (root / f"{split}.json").unlink()
+    cfg = load_config(None, {"data.root": str(root), "data.num_workers": 0})
+    summary = prepare(cfg, out=tmp_path / "p")
+    assert summary["per_emotion_before"]["awe"] == 3 and summary["per_emotion_after"]["fear"] == 3
+    assert summary["per_split"] == {"all": 5}
+
+
+def test_latent_cache_is_resumable(tiny_config, tmp_path):
+    import torch
+
+    from emogen_cli.config import load_config
+    from emogen_cli.latents import INDEX, LatentCache
+    from emogen_cli.prepare import prepare
+
+    cfg = load_config(tiny_config)
+    first = prepare(cfg, cache_latents=True)
+    assert first["latents"]["new"] == 48
+    latents = tmp_path / "prepared" / "latents"
+    index = json.loads((latents / INDEX).read_text())
+    cache = LatentCache(latents)
+    sample = cache["awe_00001"]
+    assert sample.shape == (8, 8, 8)  # mean + logvar of 4 latent channels at 16 px / 2
+    # A second run finds everything cached and re-encodes nothing.
+    again = prepare(cfg, cache_latents=True)
+    assert again["latents"] == {"cached": 48, "new": 0, "path": str(latents)}
+    assert json.loads((latents / INDEX).read_text()) == index
+    assert torch.equal(LatentCache(latents)["awe_00001"], sample)
