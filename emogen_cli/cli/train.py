@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from emogen_cli.cli._utils import (
-    ConfigOpt, DeviceOpt, JsonOpt, PrecisionOpt, RichReporter, SeedOpt, emit, out_console, overrides,
+    ClipOpt, ConfigOpt, DeviceOpt, ModelOpt, ResolutionOpt, JsonOpt, PrecisionOpt, RichReporter, SeedOpt, emit, out_console, overrides,
 )
 
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
@@ -103,6 +103,19 @@ def train_mapper(
     batch_size: BatchOpt = None,
     lr: LrOpt = None,
     checkpoint_every: EveryOpt = None,
+    lambda_attr: Annotated[float | None, typer.Option("--lambda-attr", help="Attribute-loss weight (0.01).", show_default=False)] = None,
+    lambda_emo: Annotated[float | None, typer.Option("--lambda-emo", help="Emotion-loss weight (0).", show_default=False)] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Confidence below this counts as 0.", show_default=False)] = None,
+    confidence: Annotated[Path | None, typer.Option("--confidence", help="Emotion-confidence JSON to use instead of computing it.",
+                                                    show_default=False)] = None,
+    import_official_confidence: Annotated[
+        Path | None, typer.Option("--import-official-confidence", help="Convert the official attr_coefficient_*.pkl tables and exit.",
+                                  show_default=False)] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing",
+                                                                help="Trade compute for memory.", show_default=False)] = None,
+    model: ModelOpt = None,
+    clip: ClipOpt = None,
+    resolution: ResolutionOpt = None,
     resume: ResumeOpt = False,
     device: DeviceOpt = None,
     mixed_precision: PrecisionOpt = None,
@@ -111,7 +124,44 @@ def train_mapper(
     json_: JsonOpt = False,
 ) -> None:
     """Stage 2: train the mapping network from the emotion space to CLIP's text space."""
-    from emogen_cli.errors import NotYetAvailable
+    from emogen_cli.config import load_config
+    from emogen_cli.train_mapper import train_mapper as run
 
-    raise NotYetAvailable("`emogen train-mapper` is not available yet (tracked in issue 3).",
-                          "Use `emogen train-encoder` and `emogen prepare` meanwhile.")
+    cfg = load_config(config, overrides(data__prepared=prepared and str(prepared), mapper__encoder=encoder and str(encoder),
+                                        mapper__output=out and str(out), mapper__max_steps=max_steps,
+                                        mapper__batch_size=batch_size, mapper__lr=lr,
+                                        mapper__checkpoint_every=checkpoint_every, mapper__lambda_attr=lambda_attr,
+                                        mapper__lambda_emo=lambda_emo, mapper__threshold=threshold,
+                                        mapper__confidence=confidence and str(confidence),
+                                        mapper__gradient_checkpointing=gradient_checkpointing,
+                                        model__pretrained=model, model__clip=clip, model__resolution=resolution,
+                                        runtime__device=device, runtime__mixed_precision=mixed_precision,
+                                        runtime__seed=seed))
+    if import_official_confidence is not None:
+        from emogen_cli.confidence import import_official_confidence as run_import
+
+        target = Path(cfg.mapper.output) / "confidence.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        table = run_import(import_official_confidence, target)
+        emit({"path": str(target), "attributes": len(table["attributes"])}, json_,
+             lambda r: out_console.print(f"Converted {r['attributes']} official confidence rows to {r['path']}; "
+                                         f"train with --confidence {r['path']}"))
+        return
+    reporter = RichReporter()
+    try:
+        result = run(cfg, resume=resume, reporter=reporter)
+    finally:
+        reporter.close()
+    emit(result, json_, _render_mapper)
+
+
+def _render_mapper(result: dict[str, Any]) -> None:
+    final = result["final"]
+    table = Table(title=f"Mapper trained for {result['steps']} steps -> {result['path']}")
+    for name in ("loss", "l_ldm", "l_attr", "l_emo"):
+        table.add_column(name, justify="right")
+    if final:
+        table.add_row(*(f"{final[k]:.4f}" for k in ("loss", "l_ldm", "l_attr", "l_emo")))
+    out_console.print(table)
+    latents = "cached VAE latents" if result["cached_latents"] else "on-the-fly VAE encoding"
+    out_console.print(f"{result['attributes']} attributes; {latents}.")

@@ -1,0 +1,86 @@
+"""Writing mapped emotion embeddings into prompts without touching CLIP's embedding table.
+
+The placeholder tokens (e.g. "<emotion>") are added to the tokenizer only. The text encoder's
+token embedding is wrapped by `PlaceholderEmbedding`, which returns the ordinary embedding for
+ordinary ids and, for placeholder ids, the per-sample vectors handed to `encode`. Gradients
+flow from the UNet loss back into those vectors (and the mapper) with no hooks, and the shared
+table stays bit-identical.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from emogen_cli.errors import EmogenError
+
+
+class PlaceholderEmbedding(nn.Module):
+    def __init__(self, base: nn.Module, placeholder_ids: list[int]) -> None:
+        super().__init__()
+        self.base = base
+        self.register_buffer("placeholder_ids", torch.tensor(placeholder_ids), persistent=False)
+        self.values: torch.Tensor | None = None  # [B, K, D]: sample b's vector for placeholder k
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        match = input_ids.unsqueeze(-1) == self.placeholder_ids  # [B, L, K]
+        is_placeholder = match.any(-1)
+        out = self.base(input_ids.masked_fill(is_placeholder, 0))
+        if not is_placeholder.any():
+            return out
+        if self.values is None:
+            raise RuntimeError("A prompt holds a placeholder token but no emotion embedding was given.")
+        slot = match.int().argmax(-1)  # [B, L]: which placeholder each position is
+        values = self.values.to(out.dtype)
+        picked = torch.gather(values, 1, slot.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+        return torch.where(is_placeholder.unsqueeze(-1), picked, out)
+
+
+class EmotionPromptEncoder:
+    """Tokenises prompts with placeholder tokens and encodes them with injected embeddings."""
+
+    def __init__(self, tokenizer, text_encoder, placeholders: list[str]) -> None:
+        self.tokenizer, self.text_encoder, self.placeholders = tokenizer, text_encoder, placeholders
+        new = [p for p in placeholders if p not in tokenizer.get_vocab()]
+        tokenizer.add_tokens(new)
+        ids = tokenizer.convert_tokens_to_ids(placeholders)
+        for token, i in zip(placeholders, ids):
+            if tokenizer(token, add_special_tokens=False).input_ids != [i]:
+                raise EmogenError(f"The placeholder '{token}' does not tokenize to one token.",
+                                  "Choose a placeholder such as '<emotion>'.")
+        embedding = text_encoder.get_input_embeddings()
+        if not isinstance(embedding, PlaceholderEmbedding):
+            embedding = PlaceholderEmbedding(embedding, ids)
+            text_encoder.set_input_embeddings(embedding)
+        else:
+            embedding.placeholder_ids = torch.tensor(ids, device=embedding.placeholder_ids.device)
+        self.embedding = embedding
+        self.placeholder_ids = ids
+
+    @property
+    def width(self) -> int:
+        return self.text_encoder.config.hidden_size
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length,
+                             return_tensors="pt").input_ids
+        return ids
+
+    def encode(self, input_ids: torch.Tensor, values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden states [B, L, D] for the UNet, pooled end-of-text state [B, D])."""
+        device = self.embedding.weight.device
+        input_ids = input_ids.to(device)
+        self.embedding.values = None if values is None else values.to(device)
+        try:
+            hidden = self.text_encoder(input_ids)[0]
+        finally:
+            self.embedding.values = None
+        # Pool at the first end-of-text token ourselves: older configs (eos_token_id=2) pool at the
+        # highest id, which is a placeholder once tokens were added.
+        eos = (input_ids == self.tokenizer.eos_token_id).int().argmax(-1)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), eos]
+        return hidden, pooled

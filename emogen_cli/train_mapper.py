@@ -1,0 +1,300 @@
+"""`emogen train-mapper`: stage 2, the mapping network from the emotion space to CLIP's text space.
+
+Per step: stage-1 emotion vectors -> mapper -> the "<emotion>" token's embedding -> frozen CLIP
+text encoder -> frozen UNet (LDM loss); the pooled end-of-text state -> CLIP's text_projection
+-> the semantic vector (attribute loss over all attribute names, optional emotion loss), gated
+by the emotion confidence c of the image's (attribute, emotion).
+
+What makes it faster than the official loop: VAE latents come from `prepare --cache-latents`,
+stage-1 emotion vectors are computed once (the encoder is frozen and deterministic), attribute
+text features once, batches > 1, mixed precision on CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+
+from emogen_cli.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from emogen_cli.conditioning import EmotionPromptEncoder
+from emogen_cli.config import Config
+from emogen_cli.datasets import EpochSampler, set_epoch
+from emogen_cli.emoset import Prepared, Row, load_prepared
+from emogen_cli.emotions import EMOTIONS
+from emogen_cli.encoder import EncoderBundle, load_encoder
+from emogen_cli.errors import EmogenError, TrainingDiverged
+from emogen_cli.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
+from emogen_cli.mapper import FORMAT, MapperBundle, MappingNetwork, mapper_loss
+from emogen_cli.reporting import Reporter, progress
+from emogen_cli.runtime import DTYPES, make_accelerator, step_generator
+from emogen_cli.train_encoder import Interrupted
+
+
+class MapperSamples(Dataset):
+    """Manifest rows -> emotion vector, latent distribution (or pixels), labels and confidence."""
+
+    def __init__(self, rows: list[Row], root: Path, vectors: dict[str, torch.Tensor], latents, resolution: int,
+                 attributes: list[str], confidence: dict[str, list[float]]) -> None:
+        self.rows, self.root, self.vectors, self.latents, self.resolution = rows, root, vectors, latents, resolution
+        self.attribute_index = {a: i for i, a in enumerate(attributes)}
+        self.confidence = confidence
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.rows[i]
+        emotion = EMOTIONS.index(row.emotion)
+        item = {"vector": self.vectors[row.id], "emotion": emotion, "attribute": self.attribute_index[row.attribute],
+                "confidence": torch.tensor(self.confidence.get(row.attribute, [0.0] * len(EMOTIONS))[emotion])}
+        if self.latents is not None:
+            item["latent_params"] = self.latents[row.id]
+        else:
+            image = resize_center_crop(load_rgb(self.root / row.image), self.resolution)
+            item["pixels"] = torch.from_numpy(to_array(image, DIFFUSION_MEAN, DIFFUSION_STD))
+        return item
+
+
+@torch.no_grad()
+def _emotion_vectors(encoder: EncoderBundle, prepared: Prepared, cache: Path, device: torch.device,
+                     reporter: Reporter) -> dict[str, torch.Tensor]:
+    """Stage-1 features of every unique image, computed once and cached (the encoder is frozen)."""
+    ids = sorted({r.id: r.image for r in prepared.rows}.items())
+    if cache.is_file():
+        stored = load_file(str(cache))
+        if all(i in stored for i, _ in ids):
+            return stored
+    model = encoder.model.to(device).eval()
+    size, mean, std = encoder.config["image_size"], encoder.config["image_mean"], encoder.config["image_std"]
+    vectors: dict[str, torch.Tensor] = {}
+    with progress(reporter, "Emotion vectors", len(ids)):
+        for start in range(0, len(ids), 32):
+            chunk = ids[start:start + 32]
+            pixels = torch.from_numpy(np.stack([to_array(resize_center_crop(load_rgb(prepared.root / rel), size), mean, std)
+                                                for _, rel in chunk]))
+            feats = model.encode(pixels.to(device)).float().cpu()
+            vectors.update({i: f.contiguous() for (i, _), f in zip(chunk, feats)})
+            reporter.advance("Emotion vectors", len(chunk))
+    save_file(vectors, str(cache))
+    return vectors
+
+
+def _confidence(config: Config, prepared: Prepared, out_dir: Path, clip, device, reporter: Reporter):
+    """The confidence table (given, cached, or computed with a CLIP probe) and the probe if any."""
+    from emogen_cli.confidence import clip_image_features, confidence_table, load_confidence, train_probe
+
+    if config.mapper.confidence:
+        return load_confidence(config.mapper.confidence), None
+    cached, probe_file = out_dir / "confidence.json", out_dir / "emotion_probe.safetensors"
+    if cached.is_file() and probe_file.is_file():
+        probe = torch.nn.Linear(clip.config.projection_dim, len(EMOTIONS))
+        state = load_file(str(probe_file))
+        probe.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
+        return load_confidence(cached), probe.eval()
+    unique = prepared.unique_rows
+    features = clip_image_features(clip, [prepared.root / r.image for r in unique], device, reporter=reporter)
+    labels = torch.tensor([EMOTIONS.index(r.emotion) for r in unique])
+    probe, accuracy = train_probe(features, labels, seed=config.runtime.seed)
+    reporter.info(f"CLIP emotion probe: held-out accuracy {accuracy:.3f}")
+    table = {"emotions": list(EMOTIONS), "method": "mean probability of a CLIP-space emotion probe",
+             "probe_accuracy": accuracy, "attributes": confidence_table(probe, features, [r.attribute for r in unique])}
+    save_file({"fc.weight": probe.weight.detach().contiguous(), "fc.bias": probe.bias.detach().contiguous()},
+              str(probe_file))
+    cached.write_text(json.dumps(table, indent=1))
+    return table, probe
+
+
+def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume: bool = False,
+                 reporter: Reporter | None = None) -> dict[str, Any]:
+    from transformers import CLIPModel
+
+    from emogen_cli.latents import LatentCache
+    from emogen_cli.models import freeze, load, load_sd_components, quiet_libraries
+
+    reporter = reporter or Reporter()
+    cfg, seed = config.mapper, config.runtime.seed
+    out_dir, ckpt_dir = Path(cfg.output), Path(cfg.output) / "checkpoints"
+    if (out_dir / "config.json").is_file() and not resume:
+        raise EmogenError(f"'{out_dir}' already holds a mapper bundle.", "Choose another --out, or pass --resume.")
+    if list_checkpoints(ckpt_dir) and not resume:
+        raise EmogenError(f"'{out_dir}' holds checkpoints of an unfinished run.", "Pass --resume to continue it.")
+    prepared = load_prepared(prepared_dir or config.data.prepared)
+    encoder = load_encoder(cfg.encoder)
+    accelerator = make_accelerator(config.runtime.mixed_precision, config.runtime.device)
+    device, weight_dtype = accelerator.device, DTYPES[accelerator.mixed_precision]
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    quiet_libraries()
+    latents = LatentCache.open_if_matching(prepared.path / "latents", config.model.pretrained, config.model.revision,
+                                           config.model.resolution)
+    if latents is not None and not all(r.id in latents for r in prepared.rows):
+        latents = None
+    reporter.info("Using cached VAE latents." if latents else "No complete latent cache: encoding images on the fly.")
+    parts = load_sd_components(config.model.pretrained, config.model.revision, vae=latents is None)
+    tokenizer, text_encoder, unet, scheduler = (parts["tokenizer"], parts["text_encoder"], parts["unet"],
+                                                parts["noise_scheduler"])
+    vae = parts.get("vae")
+    clip = load(CLIPModel, config.model.clip).to(device).eval()
+    projection = clip.text_projection.weight.detach().float().cpu()
+    if projection.shape[1] != text_encoder.config.hidden_size:
+        raise EmogenError(f"CLIP '{config.model.clip}' projects {projection.shape[1]}-d text states but the text encoder "
+                          f"of '{config.model.pretrained}' is {text_encoder.config.hidden_size}-d.",
+                          "Use the CLIP model whose text tower the Stable Diffusion model uses.")
+    freeze(text_encoder, unet, clip, *([vae] if vae is not None else []))
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        text_encoder.gradient_checkpointing_enable()
+        unet.train()  # checkpointing is active in train mode only; the frozen UNet has no dropout
+    text_encoder.to(device, weight_dtype)
+    unet.to(device, weight_dtype)
+    if vae is not None:
+        vae.to(device, weight_dtype)
+
+    table, probe = _confidence(config, prepared, out_dir, clip, device, reporter)
+    confidence = table["attributes"]
+    del clip
+    vectors = _emotion_vectors(encoder, prepared, out_dir / "emotion_vectors.safetensors", device, reporter)
+    encoder.model = None
+
+    prompts = EmotionPromptEncoder(tokenizer, text_encoder, [cfg.placeholder])
+    attributes = prepared.attributes
+    proj = projection.to(device)
+    with torch.no_grad():
+        feats = []
+        from emogen_cli.emotions import attribute_text
+
+        for i in range(0, len(attributes), 64):
+            _, pooled = prompts.encode(prompts.tokenize([attribute_text(a) for a in attributes[i:i + 64]]))
+            feats.append(pooled.float() @ proj.T)
+        attribute_features = F.normalize(torch.cat(feats), dim=-1)
+    prompt_ids = prompts.tokenize([cfg.placeholder])
+    if probe is not None:
+        probe = probe.to(device)
+
+    dataset = MapperSamples(prepared.rows, prepared.root, vectors, latents, config.model.resolution, attributes,
+                            confidence)
+    sampler = EpochSampler(len(dataset), seed)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=config.data.num_workers,
+                        drop_last=len(dataset) > cfg.batch_size)
+    torch.manual_seed(seed)
+    mapper = MappingNetwork(encoder.space.dim, cfg.hidden_dim, text_encoder.config.hidden_size, cfg.layers)
+    optimizer = torch.optim.AdamW(mapper.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    mapper, optimizer, loader = accelerator.prepare(mapper, optimizer, loader)
+
+    step, total, steps_per_epoch = 0, cfg.max_steps, len(loader)
+    if resume and (ckpts := list_checkpoints(ckpt_dir)):
+        weights, opt_state, state = load_checkpoint(ckpts[-1])
+        accelerator.unwrap_model(mapper).load_state_dict(weights)
+        optimizer.load_state_dict(opt_state)
+        step = state["step"]
+        reporter.info(f"Resuming from {ckpts[-1].name} (step {step}/{total}).")
+
+    def checkpoint() -> None:
+        if accelerator.is_main_process:
+            save_checkpoint(ckpt_dir, step, accelerator.unwrap_model(mapper).state_dict(), optimizer,
+                            {"total": total}, keep=cfg.keep_checkpoints)
+
+    scaling = (vae.config.scaling_factor if vae is not None else
+               _vae_scaling(config.model.pretrained, config.model.revision))
+    history: list[dict[str, float]] = []
+    with progress(reporter, "Training mapper", total):
+        reporter.advance("Training mapper", step)
+        try:
+            while step < total:
+                epoch, skip = divmod(step, steps_per_epoch)
+                mapper.train()
+                batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+                set_epoch(batches, sampler, dataset, epoch)
+                for batch in batches:
+                    g = step_generator(seed, step)
+                    with accelerator.autocast():
+                        terms = _loss_terms(batch, g, mapper, prompts, prompt_ids, unet, vae, scheduler, scaling, proj,
+                                            attribute_features, probe, weight_dtype, device)
+                        loss = mapper_loss(terms["ldm"], terms["attr"], terms["emo"], batch["confidence"].float(),
+                                           cfg.lambda_attr, cfg.lambda_emo, cfg.threshold).mean()
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(f"The loss became {loss.item()} at step {step}.",
+                                               f"Lower mapper.lr; the last good checkpoint is kept in {ckpt_dir} "
+                                               "(resume with --resume).")
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    logged = {"loss": loss.item(), **{f"l_{k}": v.mean().item() for k, v in terms.items()}}
+                    history.append({"step": step, **logged})
+                    reporter.advance("Training mapper", 1, **logged)
+                    if step % cfg.checkpoint_every == 0:
+                        checkpoint()
+                    if step >= total:
+                        break
+        except KeyboardInterrupt:
+            checkpoint()
+            raise Interrupted(f"Interrupted at step {step}; checkpoint saved in {ckpt_dir}.",
+                              "Run the same command with --resume to continue.") from None
+    checkpoint()
+
+    bundle = MapperBundle(
+        config={
+            "format": FORMAT, "version": 1, "emotions": list(EMOTIONS), "placeholder": cfg.placeholder,
+            "base_model": config.model.pretrained, "clip_model": config.model.clip, "revision": config.model.revision,
+            "resolution": config.model.resolution, "in_dim": encoder.space.dim, "hidden_dim": cfg.hidden_dim,
+            "out_dim": text_encoder.config.hidden_size, "layers": cfg.layers, "steps": step, "seed": seed,
+            "losses": {"lambda_attr": cfg.lambda_attr, "lambda_emo": cfg.lambda_emo, "threshold": cfg.threshold},
+            "encoder": str(cfg.encoder), "prepared": str(prepared.path),
+        },
+        mapper=accelerator.unwrap_model(mapper).cpu().float().eval(),
+        space=encoder.space, projection=projection,
+        attributes={"names": attributes, "confidence": {a: confidence.get(a) for a in attributes},
+                    "confidence_method": table.get("method")},
+    )
+    if accelerator.is_main_process:
+        bundle.save(out_dir)
+    accelerator.wait_for_everyone()
+    last = history[-1] if history else {}
+    return {"path": str(out_dir), "steps": step, "final": last, "history": history[-50:],
+            "cached_latents": latents is not None, "attributes": len(attributes),
+            "probe_accuracy": table.get("probe_accuracy")}
+
+
+def _vae_scaling(pretrained: str, revision: str | None) -> float:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.load_config(pretrained, subfolder="vae", revision=revision).get("scaling_factor", 0.18215)
+
+
+def _loss_terms(batch, g, mapper, prompts, prompt_ids, unet, vae, scheduler, scaling, proj, attribute_features, probe,
+                weight_dtype, device) -> dict[str, torch.Tensor]:
+    """Per-sample L_ldm, L_attr, L_emo for one batch; randomness only from `g`."""
+    bsz = batch["vector"].shape[0]
+    embeddings = mapper(batch["vector"].float())  # [B, D]
+    hidden, pooled = prompts.encode(prompt_ids.expand(bsz, -1), embeddings.unsqueeze(1))
+    if "latent_params" in batch:
+        mean, logvar = batch["latent_params"].float().chunk(2, dim=1)
+    else:
+        with torch.no_grad():
+            dist = vae.encode(batch["pixels"].to(device, weight_dtype)).latent_dist
+        mean, logvar = dist.mean.float(), dist.logvar.float()
+    eps = torch.randn(mean.shape, generator=g).to(device)
+    latents = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * eps) * scaling
+    noise = torch.randn(latents.shape, generator=g).to(device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (bsz,), generator=g).to(device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    pred = unet(noisy.to(weight_dtype), timesteps, hidden.to(weight_dtype)).sample
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    l_ldm = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+    semantic = pooled.float() @ proj.T
+    scores = F.normalize(semantic, dim=-1) @ attribute_features.T  # cosine similarities, as the official loss
+    l_attr = F.cross_entropy(scores, batch["attribute"], reduction="none")
+    l_emo = (F.cross_entropy(probe(semantic), batch["emotion"], reduction="none") if probe is not None
+             else torch.zeros_like(l_ldm))
+    return {"ldm": l_ldm, "attr": l_attr, "emo": l_emo}
