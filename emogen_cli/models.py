@@ -11,8 +11,9 @@ from emogen_cli.errors import EmogenError
 
 def quiet_libraries() -> None:
     """Silence library warnings that are noise for CLI users (e.g. torchvision fallbacks)."""
-    import transformers
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import diffusers
+    import transformers
 
     transformers.logging.set_verbosity_error()
     diffusers.logging.set_verbosity_error()
