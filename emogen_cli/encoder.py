@@ -120,16 +120,22 @@ def build_classifier(config: dict[str, Any]) -> EmotionClassifier:
                              len(config["emotions"]), config.get("dropout", 0.5))
 
 
-def load_encoder(path: str | Path, with_model: bool = True) -> EncoderBundle:
-    path = Path(path)
+def read_bundle_config(path: Path, expected: str, producer: str) -> dict[str, Any]:
+    """config.json of an emogen output folder, checked to be of the `expected` format."""
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, json.JSONDecodeError):
-        raise EmogenError(f"'{path}' is not an emogen encoder folder (no readable config.json).",
-                          "Train one with `emogen train-encoder` or import with `--import-official`.") from None
-    if config.get("format") != FORMAT:
-        raise EmogenError(f"'{path}' holds a '{config.get('format', 'unknown')}' checkpoint, not an emogen encoder.",
-                          "Pass the folder written by `emogen train-encoder`.")
+        raise EmogenError(f"'{path}' is not an {expected} folder (no readable config.json).",
+                          f"Pass the folder written by `{producer}`.") from None
+    if config.get("format") != expected:
+        raise EmogenError(f"'{path}' holds a '{config.get('format', 'unknown')}' folder, not an {expected} folder.",
+                          f"Pass the folder written by `{producer}`.")
+    return config
+
+
+def load_encoder(path: str | Path, with_model: bool = True) -> EncoderBundle:
+    path = Path(path)
+    config = read_bundle_config(path, FORMAT, "emogen train-encoder")
     space = EmotionSpace.load(path / SPACE_FILE)
     model = None
     if with_model:

@@ -16,8 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from emogen_cli.encoder import EmotionSpace
-from emogen_cli.errors import EmogenError
+from emogen_cli.encoder import EmotionSpace, read_bundle_config
 
 FORMAT = "emogen-mapper"
 
@@ -70,14 +69,7 @@ class MapperBundle:
 
 def load_mapper(path: str | Path) -> MapperBundle:
     path = Path(path)
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        raise EmogenError(f"'{path}' is not an emogen mapper bundle (no readable config.json).",
-                          "Train one with `emogen train-mapper --out DIR` and pass that DIR with --mapper.") from None
-    if config.get("format") != FORMAT:
-        raise EmogenError(f"'{path}' holds a '{config.get('format', 'unknown')}' folder, not a mapper bundle.",
-                          "Pass the folder written by `emogen train-mapper`.")
+    config = read_bundle_config(path, FORMAT, "emogen train-mapper")
     mapper = MappingNetwork(config["in_dim"], config["hidden_dim"], config["out_dim"], config["layers"])
     mapper.load_state_dict(load_file(str(path / "mapper.safetensors")))
     mapper.eval()

@@ -95,7 +95,7 @@ def test_generate_errors(cli, mapper_config, tmp_path):
     bad = cli("generate", "-c", mapper_config, "-e", "awf", "--out", tmp_path)
     assert bad.code == 1 and "Did you mean 'awe'?" in bad.err
     missing = cli("generate", "-c", mapper_config, "-e", "awe", "--mapper", tmp_path / "none", "--out", tmp_path)
-    assert missing.code == 1 and "not an emogen mapper bundle" in missing.err and "Traceback" not in missing.err
+    assert missing.code == 1 and "not an emogen-mapper folder" in missing.err and "Traceback" not in missing.err
     blocked = tmp_path / "file"
     blocked.write_text("")
     unwritable = cli("generate", "-c", mapper_config, "-e", "awe", "--out", blocked / "sub")

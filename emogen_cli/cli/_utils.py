@@ -85,6 +85,12 @@ class RichReporter(Reporter):
             self.progress.stop()
             self.progress = None
 
+    def __enter__(self) -> "RichReporter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], None]) -> None:
     """The command's result: JSON on stdout, or a human rendering."""

@@ -41,11 +41,8 @@ def prepare(
     cfg = load_config(config, overrides(data__root=data and str(data), data__prepared=out and str(out),
                                         data__splits=splits, data__balance=balance, model__pretrained=model,
                                         model__resolution=resolution, runtime__device=device, runtime__seed=seed))
-    reporter = RichReporter()
-    try:
+    with RichReporter() as reporter:
         result = run(cfg, cache_latents=cache_latents, overwrite=overwrite, reporter=reporter)
-    finally:
-        reporter.close()
     emit(result, json_, _render)
 
 

@@ -43,11 +43,8 @@ def _run(requests, out, mapper, overwrite, baseline, json_, **values) -> None:
     from emogen_cli.generate import generate as run
 
     cfg = load_config(values.pop("config"), overrides(**values))
-    reporter = RichReporter()
-    try:
+    with RichReporter() as reporter:
         result = run(cfg, requests, out=out, mapper=mapper, overwrite=overwrite, baseline=baseline, reporter=reporter)
-    finally:
-        reporter.close()
     emit(result, json_, lambda r: out_console.print(f"Wrote {r['count']} images to {r['out']} (index.jsonl, grid-*.png)"))
 
 

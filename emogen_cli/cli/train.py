@@ -73,11 +73,8 @@ def train_encoder(
         return
     from emogen_cli.train_encoder import train_encoder as run
 
-    reporter = RichReporter()
-    try:
+    with RichReporter() as reporter:
         result = run(cfg, resume=resume, reporter=reporter)
-    finally:
-        reporter.close()
     emit(result, json_, _render_encoder)
 
 
@@ -147,11 +144,8 @@ def train_mapper(
              lambda r: out_console.print(f"Converted {r['attributes']} official confidence rows to {r['path']}; "
                                          f"train with --confidence {r['path']}"))
         return
-    reporter = RichReporter()
-    try:
+    with RichReporter() as reporter:
         result = run(cfg, resume=resume, reporter=reporter)
-    finally:
-        reporter.close()
     emit(result, json_, _render_mapper)
 
 
