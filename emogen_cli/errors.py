@@ -27,3 +27,9 @@ class TrainingDiverged(EmogenError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+class Interrupted(EmogenError):
+    """Ctrl-C during training; a checkpoint was saved."""
+
+    exit_code = 130

@@ -71,6 +71,9 @@ class EmoGenerator:
         self.prompts = EmotionPromptEncoder(self.pipe.tokenizer, self.pipe.text_encoder, [self.placeholder])
         self.mapper = self.bundle.mapper.to(self.device)
         self.mapper_hash = hashlib.sha256((self.mapper_path / "mapper.safetensors").read_bytes()).hexdigest()[:16]
+        with torch.no_grad():  # the negative prompt is the same for every image: encode it once
+            negative_ids = self.prompts.tokenize([config.generate.negative_prompt])
+            self.negative = self.prompts.encode(negative_ids)[0].to(self.dtype)
 
     def prompt_text(self, request: Request) -> str:
         if self.baseline:
@@ -91,10 +94,10 @@ class EmoGenerator:
     @torch.no_grad()
     def images(self, request: Request, seeds: list[int]) -> list[Image.Image]:
         g = self.config.generate
-        negative = self.prompts.encode(self.prompts.tokenize([g.negative_prompt] * len(seeds)))[0].to(self.dtype)
         generators = [torch.Generator(self.device).manual_seed(s) for s in seeds]
         size = self.config.model.resolution
-        return self.pipe(prompt_embeds=self.conditioning(request, seeds), negative_prompt_embeds=negative,
+        return self.pipe(prompt_embeds=self.conditioning(request, seeds),
+                         negative_prompt_embeds=self.negative.expand(len(seeds), -1, -1),
                          num_inference_steps=g.steps, guidance_scale=g.guidance, height=size, width=size,
                          generator=generators, output_type="pil").images
 

@@ -23,14 +23,10 @@ from emogen_cli.datasets import EpochSampler, LabelledImages, set_epoch
 from emogen_cli.emoset import scan_emoset
 from emogen_cli.emotions import EMOTIONS
 from emogen_cli.encoder import EmotionClassifier, EmotionSpace, EncoderBundle, encoder_config
-from emogen_cli.errors import EmogenError, TrainingDiverged
+from emogen_cli.errors import EmogenError, Interrupted, TrainingDiverged
 from emogen_cli.images import IMAGENET_MEAN, IMAGENET_STD
 from emogen_cli.reporting import Reporter, progress
 from emogen_cli.runtime import make_accelerator
-
-
-class Interrupted(EmogenError):
-    exit_code = 130
 
 
 def _optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:

@@ -27,14 +27,13 @@ from emogen_cli.conditioning import EmotionPromptEncoder
 from emogen_cli.config import Config
 from emogen_cli.datasets import EpochSampler, set_epoch
 from emogen_cli.emoset import Prepared, Row, load_prepared
-from emogen_cli.emotions import EMOTIONS
+from emogen_cli.emotions import EMOTIONS, attribute_text
 from emogen_cli.encoder import EncoderBundle, load_encoder
-from emogen_cli.errors import EmogenError, TrainingDiverged
+from emogen_cli.errors import EmogenError, Interrupted, TrainingDiverged
 from emogen_cli.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
 from emogen_cli.mapper import FORMAT, MapperBundle, MappingNetwork, mapper_loss
 from emogen_cli.reporting import Reporter, progress
 from emogen_cli.runtime import DTYPES, make_accelerator, step_generator
-from emogen_cli.train_encoder import Interrupted
 
 
 class MapperSamples(Dataset):
@@ -168,8 +167,6 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     proj = projection.to(device)
     with torch.no_grad():
         feats = []
-        from emogen_cli.emotions import attribute_text
-
         for i in range(0, len(attributes), 64):
             _, pooled = prompts.encode(prompts.tokenize([attribute_text(a) for a in attributes[i:i + 64]]))
             feats.append(pooled.float() @ proj.T)
