@@ -10,6 +10,7 @@ table stays bit-identical.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from emogen_cli.errors import EmogenError
@@ -84,3 +85,15 @@ class EmotionPromptEncoder:
         eos = (input_ids == self.tokenizer.eos_token_id).int().argmax(-1)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), eos]
         return hidden, pooled
+
+
+@torch.no_grad()
+def text_semantics(prompts: EmotionPromptEncoder, texts: list[str], projection: torch.Tensor,
+                   batch_size: int = 64) -> torch.Tensor:
+    """[N, P] L2-normalised semantic vectors of plain texts: the pooled end-of-text state through CLIP's
+    text projection, the space the attribute loss compares the emotion token's semantics in."""
+    feats = []
+    for i in range(0, len(texts), batch_size):
+        _, pooled = prompts.encode(prompts.tokenize(texts[i:i + batch_size]))
+        feats.append(pooled.float() @ projection.to(pooled.device).T)
+    return F.normalize(torch.cat(feats), dim=-1)

@@ -25,27 +25,6 @@ from torch import nn
 
 from emogen_cli.emotions import EMOTIONS, normalise_attribute
 from emogen_cli.errors import EmogenError
-from emogen_cli.images import CLIP_MEAN, CLIP_STD, load_rgb, resize_center_crop, to_array
-from emogen_cli.reporting import Reporter, progress
-
-
-@torch.no_grad()
-def clip_image_features(clip, paths: list[Path], device: torch.device, batch_size: int = 32,
-                        reporter: Reporter | None = None, task: str = "CLIP image features") -> torch.Tensor:
-    """[N, P] unnormalised CLIP image embeddings (the probe's input, as in the official code)."""
-    reporter = reporter or Reporter()
-    size = clip.config.vision_config.image_size
-    out = []
-    with progress(reporter, task, len(paths)):
-        for i in range(0, len(paths), batch_size):
-            chunk = paths[i:i + batch_size]
-            pixels = torch.from_numpy(np.stack([to_array(resize_center_crop(load_rgb(p), size), CLIP_MEAN, CLIP_STD)
-                                                for p in chunk]))
-            feats = clip.get_image_features(pixel_values=pixels.to(device, clip.dtype))
-            feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
-            out.append(feats.float().cpu())
-            reporter.advance(task, len(chunk))
-    return torch.cat(out)
 
 
 def train_probe(features: torch.Tensor, labels: torch.Tensor, seed: int = 0, steps: int = 300,

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from emogen_cli.config import Config
 from emogen_cli.encoder import EmotionSpace, read_bundle_config
 
 FORMAT = "emogen-mapper"
@@ -56,6 +57,14 @@ class MapperBundle:
     @property
     def emotions(self) -> tuple[str, ...]:
         return tuple(self.config["emotions"])
+
+    def base_model(self, config: Config) -> str:
+        """The SD model to use: the configured one if the user changed it, else the one trained with."""
+        return self.config["base_model"] if config.model.pretrained == Config().model.pretrained else config.model.pretrained
+
+    def clip_model(self, config: Config) -> str:
+        """The CLIP model to use: the configured one if the user changed it, else the one trained with."""
+        return self.config["clip_model"] if config.model.clip == Config().model.clip else config.model.clip
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)

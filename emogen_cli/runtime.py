@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from emogen_cli.errors import EmogenError
@@ -41,3 +45,39 @@ def make_accelerator(mixed_precision: str, device: str = "auto", gradient_accumu
     cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     precision = resolve_precision(mixed_precision, torch.device("cpu" if cpu else "cuda"))
     return Accelerator(mixed_precision=precision, cpu=cpu, gradient_accumulation_steps=gradient_accumulation_steps)
+
+
+@dataclass
+class ProcessShare:
+    """This process's place among those `accelerate launch` started (index 0 of 1 when run plainly)."""
+
+    index: int = 0
+    count: int = 1
+    device: torch.device | None = None  # the process's own device under accelerate launch
+    state: Any = None  # accelerate's PartialState when count > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    def wait(self) -> None:
+        if self.count > 1:
+            self.state.wait_for_everyone()
+
+    def gather(self, items: list) -> list:
+        """Every process's items, concatenated in process order."""
+        if self.count == 1:
+            return items
+        from accelerate.utils import gather_object
+
+        return gather_object(items)
+
+
+def process_share(device: str = "auto") -> ProcessShare:
+    """Join the process group when started by `accelerate launch` with several processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return ProcessShare()
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu")
+    return ProcessShare(state.process_index, state.num_processes, state.device, state)

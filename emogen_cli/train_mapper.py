@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from emogen_cli.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from emogen_cli.conditioning import EmotionPromptEncoder
+from emogen_cli.conditioning import EmotionPromptEncoder, text_semantics
 from emogen_cli.config import Config
 from emogen_cli.datasets import EpochSampler, set_epoch
 from emogen_cli.emoset import Prepared, Row, load_prepared
@@ -87,7 +87,8 @@ def _emotion_vectors(encoder: EncoderBundle, prepared: Prepared, cache: Path, de
 
 def _confidence(config: Config, prepared: Prepared, out_dir: Path, clip, device, reporter: Reporter):
     """The confidence table (given, cached, or computed with a CLIP probe) and the probe if any."""
-    from emogen_cli.confidence import clip_image_features, confidence_table, load_confidence, train_probe
+    from emogen_cli.clipspace import clip_image_features
+    from emogen_cli.confidence import confidence_table, load_confidence, train_probe
 
     if config.mapper.confidence:
         return load_confidence(config.mapper.confidence), None
@@ -165,12 +166,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     prompts = EmotionPromptEncoder(tokenizer, text_encoder, [cfg.placeholder])
     attributes = prepared.attributes
     proj = projection.to(device)
-    with torch.no_grad():
-        feats = []
-        for i in range(0, len(attributes), 64):
-            _, pooled = prompts.encode(prompts.tokenize([attribute_text(a) for a in attributes[i:i + 64]]))
-            feats.append(pooled.float() @ proj.T)
-        attribute_features = F.normalize(torch.cat(feats), dim=-1)
+    attribute_features = text_semantics(prompts, [attribute_text(a) for a in attributes], proj)
     prompt_ids = prompts.tokenize([cfg.placeholder])
     if probe is not None:
         probe = probe.to(device)

@@ -28,6 +28,34 @@ def emoset(tmp_path_factory) -> tuple[Path, dict]:
     return root, make_synthetic_emoset(root)
 
 
+@pytest.fixture(scope="session")
+def mapper_config(tmp_path_factory) -> Path:
+    """A config whose generate.mapper is a trained tiny mapper bundle (built once per session)."""
+    from emogen_cli.config import load_config
+    from emogen_cli.prepare import prepare
+    from emogen_cli.synthetic import make_synthetic_emoset
+    from emogen_cli.tiny import build_tiny_bundle
+    from emogen_cli.train_encoder import train_encoder
+    from emogen_cli.train_mapper import train_mapper
+
+    base = tmp_path_factory.mktemp("gen")
+    bundle = build_tiny_bundle(base / "tiny")
+    make_synthetic_emoset(base / "EmoSet", broken=False)
+    path = base / "tiny.yaml"
+    path.write_text(f"""
+model: {{pretrained: {bundle}, clip: {bundle / 'clip'}, resolution: 16}}
+data: {{root: {base / 'EmoSet'}, prepared: {base / 'prepared'}, num_workers: 0}}
+encoder: {{backbone: {bundle / 'resnet'}, emotion_dim: 16, image_size: 32, batch_size: 8, max_steps: 2, output: {base / 'encoder'}}}
+mapper: {{encoder: {base / 'encoder'}, hidden_dim: 32, batch_size: 4, max_steps: 2, output: {base / 'mapper'}}}
+generate: {{mapper: {base / 'mapper'}, steps: 2, batch_size: 2}}
+""")
+    cfg = load_config(path)
+    prepare(cfg, cache_latents=True)
+    train_encoder(cfg)
+    train_mapper(cfg)
+    return path
+
+
 @pytest.fixture
 def tiny_config(tiny_bundle, emoset, tmp_path) -> Path:
     """A config file pointing every model at the tiny bundle and outputs into tmp_path."""

@@ -1,38 +1,10 @@
 import json
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from emogen_cli.config import load_config
-
-
-@pytest.fixture(scope="module")
-def mapper_config(tmp_path_factory):
-    """A trained tiny mapper bundle and a config pointing at it (built once for this module)."""
-    from emogen_cli.prepare import prepare
-    from emogen_cli.synthetic import make_synthetic_emoset
-    from emogen_cli.tiny import build_tiny_bundle
-    from emogen_cli.train_encoder import train_encoder
-    from emogen_cli.train_mapper import train_mapper
-
-    base = tmp_path_factory.mktemp("gen")
-    bundle = build_tiny_bundle(base / "tiny")
-    make_synthetic_emoset(base / "EmoSet", broken=False)
-    path = base / "tiny.yaml"
-    path.write_text(f"""
-model: {{pretrained: {bundle}, clip: {bundle / 'clip'}, resolution: 16}}
-data: {{root: {base / 'EmoSet'}, prepared: {base / 'prepared'}, num_workers: 0}}
-encoder: {{backbone: {bundle / 'resnet'}, emotion_dim: 16, image_size: 32, batch_size: 8, max_steps: 2, output: {base / 'encoder'}}}
-mapper: {{encoder: {base / 'encoder'}, hidden_dim: 32, batch_size: 4, max_steps: 2, output: {base / 'mapper'}}}
-generate: {{mapper: {base / 'mapper'}, steps: 2, batch_size: 2}}
-""")
-    cfg = load_config(path)
-    prepare(cfg, cache_latents=True)
-    train_encoder(cfg)
-    train_mapper(cfg)
-    return path
 
 
 def test_generate_files_metadata_determinism_and_no_overwrite(cli, mapper_config, tmp_path):
@@ -73,7 +45,7 @@ def test_conditioning_does_not_depend_on_batch(mapper_config):
     from emogen_cli.generate import EmoGenerator, Request
 
     gen = EmoGenerator(load_config(mapper_config))
-    request = Request("contentment")
+    request = Request(("contentment",))
     together = gen.conditioning(request, [1, 2, 3])
     alone = torch.cat([gen.conditioning(request, [s]) for s in (1, 2, 3)])
     assert torch.allclose(together, alone, atol=1e-6)
@@ -100,3 +72,88 @@ def test_generate_errors(cli, mapper_config, tmp_path):
     blocked.write_text("")
     unwritable = cli("generate", "-c", mapper_config, "-e", "awe", "--out", blocked / "sub")
     assert unwritable.code == 1 and "Cannot write" in unwritable.err
+
+
+def test_fuse_weights_one_zero_equal_the_single_emotion(mapper_config):
+    from emogen_cli.generate import EmoGenerator, Request, fusion_request
+
+    gen = EmoGenerator(load_config(mapper_config), tokens=2)
+    seeds = [3, 4]
+    single = gen.conditioning(Request(("awe",)), seeds)
+    for mode in ("embedding", "space"):
+        fused = fusion_request(["awe", "fear"], [1, 0], mode)
+        assert torch.equal(gen.conditioning(fused, seeds), single)
+        assert not torch.equal(gen.conditioning(fusion_request(["awe", "fear"], [1, 1], mode), seeds), single)
+    # Token mode (the default): one placeholder per emotion, each holding that emotion's own embedding.
+    tokens = fusion_request(["awe", "fear"])
+    assert gen.prompt_text(tokens) == "<emotion> <emotion_2>"
+    values = gen.embeddings(tokens, seeds)
+    assert values.shape[1] == 2
+    assert torch.equal(values[:, :1], gen.embeddings(Request(("awe",)), seeds))
+    assert torch.equal(values[:, 1:], gen.embeddings(Request(("fear",)), seeds))
+
+
+def test_fuse_cli(cli, mapper_config, tmp_path):
+    result = cli("fuse", "amusement", "fear", "-n", "2", "-c", mapper_config, "--out", tmp_path, "--json")
+    assert result.code == 0, result.err
+    assert [r["path"].rsplit("/", 1)[1] for r in result.json["images"]] == ["amusement+fear-00000.png",
+                                                                              "amusement+fear-00001.png"]
+    meta = json.loads(Image.open(tmp_path / "amusement+fear-00001.png").text["emogen"])
+    assert meta["emotions"] == ["amusement", "fear"] and meta["fusion"] == {"mode": "tokens", "weights": None}
+    mixed = cli("fuse", "amusement", "fear", "--mode", "embedding", "-w", "3,1", "-n", "1", "-p", "a street",
+                "-c", mapper_config, "--out", tmp_path, "--json")
+    assert mixed.code == 0, mixed.err
+    assert mixed.json["images"][0]["fusion"] == {"mode": "embedding", "weights": [0.75, 0.25]}
+    assert (tmp_path / "amusement+fear-embedding-a-street-00000.png").is_file()
+
+    needs_mode = cli("fuse", "amusement", "fear", "-w", "1,0", "-c", mapper_config, "--out", tmp_path)
+    assert needs_mode.code == 1 and "--mode embedding" in needs_mode.err
+    one = cli("fuse", "amusement", "-c", mapper_config, "--out", tmp_path)
+    assert one.code == 1 and "two or more" in one.err
+    bad = cli("fuse", "awe", "fear", "--mode", "embedding", "-w", "1,x", "-c", mapper_config, "--out", tmp_path)
+    assert bad.code == 1 and "--weights must be numbers" in bad.err
+    count = cli("fuse", "awe", "fear", "--mode", "space", "-w", "1", "-c", mapper_config, "--out", tmp_path)
+    assert count.code == 1 and "one non-negative weight per emotion" in count.err
+
+
+def test_plan_splits_images_evenly_between_processes():
+    from emogen_cli.generate import Request, plan
+    from emogen_cli.runtime import ProcessShare
+
+    requests = [Request(("awe",), count=5), Request(("fear",), count=4)]
+    shares = [plan(requests, ProcessShare(index=p, count=3), batch_size=2) for p in range(3)]
+    jobs = [(r, i) for share in shares for r, indices in share for i in indices]
+    assert sorted(jobs) == [(0, i) for i in range(5)] + [(1, i) for i in range(4)]
+    assert [sum(len(ix) for _, ix in share) for share in shares] == [3, 3, 3]
+    assert all(len(ix) <= 2 for share in shares for _, ix in share)
+    assert plan(requests, ProcessShare(), batch_size=4) == [(0, [0, 1, 2, 3]), (0, [4]), (1, [0, 1, 2, 3])]
+
+
+def test_accelerate_launch_splits_images_between_processes(mapper_config, tmp_path):
+    """Two CPU processes (gloo) share the images; files and index equal a single-process run's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(port), "-m", "emogen_cli"]
+    args = ["generate", "-c", str(mapper_config), "-e", "awe", "-n", "3", "--batch-size", "1", "--json", "--device", "cpu"]
+    multi = subprocess.run(launch + args + ["--out", str(tmp_path / "multi")], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert multi.returncode == 0, multi.stderr[-2000:]
+    result = json.loads(multi.stdout)  # one JSON document: only the main process prints
+    assert result["processes"] == 2 and result["count"] == 3
+    single = subprocess.run([sys.executable, "-m", "emogen_cli"] + args + ["--out", str(tmp_path / "single")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    for i in range(3):
+        a = np.asarray(Image.open(tmp_path / "multi" / f"awe-{i:05d}.png"))
+        assert np.array_equal(a, np.asarray(Image.open(tmp_path / "single" / f"awe-{i:05d}.png")))
+    assert len((tmp_path / "multi" / "index.jsonl").read_text().splitlines()) == 3
+    assert (tmp_path / "multi" / "grid-awe-00000.png").is_file()

@@ -7,6 +7,7 @@ Heavy libraries (torch, diffusers, transformers) are imported inside commands on
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,11 +42,17 @@ ResolutionOpt = Annotated[int | None, typer.Option("--resolution", help="Image s
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs instead of refusing.")]
 
 
+def is_main_process() -> bool:
+    """False in the extra processes of `accelerate launch`, which stay silent."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 class RichReporter(Reporter):
-    """Renders core progress as Rich bars on stderr."""
+    """Renders core progress as Rich bars on stderr (from the main process only)."""
 
     def __init__(self, console: Console = err_console) -> None:
         self.console = console
+        self.quiet = not is_main_process()
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
 
@@ -59,6 +66,8 @@ class RichReporter(Reporter):
         return self.progress
 
     def start(self, task: str, total: int | None = None) -> None:
+        if self.quiet:
+            return
         self.tasks[task] = self._ensure().add_task(task, total=total, metrics="")
 
     def advance(self, task: str, n: int = 1, **metrics: float) -> None:
@@ -75,10 +84,12 @@ class RichReporter(Reporter):
                 self.progress = None
 
     def info(self, message: str) -> None:
-        self.console.print(f"[dim]{message}[/dim]")
+        if not self.quiet:
+            self.console.print(f"[dim]{message}[/dim]")
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]Warning:[/yellow] {message}")
+        if not self.quiet:
+            self.console.print(f"[yellow]Warning:[/yellow] {message}")
 
     def close(self) -> None:
         if self.progress is not None:
@@ -93,7 +104,9 @@ class RichReporter(Reporter):
 
 
 def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], None]) -> None:
-    """The command's result: JSON on stdout, or a human rendering."""
+    """The command's result: JSON on stdout, or a human rendering (once, from the main process)."""
+    if not is_main_process():
+        return
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
         sys.stdout.flush()

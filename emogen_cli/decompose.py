@@ -1,0 +1,140 @@
+"""`emogen decompose`: the semantics an emotion is made of, and what generated images show.
+
+Ranking: `samples` emotion-space samples of the emotion are mapped and encoded as the "<emotion>"
+prompt; the end-of-text state through CLIP's text projection is the emotion's semantic vector,
+the space the attribute loss trained it in. Attribute names are encoded the same way and ranked by
+their mean cosine similarity to those vectors (the paper's Fig. 7: awe -> snowy mountain, valley,
+waterfall, ...).
+
+Labelling (`images`): as the official inference script does, every generated image gets the
+attribute name whose CLIP text embedding best matches its CLIP image embedding; the score is
+CLIP's logit (100 x cosine for the released models).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from emogen_cli.config import Config
+from emogen_cli.emotions import EMOTIONS, attribute_text, normalise_attribute
+from emogen_cli.emoset import atomic_write_text
+from emogen_cli.errors import EmogenError
+from emogen_cli.mapper import MapperBundle, load_mapper
+from emogen_cli.reporting import Reporter
+from emogen_cli.runtime import resolve_device
+
+LABELS_FILE = "attribute_labels.jsonl"
+
+
+def read_attributes(path: str | Path) -> list[str]:
+    """Attribute names from a text file (one per line, '#' comments) or a JSON list."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise EmogenError(f"Cannot read the attribute file '{path}' ({exc.strerror}).") from None
+    if path.suffix == ".json":
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EmogenError(f"'{path}' is not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+        names = names.get("names") if isinstance(names, dict) else names
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise EmogenError(f"'{path}' must hold a JSON list of attribute names.")
+    else:
+        names = [line.split("#", 1)[0] for line in text.splitlines()]
+    out = list(dict.fromkeys(normalise_attribute(n) for n in names if n.strip()))
+    if not out:
+        raise EmogenError(f"The attribute file '{path}' lists no names.", "Put one attribute name per line.")
+    return out
+
+
+@torch.no_grad()
+def rank_attributes(config: Config, bundle: MapperBundle, emotions: list[str], names: list[str], top: int,
+                    samples: int, device: torch.device) -> list[dict[str, Any]]:
+    """Per emotion, the `top` attribute names closest to its mapped semantics."""
+    from emogen_cli.conditioning import EmotionPromptEncoder, text_semantics
+    from emogen_cli.models import load_sd_components
+
+    base = bundle.base_model(config)
+    parts = load_sd_components(base, config.model.revision, vae=False, unet=False)
+    text_encoder = parts["text_encoder"].to(device).eval()
+    if text_encoder.config.hidden_size != bundle.config["out_dim"]:
+        raise EmogenError(f"The mapper writes {bundle.config['out_dim']}-d embeddings but the text encoder of '{base}' "
+                          f"is {text_encoder.config.hidden_size}-d.",
+                          f"Use the base model it was trained on: {bundle.config['base_model']}.")
+    placeholder = bundle.config["placeholder"]
+    prompts = EmotionPromptEncoder(parts["tokenizer"], text_encoder, [placeholder])
+    attributes = text_semantics(prompts, [attribute_text(n) for n in names], bundle.projection)
+    mapper = bundle.mapper.to(device)
+    seed = config.runtime.seed
+    confidence = bundle.attributes.get("confidence") or {}
+    results = []
+    for emotion in emotions:
+        vectors = torch.stack([bundle.space.sample(emotion, torch.Generator().manual_seed(seed + i))
+                               for i in range(samples)]).to(device)
+        ids = prompts.tokenize([placeholder] * samples)
+        _, pooled = prompts.encode(ids, mapper(vectors).unsqueeze(1))
+        semantic = F.normalize(pooled.float() @ bundle.projection.to(device).T, dim=-1)
+        similarity = (semantic.cpu() @ attributes.T).mean(0)  # mean cosine over the samples
+        order = similarity.argsort(descending=True)[:top].tolist()
+        e = EMOTIONS.index(emotion)
+        results.append({"emotion": emotion, "samples": samples, "attributes": [
+            {"rank": r + 1, "name": names[i], "similarity": round(similarity[i].item(), 6),
+             "confidence": confidence[names[i]][e] if confidence.get(names[i]) else None}
+            for r, i in enumerate(order)]})
+    return results
+
+
+@torch.no_grad()
+def label_images(folder: Path, names: list[str], clip_model: str, device: torch.device,
+                 reporter: Reporter) -> dict[str, Any]:
+    """Label every image in `folder` with its best-matching attribute; writes attribute_labels.jsonl."""
+    from emogen_cli.clipspace import clip_image_features, clip_text_features, load_clip
+    from emogen_cli.gallery import scan_gallery
+
+    images, broken = scan_gallery(folder)
+    if not images:
+        raise EmogenError(f"No readable images in '{folder}'.", "Pass the --out folder of `emogen generate`.")
+    clip, tokenizer = load_clip(clip_model, device)
+    text = clip_text_features(clip, tokenizer, [attribute_text(n) for n in names], device)
+    feats = clip_image_features(clip, [im.path for im in images], device, reporter=reporter, task="Labelling images")
+    logits = clip.logit_scale.exp().item() * F.normalize(feats, dim=-1) @ text.T
+    scores, best = logits.topk(min(3, len(names)), dim=-1)
+    records, counts = [], {}
+    for image, s, b in zip(images, scores.tolist(), best.tolist()):
+        records.append({"path": str(image.path.relative_to(folder)), "emotion": image.emotion,
+                        "attribute": names[b[0]], "score": round(s[0], 4),
+                        "top": [[names[i], round(v, 4)] for i, v in zip(b, s)]})
+        counts.setdefault(image.emotion or "unknown", Counter())[names[b[0]]] += 1
+    atomic_write_text(folder / LABELS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+    return {"folder": str(folder), "file": str(folder / LABELS_FILE), "count": len(records), "unreadable": broken,
+            "by_emotion": {e: c.most_common(5) for e, c in counts.items()}, "labels": records}
+
+
+def decompose(config: Config, emotions: list[str], top: int = 6, attributes: str | Path | None = None,
+              images: str | Path | None = None, samples: int = 64, mapper: str | Path | None = None,
+              reporter: Reporter | None = None) -> dict[str, Any]:
+    """Rank attribute names for `emotions` (needs a mapper bundle) and/or label the images in `images`."""
+    reporter = reporter or Reporter()
+    if not emotions and images is None:
+        raise EmogenError("Nothing to decompose.", "Name an emotion (e.g. `emogen decompose awe`) or pass --images DIR.")
+    device = resolve_device(config.runtime.device)
+    bundle = load_mapper(mapper or config.generate.mapper) if emotions or attributes is None else None
+    names = read_attributes(attributes) if attributes is not None else list(bundle.attributes.get("names") or [])
+    if not names:
+        raise EmogenError("The mapper bundle lists no attribute names.", "Pass --attributes FILE (one name per line).")
+    result: dict[str, Any] = {"attributes": len(names)}
+    if emotions:
+        reporter.info(f"Ranking {len(names)} attributes for {', '.join(emotions)}.")
+        result["emotions"] = rank_attributes(config, bundle, emotions, names, min(top, len(names)), samples, device)
+    if images is not None:
+        clip_model = bundle.clip_model(config) if bundle else config.model.clip
+        result["labels"] = label_images(Path(images), names, clip_model, device, reporter)
+    return result
