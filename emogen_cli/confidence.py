@@ -122,10 +122,22 @@ def import_official_confidence(src: str | Path, out: str | Path) -> dict[str, An
     return result
 
 
-def load_official_probe(path: Path) -> nn.Linear:
-    """The official Clip_emotion_classifier .pth ({fc.weight, fc.bias}), read with weights_only=True."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    probe = nn.Linear(state["fc.weight"].shape[1], state["fc.weight"].shape[0])
-    probe.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
+def load_probe(path: str | Path) -> nn.Linear:
+    """A CLIP-space emotion probe {fc.weight, fc.bias}: ours (.safetensors) or the official
+    Clip_emotion_classifier .pth (read with weights_only=True). Outputs follow the official order."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        weight, bias = state["fc.weight"], state["fc.bias"]
+    except Exception as exc:  # noqa: BLE001 - any failure means "not a probe file"
+        raise EmogenError(f"Cannot read the emotion probe '{path}' ({str(exc).splitlines()[0][:200]}).",
+                          "Pass emotion_probe.safetensors from a mapper bundle or the official classifier .pth.") from None
+    probe = nn.Linear(weight.shape[1], weight.shape[0])
+    probe.load_state_dict({"weight": weight, "bias": bias})
     return probe.eval()

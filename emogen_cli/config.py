@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -85,6 +86,20 @@ class GenerateConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    reference: str | None = None  # prepared folder or image folder for FID (null: data.prepared)
+    metrics: list[str] = field(default_factory=lambda: ["fid", "lpips", "emo-a", "sem-c", "sem-d"])
+    fid_features: str = "auto"  # auto: Inception with torch-fidelity installed, else CLIP image features
+    emotion_classifier: str = "clip"  # clip: the CLIP-space probe (official Emo-A); encoder: stage 1
+    probe: str | None = None  # CLIP emotion probe (null: the mapper bundle's emotion_probe.safetensors)
+    object_model: str = "microsoft/resnet-50"  # ImageNet classifier for Sem-C
+    scene_model: str | None = None  # Places365 classifier for Sem-C (transformers folder or resnet50_places365.pth.tar)
+    pairs: int = 200  # random image pairs per emotion for LPIPS and Sem-D
+    max_reference: int = 5000  # reference images used for FID (a seeded random subset)
+    batch_size: int = 32
+
+
+@dataclass
 class RuntimeConfig:
     seed: int = 0
     mixed_precision: str = "auto"  # auto: bf16 (or fp16) on CUDA, fp32 on CPU
@@ -98,6 +113,7 @@ class Config:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     mapper: MapperConfig = field(default_factory=MapperConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,12 +125,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "generate.scheduler": ("unipc", "ddim", "euler", "dpm", "pndm"),
     "runtime.mixed_precision": ("auto", "no", "fp16", "bf16"),
     "data.splits": ("train", "val", "test"),
+    "evaluate.metrics": ("fid", "lpips", "emo-a", "sem-c", "sem-d"),
+    "evaluate.fid_features": ("auto", "inception", "clip"),
+    "evaluate.emotion_classifier": ("clip", "encoder"),
 }
 POSITIVE = {
     "model.resolution", "encoder.emotion_dim", "encoder.image_size", "encoder.batch_size", "encoder.epochs",
     "encoder.checkpoint_every", "mapper.layers", "mapper.hidden_dim", "mapper.batch_size", "mapper.max_steps",
     "mapper.checkpoint_every", "generate.steps", "generate.batch_size", "encoder.keep_checkpoints",
-    "mapper.keep_checkpoints",
+    "mapper.keep_checkpoints", "evaluate.pairs", "evaluate.max_reference", "evaluate.batch_size",
 }
 
 
@@ -164,6 +183,8 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
         except ValueError:
             raise bad("a number") from None
     if hint is str:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise bad("a string")
         return str(value)

@@ -2,7 +2,8 @@
 
 `build_tiny_bundle(dir)` writes a diffusers Stable Diffusion folder (unet, vae, text_encoder,
 tokenizer, scheduler, model_index.json) plus `clip/` (a CLIPModel whose text tower is the
-text encoder, as SD 1.5's is CLIP ViT-L/14's) and `resnet/` (a bottleneck ResNet). Every command
+text encoder, as SD 1.5's is CLIP ViT-L/14's), `resnet/` (a bottleneck ResNet) and `classifier/` (a
+ResNet image classifier standing in for the ImageNet / Places365 models of Sem-C). Every command
 accepts these paths wherever it accepts the real hub ids, so the whole tool runs on CPU in seconds.
 """
 
@@ -53,6 +54,7 @@ def build_tiny_bundle(path: str | Path, seed: int = 0) -> Path:
         CLIPTokenizer,
         CLIPVisionConfig,
         ResNetConfig,
+        ResNetForImageClassification,
         ResNetModel,
     )
 
@@ -101,5 +103,9 @@ def build_tiny_bundle(path: str | Path, seed: int = 0) -> Path:
     resnet = ResNetModel(ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1],
                                       layer_type="bottleneck", hidden_act="relu"))
     resnet.save_pretrained(str(path / "resnet"))
+    classifier = ResNetForImageClassification(ResNetConfig(
+        num_channels=3, embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1], layer_type="bottleneck",
+        hidden_act="relu", num_labels=5))
+    classifier.save_pretrained(str(path / "classifier"))
     (path / "emogen_tiny.json").write_text(json.dumps({"resolution": TINY_RESOLUTION, "seed": seed}, indent=2))
     return path

@@ -88,16 +88,13 @@ def _emotion_vectors(encoder: EncoderBundle, prepared: Prepared, cache: Path, de
 def _confidence(config: Config, prepared: Prepared, out_dir: Path, clip, device, reporter: Reporter):
     """The confidence table (given, cached, or computed with a CLIP probe) and the probe if any."""
     from emogen_cli.clipspace import clip_image_features
-    from emogen_cli.confidence import confidence_table, load_confidence, train_probe
+    from emogen_cli.confidence import confidence_table, load_confidence, load_probe, train_probe
 
     if config.mapper.confidence:
         return load_confidence(config.mapper.confidence), None
     cached, probe_file = out_dir / "confidence.json", out_dir / "emotion_probe.safetensors"
     if cached.is_file() and probe_file.is_file():
-        probe = torch.nn.Linear(clip.config.projection_dim, len(EMOTIONS))
-        state = load_file(str(probe_file))
-        probe.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
-        return load_confidence(cached), probe.eval()
+        return load_confidence(cached), load_probe(probe_file)
     unique = prepared.unique_rows
     features = clip_image_features(clip, [prepared.root / r.image for r in unique], device, reporter=reporter)
     labels = torch.tensor([EMOTIONS.index(r.emotion) for r in unique])
