@@ -20,13 +20,17 @@ app = typer.Typer(help="Developer helpers: tiny models and synthetic data.", no_
 @app.command("tiny-bundle")
 def tiny_bundle(
     out: Annotated[Path, typer.Argument(help="Folder to write the tiny models to.")],
+    size: Annotated[str, typer.Option("--size", help="tiny (tests, demo) or mid (CPU benchmarks).")] = "tiny",
     seed: SeedOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Write tiny random-weight SD/CLIP/ResNet models in their real folder layouts."""
-    from emogen_cli.tiny import build_tiny_bundle
+    from emogen_cli.errors import EmogenError
+    from emogen_cli.tiny import SIZES, build_tiny_bundle
 
-    path = build_tiny_bundle(out, seed=seed or 0)
+    if size not in SIZES:
+        raise EmogenError(f"Unknown size '{size}'.", f"Choose one of: {', '.join(SIZES)}.")
+    path = build_tiny_bundle(out, seed=seed or 0, size=size)
     emit({"path": str(path)}, json_, lambda r: out_console.print(f"Tiny model bundle written to {r['path']}"))
 
 

@@ -1,0 +1,24 @@
+"""The benchmarks run (quick mode, tiny model) and report their ratios; timings are never asserted."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.parametrize("script, keys", [
+    ("startup.py", {"python_s", "emogen_help_s"}),
+    ("generate.py", {"ours_s", "diffusers_s", "overhead_percent"}),
+    ("train_mapper.py", {"official_style_step_s", "ours_batched_step_s", "speedup_per_sample"}),
+])
+def test_benchmark_quick_mode(script, keys):
+    run = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--json"], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert keys <= set(result) and result["ratio"] > 0
+    assert f"[{result['benchmark']}]" in run.stderr  # the human summary
