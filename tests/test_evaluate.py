@@ -113,6 +113,10 @@ def test_evaluate_missing_backends_and_bad_input(cli, mapper_config, tmp_path, m
     default = cli("evaluate", gen, "-c", mapper_config, "--metrics", "sem-d,emo-a", "--out", tmp_path / "r", "--json")
     assert default.code == 0, default.err
     assert set(default.json["metrics"]) == {"sem-d", "emo-a"}
+    stage1 = cli("evaluate", gen, "-c", mapper_config, "--metrics", "emo-a", "--emotion-classifier", "encoder",
+                 "--out", tmp_path / "r1", "--json")
+    assert stage1.code == 0, stage1.err
+    assert 0 <= stage1.json["metrics"]["emo-a"]["value"] <= 1 and "stage-1" in stage1.json["metrics"]["emo-a"]["backend"]
     unknown = cli("evaluate", gen, "-c", mapper_config, "--metrics", "fidd")
     assert unknown.code == 1 and "must be one of" in unknown.err
     empty = tmp_path / "empty"

@@ -13,7 +13,7 @@ Usage examples:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,14 +34,21 @@ BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Images per d
 BaselineOpt = Annotated[bool, typer.Option("--baseline", help="Plain SD with 'a photo that evokes {emotion}', same code path.")]
 
 
-def _run(requests, out, mapper, overwrite, baseline, json_, **values) -> None:
+def _run(requests: list, options: dict[str, Any]) -> None:
+    """Generate `requests` with a command's options (its locals()) as config overrides; print the result."""
     from emogen_cli.config import load_config
     from emogen_cli.generate import generate as run
 
-    cfg = load_config(values.pop("config"), overrides(**values))
+    o = options
+    cfg = load_config(o["config"], overrides(
+        generate__steps=o["steps"], generate__guidance=o["guidance"], generate__scheduler=o["scheduler"],
+        model__resolution=o["size"], generate__batch_size=o["batch_size"], model__pretrained=o["model"],
+        runtime__device=o["device"], runtime__mixed_precision=o["mixed_precision"], runtime__seed=o["seed"]))
     with RichReporter() as reporter:
-        result = run(cfg, requests, out=out, mapper=mapper, overwrite=overwrite, baseline=baseline, reporter=reporter)
-    emit(result, json_, lambda r: out_console.print(f"Wrote {r['count']} images to {r['out']} (index.jsonl, grid-*.png)"))
+        result = run(cfg, requests, out=o["out"], mapper=o["mapper"], overwrite=o["overwrite"],
+                     baseline=o["baseline"], reporter=reporter)
+    emit(result, o["json_"], lambda r: out_console.print(f"Wrote {r['count']} images to {r['out']} "
+                                                         "(index.jsonl, grid-*.png)"))
 
 
 def generate(
@@ -68,10 +75,7 @@ def generate(
     from emogen_cli.generate import Request
 
     requests = [Request((e,), "{}", num_images) for e in parse_emotions([emotion])]
-    _run(requests, out, mapper, overwrite, baseline, json_, config=config, generate__steps=steps,
-         generate__guidance=guidance, generate__scheduler=scheduler, model__resolution=size,
-         generate__batch_size=batch_size, model__pretrained=model, runtime__device=device,
-         runtime__mixed_precision=mixed_precision, runtime__seed=seed)
+    _run(requests, locals())
 
 
 def transfer(
@@ -111,10 +115,7 @@ def transfer(
         raise EmogenError("No prompt given.", "Pass one like 'a cup', or --template '{} bag', or --prompt-file FILE.")
     templates = [t if "{}" in t else "{} " + t for t in texts]
     requests = [Request((e,), t, num_images) for e in parse_emotions([emotion]) for t in templates]
-    _run(requests, out, mapper, overwrite, baseline, json_, config=config, generate__steps=steps,
-         generate__guidance=guidance, generate__scheduler=scheduler, model__resolution=size,
-         generate__batch_size=batch_size, model__pretrained=model, runtime__device=device,
-         runtime__mixed_precision=mixed_precision, runtime__seed=seed)
+    _run(requests, locals())
 
 
 def fuse(
@@ -157,10 +158,7 @@ def fuse(
                               "For example: --weights 0.7,0.3.") from None
     template = prompt if "{}" in prompt else "{} " + prompt
     request = fusion_request(names, values, mode, template, num_images)
-    _run([request], out, mapper, overwrite, baseline, json_, config=config, generate__steps=steps,
-         generate__guidance=guidance, generate__scheduler=scheduler, model__resolution=size,
-         generate__batch_size=batch_size, model__pretrained=model, runtime__device=device,
-         runtime__mixed_precision=mixed_precision, runtime__seed=seed)
+    _run([request], locals())
 
 
 def decompose(
