@@ -17,12 +17,6 @@ class EmogenError(Exception):
         return f"{self.message} {self.hint}" if self.hint else self.message
 
 
-class NotYetAvailable(EmogenError):
-    """A command whose implementation has not landed yet."""
-
-    exit_code = 2
-
-
 class TrainingDiverged(EmogenError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
 
