@@ -246,7 +246,8 @@ class Evaluation:
         if not per:
             raise Unavailable("LPIPS needs at least two images of one emotion.")
         return {"value": _emotion_mean(per), "per_emotion": per,
-                "backend": f"lpips AlexNet, {self.config.evaluate.pairs} pairs per emotion, images in [-1, 1]"}
+                "backend": f"lpips AlexNet, {self.config.evaluate.pairs} pairs per emotion, images in [-1, 1] "
+                           "(the range lpips expects; the official script passed [0, 1])"}
 
     def fid(self) -> dict[str, Any]:
         cfg = self.config.evaluate

@@ -33,7 +33,7 @@ from PIL.PngImagePlugin import PngInfo
 from emogen_cli import __version__
 from emogen_cli.conditioning import EmotionPromptEncoder
 from emogen_cli.config import Config
-from emogen_cli.errors import EmogenError
+from emogen_cli.errors import EmogenError, Interrupted
 from emogen_cli.images import load_rgb
 from emogen_cli.mapper import MapperBundle, load_mapper
 from emogen_cli.reporting import Reporter, progress
@@ -266,12 +266,18 @@ def generate(config: Config, requests: list[Request], out: str | Path | None = N
     batches = plan(requests, share, config.generate.batch_size)
     records: list[dict[str, Any]] = []
     with progress(reporter, "Generating", sum(len(indices) for _, indices in batches)):
-        for r, indices in batches:
-            request, seeds = requests[r], [seed + i for i in indices]
-            for i, image in zip(indices, generator.images(request, seeds)):
-                path = out_dir / f"{_stem(request, baseline)}-{starts[r] + i:05d}.png"
-                records.append(generator.save(image, path, request, seed + i))
-            reporter.advance("Generating", len(indices))
+        try:
+            for r, indices in batches:
+                request, seeds = requests[r], [seed + i for i in indices]
+                for i, image in zip(indices, generator.images(request, seeds)):
+                    path = out_dir / f"{_stem(request, baseline)}-{starts[r] + i:05d}.png"
+                    records.append(generator.save(image, path, request, seed + i))
+                reporter.advance("Generating", len(indices))
+        except KeyboardInterrupt:
+            if share.count == 1:
+                _write_index(out_dir, records)
+            raise Interrupted(f"Interrupted after {len(records)} images; they are in {out_dir} and index.jsonl.",
+                              "Run again to add more: numbering continues after the existing files.") from None
     records = sorted(share.gather(records), key=lambda rec: rec["path"])
     if share.is_main:
         _write_index(out_dir, records)

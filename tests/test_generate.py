@@ -157,3 +157,25 @@ def test_accelerate_launch_splits_images_between_processes(mapper_config, tmp_pa
         assert np.array_equal(a, np.asarray(Image.open(tmp_path / "single" / f"awe-{i:05d}.png")))
     assert len((tmp_path / "multi" / "index.jsonl").read_text().splitlines()) == 3
     assert (tmp_path / "multi" / "grid-awe-00000.png").is_file()
+
+
+def test_interrupted_generation_keeps_what_it_wrote(cli, mapper_config, tmp_path, monkeypatch):
+    from emogen_cli.generate import EmoGenerator
+
+    real, calls = EmoGenerator.images, []
+
+    def flaky(self, request, seeds):
+        calls.append(seeds)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, request, seeds)
+
+    monkeypatch.setattr(EmoGenerator, "images", flaky)
+    result = cli("generate", "-c", mapper_config, "-e", "awe", "-n", "4", "--batch-size", "2", "--out", tmp_path)
+    assert result.code == 130 and "Interrupted after 2 images" in result.err and "Traceback" not in result.err
+    assert [json.loads(line)["path"].rsplit("/", 1)[1] for line in (tmp_path / "index.jsonl").read_text().splitlines()] \
+        == ["awe-00000.png", "awe-00001.png"]
+    monkeypatch.setattr(EmoGenerator, "images", real)
+    again = cli("generate", "-c", mapper_config, "-e", "awe", "-n", "2", "--out", tmp_path, "--json")
+    assert [r["path"].rsplit("/", 1)[1] for r in again.json["images"]] == ["awe-00002.png", "awe-00003.png"]
+    assert len((tmp_path / "index.jsonl").read_text().splitlines()) == 4
