@@ -89,11 +89,12 @@ class EmotionPromptEncoder:
 
 @torch.no_grad()
 def text_semantics(prompts: EmotionPromptEncoder, texts: list[str], projection: torch.Tensor,
-                   batch_size: int = 64) -> torch.Tensor:
-    """[N, P] L2-normalised semantic vectors of plain texts: the pooled end-of-text state through CLIP's
-    text projection, the space the attribute loss compares the emotion token's semantics in."""
+                   values: torch.Tensor | None = None, batch_size: int = 64) -> torch.Tensor:
+    """[N, P] L2-normalised semantic vectors of prompts (with placeholder `values` [N, K, D] if given): the
+    pooled end-of-text state through CLIP's text projection, the space the attribute loss compares in."""
     feats = []
     for i in range(0, len(texts), batch_size):
-        _, pooled = prompts.encode(prompts.tokenize(texts[i:i + batch_size]))
+        chunk = None if values is None else values[i:i + batch_size]
+        _, pooled = prompts.encode(prompts.tokenize(texts[i:i + batch_size]), chunk)
         feats.append(pooled.float() @ projection.to(pooled.device).T)
     return F.normalize(torch.cat(feats), dim=-1)

@@ -65,10 +65,7 @@ def rank_attributes(config: Config, bundle: MapperBundle, emotions: list[str], n
     base = bundle.base_model(config)
     parts = load_sd_components(base, config.model.revision, vae=False, unet=False)
     text_encoder = parts["text_encoder"].to(device).eval()
-    if text_encoder.config.hidden_size != bundle.config["out_dim"]:
-        raise EmogenError(f"The mapper writes {bundle.config['out_dim']}-d embeddings but the text encoder of '{base}' "
-                          f"is {text_encoder.config.hidden_size}-d.",
-                          f"Use the base model it was trained on: {bundle.config['base_model']}.")
+    bundle.check_text_width(text_encoder.config.hidden_size, base)
     placeholder = bundle.config["placeholder"]
     prompts = EmotionPromptEncoder(parts["tokenizer"], text_encoder, [placeholder])
     attributes = text_semantics(prompts, [attribute_text(n) for n in names], bundle.projection)
@@ -77,11 +74,8 @@ def rank_attributes(config: Config, bundle: MapperBundle, emotions: list[str], n
     confidence = bundle.attributes.get("confidence") or {}
     results = []
     for emotion in emotions:
-        vectors = torch.stack([bundle.space.sample(emotion, torch.Generator().manual_seed(seed + i))
-                               for i in range(samples)]).to(device)
-        ids = prompts.tokenize([placeholder] * samples)
-        _, pooled = prompts.encode(ids, mapper(vectors).unsqueeze(1))
-        semantic = F.normalize(pooled.float() @ bundle.projection.to(device).T, dim=-1)
+        vectors = bundle.space.samples(emotion, list(range(seed, seed + samples))).to(device)
+        semantic = text_semantics(prompts, [placeholder] * samples, bundle.projection, mapper(vectors).unsqueeze(1))
         similarity = (semantic.cpu() @ attributes.T).mean(0)  # mean cosine over the samples
         order = similarity.argsort(descending=True)[:top].tolist()
         e = EMOTIONS.index(emotion)

@@ -68,6 +68,10 @@ class EmotionSpace:
         noise = torch.randn(self.dim, generator=generator, dtype=torch.float32)
         return self.mean[i] + self.std[i] * noise
 
+    def samples(self, emotion: str, seeds: list[int]) -> torch.Tensor:
+        """[len(seeds), dim]: one sample per seed, each from its own generator (batch-size independent)."""
+        return torch.stack([self.sample(emotion, torch.Generator().manual_seed(s)) for s in seeds])
+
     @classmethod
     def from_features(cls, features: torch.Tensor, labels: torch.Tensor, emotions: tuple[str, ...]) -> "EmotionSpace":
         means, stds, counts = [], [], []
@@ -210,7 +214,14 @@ def _resnet_config_from_state(tv: dict[str, torch.Tensor]) -> Any:
                         layer_type="bottleneck" if bottleneck else "basic", hidden_act="relu")
 
 
-def _torch_load(path: Path) -> Any:
+def resnet_from_torchvision(state: dict[str, torch.Tensor], prefix: str) -> tuple[Any, dict[str, torch.Tensor]]:
+    """A torchvision ResNet state dict -> (transformers ResNetConfig, its backbone tensors named `prefix` + HF names)."""
+    converted = {f"{prefix}{torchvision_to_hf(k)}": v for k, v in state.items() if torchvision_to_hf(k)}
+    return _resnet_config_from_state(state), converted
+
+
+def load_tensors(path: Path) -> Any:
+    """torch.load with weights_only=True: tensors and plain containers only, one clear error otherwise."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a plain tensor file"
@@ -231,7 +242,7 @@ def import_official(src: str | Path, out: str | Path, image_size: int = 224) -> 
             file = space_dir / f"{emotion}_{kind}_v2.pt"
             if not file.is_file():
                 raise EmogenError(f"Missing official file '{file}'.", "All 16 emo_space/*_v2.pt files are needed.")
-            tensor = _torch_load(file)
+            tensor = load_tensors(file)
             if not torch.is_tensor(tensor):
                 raise EmogenError(f"'{file}' does not hold a tensor.")
             bucket.append(tensor.float().flatten())
@@ -242,14 +253,12 @@ def import_official(src: str | Path, out: str | Path, image_size: int = 224) -> 
     weights = sorted(src.glob("weights/image_encoder/*.pth")) + sorted(src.glob("*.pth"))
     model, backbone_config = None, None
     for file in weights:
-        state = _torch_load(file)
+        state = load_tensors(file)
         if not (isinstance(state, dict) and "fc_1.weight" in {k.removeprefix("module.") for k in state}):
             continue
         state = {k.removeprefix("module."): v for k, v in state.items()}
-        tv = _official_backbone(state)
-        backbone_config = _resnet_config_from_state(tv)
+        backbone_config, converted = resnet_from_torchvision(_official_backbone(state), "backbone.")
         fc2 = next(k[: -len(".weight")] for k in ("fc_2.2.weight", "fc_2.weight") if k in state)
-        converted = {f"backbone.{torchvision_to_hf(k)}": v for k, v in tv.items() if torchvision_to_hf(k)}
         converted.update({"fc_1.weight": state["fc_1.weight"], "fc_1.bias": state["fc_1.bias"],
                           "fc_2.weight": state[f"{fc2}.weight"], "fc_2.bias": state[f"{fc2}.bias"]})
         model = EmotionClassifier(backbone_config, state["fc_1.weight"].shape[0], state[f"{fc2}.weight"].shape[0])

@@ -68,23 +68,22 @@ def load_image_classifier(name: str, device: torch.device):
     the Places365 resnet50_places365.pth.tar (converted; read with weights_only=True)."""
     from transformers import AutoModelForImageClassification, ResNetForImageClassification
 
-    from emogen_cli.encoder import _resnet_config_from_state, _torch_load, torchvision_to_hf
+    from emogen_cli.encoder import load_tensors, resnet_from_torchvision
     from emogen_cli.models import load, quiet_libraries
 
     quiet_libraries()
     path = Path(name)
     if not path.is_file():
         return load(AutoModelForImageClassification, name).to(device).eval()
-    state = _torch_load(path)
+    state = load_tensors(path)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or "fc.weight" not in {k.removeprefix("module.") for k in state}:
         raise EmogenError(f"'{path}' is not a torchvision ResNet classifier checkpoint (no fc.weight).",
                           "Pass a transformers image-classification model or resnet50_places365.pth.tar.")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    config = _resnet_config_from_state(state)
+    config, converted = resnet_from_torchvision(state, "resnet.")
     config.num_labels = state["fc.weight"].shape[0]
     model = ResNetForImageClassification(config)
-    converted = {f"resnet.{torchvision_to_hf(k)}": v for k, v in state.items() if torchvision_to_hf(k)}
     converted.update({"classifier.1.weight": state["fc.weight"], "classifier.1.bias": state["fc.bias"]})
     missing, unexpected = model.load_state_dict(converted, strict=False)
     if missing or unexpected:
@@ -126,14 +125,16 @@ class Evaluation:
         self.batch = config.evaluate.batch_size
         self._clip = None
         self._clip_features: torch.Tensor | None = None
+        self._pairs: dict[str, list[tuple[int, int]]] = {}
 
     # -- shared CLIP features ----------------------------------------------------------------------------------
     def clip_name(self) -> str:
         """The configured CLIP model, or the mapper bundle's when left at the default."""
+        from emogen_cli.mapper import trained_model
+
         bundle_config = self.mapper_path / "config.json"
-        if self.config.model.clip == Config().model.clip and bundle_config.is_file():
-            return json.loads(bundle_config.read_text()).get("clip_model", self.config.model.clip)
-        return self.config.model.clip
+        trained = json.loads(bundle_config.read_text()) if bundle_config.is_file() else {}
+        return trained_model(self.config, "clip", trained)
 
     def clip(self):
         if self._clip is None:
@@ -151,9 +152,13 @@ class Evaluation:
         return self._clip_features
 
     def pairs(self, group: str) -> list[tuple[int, int]]:
-        rng = random.Random(f"{self.config.runtime.seed}-{group}")
-        members = self.groups[group]
-        return [(members[a], members[b]) for a, b in M.random_pairs(len(members), self.config.evaluate.pairs, rng)]
+        """The group's random image pairs (seeded per group; LPIPS and Sem-D use the same ones)."""
+        if group not in self._pairs:
+            rng = random.Random(f"{self.config.runtime.seed}-{group}")
+            members = self.groups[group]
+            self._pairs[group] = [(members[a], members[b])
+                                  for a, b in M.random_pairs(len(members), self.config.evaluate.pairs, rng)]
+        return self._pairs[group]
 
     # -- metrics ----------------------------------------------------------------------------------------------
     def sem_d(self) -> dict[str, Any]:

@@ -114,11 +114,7 @@ class EmoGenerator:
         self.pipe.scheduler = scheduler_cls.from_config(self.pipe.scheduler.config)
         self.pipe.to(self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
-        width = self.pipe.text_encoder.config.hidden_size
-        if self.bundle.config["out_dim"] != width:
-            raise EmogenError(f"The mapper in '{self.mapper_path}' writes {self.bundle.config['out_dim']}-d embeddings but "
-                              f"the text encoder of '{self.base_model}' is {width}-d.",
-                              f"Generate with the base model it was trained on: {self.bundle.config['base_model']}.")
+        self.bundle.check_text_width(self.pipe.text_encoder.config.hidden_size, self.base_model)
         self.placeholders = placeholder_tokens(self.bundle.config["placeholder"], tokens)
         self.prompts = EmotionPromptEncoder(self.pipe.tokenizer, self.pipe.text_encoder, self.placeholders)
         self.mapper = self.bundle.mapper.to(self.device)
@@ -137,8 +133,7 @@ class EmoGenerator:
     @torch.no_grad()
     def embeddings(self, request: Request, seeds: list[int]) -> torch.Tensor:
         """The placeholder embeddings [B, request.tokens, D], one emotion-space sample per emotion and seed."""
-        vectors = torch.stack([torch.stack([self.bundle.space.sample(e, torch.Generator().manual_seed(s))
-                                            for e in request.emotions]) for s in seeds]).to(self.device)  # [B, K, E]
+        vectors = torch.stack([self.bundle.space.samples(e, seeds) for e in request.emotions], 1).to(self.device)
         weights = torch.tensor(request.weights or [1.0], device=self.device).view(1, -1, 1)
         if request.mode == "space" and len(request.emotions) > 1:
             vectors = (weights * vectors).sum(1, keepdim=True)
@@ -252,10 +247,10 @@ def generate(config: Config, requests: list[Request], out: str | Path | None = N
     share = process_share(config.runtime.device)
     out_dir = Path(out or config.generate.output)
     _check_writable(out_dir)
+    stems = [_stem(request, baseline) for request in requests]
     starts: list[int] = []  # the first file number of each request, fixed before anything is written
     taken: dict[str, int] = {}
-    for request in requests:
-        stem = _stem(request, baseline)
+    for request, stem in zip(requests, stems):
         if stem not in taken:
             taken[stem] = 0 if overwrite else _next_index(out_dir, stem)
         starts.append(taken[stem])
@@ -270,7 +265,7 @@ def generate(config: Config, requests: list[Request], out: str | Path | None = N
             for r, indices in batches:
                 request, seeds = requests[r], [seed + i for i in indices]
                 for i, image in zip(indices, generator.images(request, seeds)):
-                    path = out_dir / f"{_stem(request, baseline)}-{starts[r] + i:05d}.png"
+                    path = out_dir / f"{stems[r]}-{starts[r] + i:05d}.png"
                     records.append(generator.save(image, path, request, seed + i))
                 reporter.advance("Generating", len(indices))
         except KeyboardInterrupt:
@@ -281,9 +276,8 @@ def generate(config: Config, requests: list[Request], out: str | Path | None = N
     records = sorted(share.gather(records), key=lambda rec: rec["path"])
     if share.is_main:
         _write_index(out_dir, records)
-        for r, request in enumerate(requests):
-            stem = _stem(request, baseline)
-            paths = [out_dir / f"{stem}-{starts[r] + i:05d}.png" for i in range(request.count)]
-            _grid([load_rgb(p) for p in paths]).save(out_dir / f"grid-{stem}-{starts[r]:05d}.png")
+        for request, stem, start in zip(requests, stems, starts):
+            paths = [out_dir / f"{stem}-{start + i:05d}.png" for i in range(request.count)]
+            _grid([load_rgb(p) for p in paths]).save(out_dir / f"grid-{stem}-{start:05d}.png")
     share.wait()
     return {"out": str(out_dir), "count": len(records), "processes": share.count, "images": records}

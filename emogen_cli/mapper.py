@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from emogen_cli.config import Config
+from emogen_cli.errors import EmogenError
 from emogen_cli.encoder import EmotionSpace, read_bundle_config
 
 FORMAT = "emogen-mapper"
@@ -46,6 +47,17 @@ def mapper_loss(l_ldm: torch.Tensor, l_attr: torch.Tensor, l_emo: torch.Tensor, 
     return (1 - c) * l_ldm + lambda_attr * c * l_attr + lambda_emo * l_emo
 
 
+_TRAINED_WITH = {"pretrained": "base_model", "clip": "clip_model"}
+
+
+def trained_model(config: Config, key: str, bundle_config: dict[str, Any]) -> str:
+    """config.model.<key> ("pretrained" or "clip") if the user changed it, else the model the mapper was trained with."""
+    configured = getattr(config.model, key)
+    if configured != getattr(Config().model, key):
+        return configured
+    return bundle_config.get(_TRAINED_WITH[key]) or configured
+
+
 @dataclass
 class MapperBundle:
     config: dict[str, Any]
@@ -59,12 +71,17 @@ class MapperBundle:
         return tuple(self.config["emotions"])
 
     def base_model(self, config: Config) -> str:
-        """The SD model to use: the configured one if the user changed it, else the one trained with."""
-        return self.config["base_model"] if config.model.pretrained == Config().model.pretrained else config.model.pretrained
+        return trained_model(config, "pretrained", self.config)
 
     def clip_model(self, config: Config) -> str:
-        """The CLIP model to use: the configured one if the user changed it, else the one trained with."""
-        return self.config["clip_model"] if config.model.clip == Config().model.clip else config.model.clip
+        return trained_model(config, "clip", self.config)
+
+    def check_text_width(self, width: int, base: str) -> None:
+        """Refuse a text encoder whose width differs from the embeddings the mapper writes."""
+        if self.config["out_dim"] != width:
+            raise EmogenError(f"The mapper writes {self.config['out_dim']}-d embeddings but the text encoder of "
+                              f"'{base}' is {width}-d.",
+                              f"Use the base model it was trained on: {self.config['base_model']}.")
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)

@@ -14,12 +14,11 @@ from emogen_cli.emoset import atomic_write_text
 LABELS = {"fid": "FID (lower is better)", "lpips": "LPIPS", "emo-a": "Emo-A", "sem-c": "Sem-C", "sem-d": "Sem-D"}
 
 
+FORMATS = {"fid": "{:.2f}", "lpips": "{:.3f}", "emo-a": "{:.2%}", "sem-c": "{:.3f}", "sem-d": "{:.4f}"}
+
+
 def fmt(name: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    if name == "emo-a":
-        return f"{100 * value:.2f}%"
-    return f"{value:.4f}" if name == "sem-d" else f"{value:.3f}" if name != "fid" else f"{value:.2f}"
+    return "-" if value is None else FORMATS[name].format(value)
 
 
 def markdown(result: dict[str, Any]) -> str:
