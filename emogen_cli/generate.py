@@ -137,7 +137,9 @@ class EmoGenerator:
         weights = torch.tensor(request.weights or [1.0], device=self.device).view(1, -1, 1)
         if request.mode == "space" and len(request.emotions) > 1:
             vectors = (weights * vectors).sum(1, keepdim=True)
-        embeddings = self.mapper(vectors)
+        # One [B, D] mapper call per slot: the single emotion is computed with exactly the same shapes,
+        # so weights (1, 0) reproduce it bit for bit on every CPU (BLAS kernels differ between shapes).
+        embeddings = torch.stack([self.mapper(vectors[:, k]) for k in range(vectors.shape[1])], 1)
         if request.mode == "embedding" and len(request.emotions) > 1:
             embeddings = (weights * embeddings).sum(1, keepdim=True)
         return embeddings
