@@ -20,6 +20,7 @@ from typing import Any
 
 from emogen_cli.emotions import EMOTIONS, normalise_attribute
 from emogen_cli.errors import EmogenError
+from emogen_cli.files import atomic_path, atomic_write_text  # noqa: F401 - re-exported for old imports
 from emogen_cli.images import check_image
 from emogen_cli.reporting import Reporter, progress
 
@@ -194,18 +195,12 @@ def filter_and_balance(scan: ScanResult, seed: int, balance: bool = True) -> lis
 def write_manifest(out_dir: Path, rows: list[Row], info: dict[str, Any]) -> None:
     """Write manifest.jsonl and prepared.json atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / (MANIFEST + ".tmp")
-    with tmp.open("w") as f:
+    with atomic_path(out_dir / MANIFEST) as tmp, tmp.open("w") as f:
         for row in rows:
             f.write(json.dumps(asdict(row)) + "\n")
-    os.replace(tmp, out_dir / MANIFEST)
     atomic_write_text(out_dir / PREPARED, json.dumps(info, indent=2))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass
