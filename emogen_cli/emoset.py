@@ -10,7 +10,6 @@ to `prepared.json`, which records the dataset root, the settings and the summary
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
