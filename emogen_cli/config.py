@@ -31,7 +31,7 @@ class DataConfig:
     root: str = "data/EmoSet"  # EmoSet root: image/, annotation/, train.json ...
     prepared: str = "runs/prepared"  # `emogen prepare` output folder
     splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
-    balance: bool = True
+    balance: str = "per_kind"  # per_kind (official) | union | none; old true/false read as per_kind/none
     verify_images: bool = True
     num_workers: int = 2
 
@@ -52,6 +52,8 @@ class EncoderConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     output: str = "runs/encoder"
+    preprocessing: str = "official"  # official: Resize(256) -> CenterCrop(224) -> Normalize(0.5, 0.5); imagenet
+    space_splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])  # images of the Gaussians
 
 
 @dataclass
@@ -72,6 +74,10 @@ class MapperConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     output: str = "runs/mapper"
+    attribute_vocabulary: str = "emotional"  # emotional (official L_attr classes) | all
+    emotional_attributes: str | None = None  # official dataset_balance/ (or repo root) or a JSON list; null: derived
+    semantic_token: str = "placeholder"  # placeholder (official pooling) | eos
+    emotion_probe: str | None = None  # CLIP emotion probe for L_emo (official .pth or emotion_probe.safetensors)
 
 
 @dataclass
@@ -128,7 +134,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "evaluate.metrics": ("fid", "lpips", "emo-a", "sem-c", "sem-d"),
     "evaluate.fid_features": ("auto", "inception", "clip"),
     "evaluate.emotion_classifier": ("clip", "encoder"),
+    "data.balance": ("per_kind", "union", "none"),
+    "encoder.preprocessing": ("official", "imagenet"),
+    "encoder.space_splits": ("train", "val", "test"),
+    "mapper.attribute_vocabulary": ("emotional", "all"),
+    "mapper.semantic_token": ("placeholder", "eos"),
 }
+# Values of earlier versions still accepted: data.balance was a boolean (true: balance as the paper,
+# now the official per-kind balancing; false: none).
+LEGACY: dict[str, dict[Any, str]] = {"data.balance": {True: "per_kind", False: "none", "true": "per_kind",
+                                                      "false": "none", "yes": "per_kind", "no": "none"}}
 POSITIVE = {
     "model.resolution", "encoder.emotion_dim", "encoder.image_size", "encoder.batch_size", "encoder.epochs",
     "encoder.checkpoint_every", "mapper.layers", "mapper.hidden_dim", "mapper.batch_size", "mapper.max_steps",
@@ -208,6 +223,9 @@ def _set(config: Config, key: str, value: Any, source: str) -> None:
     section_name, name = key.split(".")
     section = getattr(config, section_name)
     hint = typing.get_type_hints(type(section))[name]
+    legacy = LEGACY.get(key, {})
+    if isinstance(value, (bool, str)) and (value.lower() if isinstance(value, str) else value) in legacy:
+        value = legacy[value.lower() if isinstance(value, str) else value]
     coerced = _coerce(key, value, hint, source)
     _check(key, coerced, source)
     setattr(section, name, coerced)

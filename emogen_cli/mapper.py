@@ -2,7 +2,9 @@
 
 A bundle folder holds config.json (class order, placeholder token, base/CLIP model ids, dims),
 mapper.safetensors, emotion_space.safetensors, text_projection.safetensors (CLIP's, for the
-semantic space) and attributes.json (the attribute names and their emotion confidence).
+semantic space) and attributes.json (the attribute names, their emotion confidence and the L_attr
+vocabulary with its source). config.json also records the semantic token, the attribute vocabulary
+kind and the emotion probe used (emotion_probe.safetensors beside it when there is one).
 """
 
 from __future__ import annotations
@@ -69,6 +71,16 @@ class MapperBundle:
     @property
     def emotions(self) -> tuple[str, ...]:
         return tuple(self.config["emotions"])
+
+    @property
+    def semantic_token(self) -> str:
+        """Where the semantic vector is pooled; bundles written before it was recorded pooled at end-of-text."""
+        return self.config.get("semantic_token", "eos")
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """The L_attr classes the mapper was trained with (all attribute names for older bundles)."""
+        return list((self.attributes.get("vocabulary") or {}).get("names") or self.attributes.get("names") or [])
 
     def base_model(self, config: Config) -> str:
         return trained_model(config, "pretrained", self.config)

@@ -24,7 +24,9 @@ def prepare(
     data: Annotated[Path | None, typer.Option("--data", help="EmoSet root (data.root).", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (data.prepared).", show_default=False)] = None,
     splits: Annotated[str | None, typer.Option("--splits", help="Comma-separated: train,val,test.", show_default=False)] = None,
-    balance: Annotated[bool | None, typer.Option("--balance/--no-balance", help="Oversample smaller emotions.", show_default=False)] = None,
+    balance: Annotated[bool | None, typer.Option("--balance/--no-balance", help="Oversample smaller emotions (per kind, as the official code).", show_default=False)] = None,
+    balance_mode: Annotated[str | None, typer.Option("--balance-mode", help="per_kind (official: scene and object images separately), union or none (data.balance).",
+                                                     show_default=False)] = None,
     cache_latents: Annotated[bool, typer.Option("--cache-latents", help="Pre-encode VAE latents for stage 2 (resumable).")] = False,
     model: ModelOpt = None,
     resolution: ResolutionOpt = None,
@@ -39,7 +41,7 @@ def prepare(
     from emogen_cli.prepare import prepare as run
 
     cfg = load_config(config, overrides(data__root=data and str(data), data__prepared=out and str(out),
-                                        data__splits=splits, data__balance=balance, model__pretrained=model,
+                                        data__splits=splits, data__balance=balance_mode or balance, model__pretrained=model,
                                         model__resolution=resolution, runtime__device=device, runtime__seed=seed))
     with RichReporter() as reporter:
         result = run(cfg, cache_latents=cache_latents, overwrite=overwrite, reporter=reporter)

@@ -42,6 +42,10 @@ def train_encoder(
         typer.Option("--import-official", help="Convert the official EmoGen emo_space/ (+ image_encoder .pth) instead of training.",
                      show_default=False),
     ] = None,
+    preprocessing: Annotated[str | None, typer.Option("--preprocessing", help="official: Resize(256) -> CenterCrop(224) -> Normalize(0.5, 0.5); imagenet (encoder.preprocessing).",
+                                                      show_default=False)] = None,
+    space_splits: Annotated[str | None, typer.Option("--space-splits", help="Comma-separated splits the emotion space is built from (default: all).",
+                                                     show_default=False)] = None,
     resume: ResumeOpt = False,
     device: DeviceOpt = None,
     mixed_precision: PrecisionOpt = None,
@@ -55,7 +59,8 @@ def train_encoder(
     cfg = load_config(config, overrides(data__root=data and str(data), encoder__output=out and str(out),
                                         encoder__backbone=backbone, encoder__epochs=epochs, encoder__max_steps=max_steps,
                                         encoder__batch_size=batch_size, encoder__lr=lr,
-                                        encoder__checkpoint_every=checkpoint_every, runtime__device=device,
+                                        encoder__checkpoint_every=checkpoint_every, encoder__preprocessing=preprocessing,
+                                        encoder__space_splits=space_splits, runtime__device=device,
                                         runtime__mixed_precision=mixed_precision, runtime__seed=seed))
     if import_official is not None:
         from emogen_cli.encoder import import_official as run_import
@@ -66,7 +71,8 @@ def train_encoder(
             raise EmogenError(f"'{target}' already holds an encoder.", "Choose another --out.")
         bundle = run_import(import_official, target, cfg.encoder.image_size)
         result = {"path": str(target), "imported_from": str(import_official), "emotions": list(bundle.emotions),
-                  "emotion_dim": bundle.space.dim, "has_classifier": bundle.model is not None}
+                  "emotion_dim": bundle.space.dim, "has_classifier": bundle.model is not None,
+                  "preprocessing": bundle.config["preprocessing"]}
         emit(result, json_, lambda r: out_console.print(
             f"Imported the official emotion space ({r['emotion_dim']}-d"
             f"{', with classifier' if r['has_classifier'] else ''}) into {r['path']}"))
@@ -88,7 +94,8 @@ def _render_encoder(result: dict[str, Any]) -> None:
         acc = "-" if row["val_accuracy"] is None else f"{row['val_accuracy']:.3f}"
         table.add_row(str(row["epoch"]), str(row["step"]), f"{row['loss']:.4f}", acc)
     out_console.print(table)
-    out_console.print(f"Train accuracy {result['train_accuracy']:.3f} on {result['train_images']} images.")
+    if result["train_accuracy"] is not None:
+        out_console.print(f"Train accuracy {result['train_accuracy']:.3f} on {result['train_images']} images.")
 
 
 def train_mapper(
@@ -108,6 +115,15 @@ def train_mapper(
     import_official_confidence: Annotated[
         Path | None, typer.Option("--import-official-confidence", help="Convert the official attr_coefficient_*.pkl tables and exit.",
                                   show_default=False)] = None,
+    attribute_vocabulary: Annotated[str | None, typer.Option("--attribute-vocabulary", help="L_attr classes: emotional (official) or all.",
+                                                             show_default=False)] = None,
+    import_official_attributes: Annotated[
+        Path | None, typer.Option("--import-official-attributes", help="Official dataset_balance/ (or repo root): its {object,scene}_attr.pkl lists are the emotional vocabulary.",
+                                  show_default=False)] = None,
+    semantic_token: Annotated[str | None, typer.Option("--semantic-token", help="Semantic vector pooled at the placeholder (official) or eos.",
+                                                       show_default=False)] = None,
+    emotion_probe: Annotated[Path | None, typer.Option("--emotion-probe", help="CLIP emotion probe for L_emo (official Clip_emotion_classifier .pth or .safetensors).",
+                                                       show_default=False)] = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing",
                                                                 help="Trade compute for memory.", show_default=False)] = None,
     model: ModelOpt = None,
@@ -131,6 +147,10 @@ def train_mapper(
                                         mapper__lambda_emo=lambda_emo, mapper__threshold=threshold,
                                         mapper__confidence=confidence and str(confidence),
                                         mapper__gradient_checkpointing=gradient_checkpointing,
+                                        mapper__attribute_vocabulary=attribute_vocabulary,
+                                        mapper__emotional_attributes=import_official_attributes and str(import_official_attributes),
+                                        mapper__semantic_token=semantic_token,
+                                        mapper__emotion_probe=emotion_probe and str(emotion_probe),
                                         model__pretrained=model, model__clip=clip, model__resolution=resolution,
                                         runtime__device=device, runtime__mixed_precision=mixed_precision,
                                         runtime__seed=seed))
