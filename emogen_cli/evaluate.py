@@ -100,17 +100,20 @@ def load_image_classifier(name: str, device: torch.device):
 
 
 def _reference_images(config: Config, rng: random.Random) -> list[GalleryImage]:
-    """The FID reference: a prepared folder's unique images, every image of an EmoSet root (the official
-    reference), or a folder of images; a seeded subset of evaluate.max_reference."""
+    """The FID reference: a prepared folder's unique images or a folder of images (a seeded subset of
+    evaluate.max_reference), or every image of an EmoSet root (the official reference, never subsampled)."""
     from emogen_cli.emoset import load_prepared
 
     where = Path(config.evaluate.reference or config.data.prepared)
     if (where / "prepared.json").is_file():
         prepared = load_prepared(where)
         images = [GalleryImage(prepared.root / r.image, r.emotion) for r in prepared.unique_rows]
-    elif (where / "image").is_dir() and (where / "annotation").is_dir():  # an EmoSet root: image/{emotion}/*.jpg
-        images = [GalleryImage(p, p.parent.name if p.parent.name in EMOTIONS else None)
-                  for p in sorted((where / "image").rglob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    elif (where / "image").is_dir() and (where / "annotation").is_dir():
+        # An EmoSet root: every readable image (image/{emotion}/*.jpg), uncapped, as the official FID reference.
+        images, _ = scan_gallery(where / "image")
+        if len(images) < 2:
+            raise Unavailable(f"The EmoSet root '{where}' has fewer than two readable images.")
+        return images
     elif where.is_dir():
         images, _ = scan_gallery(where)
     else:
