@@ -15,7 +15,6 @@ text features once, batches > 1, mixed precision on CUDA.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +207,8 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     prompts = EmotionPromptEncoder(tokenizer, text_encoder, [cfg.placeholder], cfg.semantic_token)
     vocabulary = _vocabulary(config, prepared, confidence)
     attributes = vocabulary["names"]
-    in_vocabulary = sum(r.attribute in set(attributes) for r in prepared.unique_rows)
+    vocabulary_set = set(attributes)
+    in_vocabulary = sum(r.attribute in vocabulary_set for r in prepared.unique_rows)
     reporter.info(f"L_attr over {len(attributes)} {vocabulary['kind']} attributes ({vocabulary['source']}); "
                   f"{in_vocabulary} of {len(prepared.unique_rows)} images have one.")
     proj = projection.to(device)
@@ -309,6 +309,8 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     last = history[-1] if history else {}
     return {"path": str(out_dir), "steps": step, "final": last, "history": history[-50:],
             "cached_latents": latents is not None, "attributes": len(attributes),
+            "attribute_vocabulary": vocabulary["kind"], "semantic_token": cfg.semantic_token,
+            "emotion_probe": probe_source,
             "probe_accuracy": table.get("probe_accuracy")}
 
 

@@ -178,4 +178,5 @@ def _render_mapper(result: dict[str, Any]) -> None:
         table.add_row(*(f"{final[k]:.4f}" for k in ("loss", "l_ldm", "l_attr", "l_emo")))
     out_console.print(table)
     latents = "cached VAE latents" if result["cached_latents"] else "on-the-fly VAE encoding"
-    out_console.print(f"{result['attributes']} attributes; {latents}.")
+    out_console.print(f"L_attr over {result['attributes']} {result.get('attribute_vocabulary', '')} attributes; "
+                      f"semantic vector at the {result.get('semantic_token', 'eos')} token; {latents}.")
