@@ -209,8 +209,8 @@ def emotional_from_confidence(table: dict[str, list[float]], margin: float = EMO
 
 
 def read_emotional_attributes(path: str | Path) -> dict[str, Any]:
-    """mapper.emotional_attributes: the official folder (repo root or dataset_balance/) or a JSON file
-    (a list of names, or {"names": [...]}, e.g. a mapper bundle's attributes.json "emotional" entry)."""
+    """mapper.emotional_attributes: the official folder (repo root or dataset_balance/) or a JSON file:
+    a list of names, {"names": [...]}, or a mapper bundle's attributes.json (its L_attr vocabulary)."""
     path = Path(path)
     if path.is_dir():
         return read_official_attributes(path)
@@ -219,9 +219,10 @@ def read_emotional_attributes(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EmogenError(f"Cannot read the emotional attribute list '{path}' ({exc}).",
                           "Pass the official dataset_balance/ folder or a JSON list of names.") from None
-    names = data.get("emotional", data).get("names") if isinstance(data, dict) else data
+    inner = (data.get("vocabulary") or data) if isinstance(data, dict) else {"names": data}
+    names = inner.get("names") if isinstance(inner, dict) else None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise EmogenError(f"'{path}' holds no list of attribute names.", "Pass a JSON list of names.")
-    by_emotion = data.get("emotional", data).get("by_emotion") if isinstance(data, dict) else None
+    by_emotion = inner.get("by_emotion")
     return {"names": list(dict.fromkeys(normalise_attribute(n) for n in names)), "by_emotion": by_emotion,
             "source": str(path)}

@@ -404,3 +404,17 @@ def test_reference_emoset_root_uses_all_its_images(emoset):
     readable, _ = scan_gallery(root / "image")
     assert len(images) == len(readable) > 3
     assert set(EMOTIONS) <= {im.emotion for im in images}  # by folder (the synthetic set also has a stray one)
+
+
+def test_emotional_list_from_json_or_a_bundles_attributes(tmp_path):
+    from emogen_cli.confidence import read_emotional_attributes
+
+    (tmp_path / "list.json").write_text(json.dumps(["Mountain Snowy", "spider"]))
+    assert read_emotional_attributes(tmp_path / "list.json")["names"] == ["mountain_snowy", "spider"]
+    (tmp_path / "attributes.json").write_text(json.dumps({"names": ["sky", "spider"], "vocabulary": {
+        "kind": "emotional", "names": ["spider"], "by_emotion": {"fear": ["spider"]}}}))
+    read = read_emotional_attributes(tmp_path / "attributes.json")
+    assert read["names"] == ["spider"] and read["by_emotion"] == {"fear": ["spider"]}
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(EmogenError, match="holds no list of attribute names"):
+        read_emotional_attributes(tmp_path / "bad.json")
