@@ -196,13 +196,18 @@ class EmoGenPipeline:
         CUDA and float32 on CPU; `device` defaults to CUDA when present. `config` supplies the other
         defaults (steps, guidance, negative prompt, ...).
         """
+        defaults = config is None
         config = config or Config()
         if scheduler is not None:
             if scheduler not in SCHEDULERS:
                 raise EmogenError(f"Unknown scheduler '{scheduler}'.", f"Choose one of: {', '.join(SCHEDULERS)}.")
             config = replace(config, generate=replace(config.generate, scheduler=scheduler))
-        return cls(config, bundle_or_repo_id, baseline, 1, device, torch_dtype=torch_dtype, base_model=base_model,
+        pipe = cls(config, bundle_or_repo_id, baseline, 1, device, torch_dtype=torch_dtype, base_model=base_model,
                    reporter=reporter)
+        if defaults:  # no config given: images default to the size the mapper was trained at
+            size = int(pipe.bundle.config.get("resolution") or config.model.resolution)
+            pipe.config = replace(config, model=replace(config.model, resolution=size))
+        return pipe
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "EmoGenPipeline":
         """Move the SD pipeline (and the mapper) to `device` and/or `dtype`; returns self, as diffusers does."""
