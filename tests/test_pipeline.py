@@ -1,7 +1,6 @@
 """The Python API (EmoGenPipeline) on the tiny chain: loading, calling, fusion, prompt_embeds, infotext."""
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,20 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from a1111 import parse_infotext
+
 from emogen_cli.config import load_config
-
-A1111_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')  # AUTOMATIC1111's re_param
-
-
-def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
-    """(prompt, negative prompt, parameters) as AUTOMATIC1111's parse_generation_parameters reads them."""
-    *lines, last = text.strip().split("\n")
-    prompt = "\n".join(line for line in lines if not line.startswith("Negative prompt:"))
-    negative = next((line[len("Negative prompt:"):].strip() for line in lines if line.startswith("Negative prompt:")), "")
-    params = {}
-    for key, value in A1111_PARAM.findall(last):
-        params[key.strip()] = json.loads(value) if value.startswith('"') else value.strip()
-    return prompt, negative, params
 
 
 @pytest.fixture(scope="module")
