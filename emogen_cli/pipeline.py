@@ -134,6 +134,15 @@ class EmoGenOutput:
     infotexts: list[str] = field(default_factory=list)  # AUTOMATIC1111 "parameters" text, per image
 
 
+def _fill(template: str, words: str) -> str:
+    """The template with "{}" replaced by `words` ("{{" and "}}" stand for literal braces)."""
+    try:
+        return template.format(words)
+    except (KeyError, IndexError, ValueError):
+        raise EmogenError(f"The prompt template {template!r} holds braces other than one '{{}}'.",
+                          "Mark the emotion with '{}' only; write '{{' and '}}' for literal braces.") from None
+
+
 def _a1111_value(value: Any) -> str:
     """A1111's quoting: values holding ',', ':' or a newline are JSON strings."""
     text = str(value)
@@ -252,6 +261,7 @@ class EmoGenPipeline:
             raise EmogenError(f"The prompt template {prompt!r} must hold at most one '{{}}'.",
                               "Use '{} street' to place the emotion, or plain text to put it in front.")
         template = prompt if "{}" in prompt else "{} " + prompt if prompt else "{}"
+        _fill(template, "")  # stray braces fail here, before any model work
         if int(num_images) < 1:
             raise EmogenError(f"num_images must be at least 1, got {num_images}.")
         if len(names) > 1:
@@ -263,9 +273,9 @@ class EmoGenPipeline:
     def prompt_text(self, request: Request) -> str:
         """The prompt SD reads, with placeholder tokens where the emotions go."""
         if self.baseline:
-            return request.prompt.format(BASELINE_PROMPT.format(emotion=" and ".join(request.emotions)))
+            return _fill(request.prompt, BASELINE_PROMPT.format(emotion=" and ".join(request.emotions)))
         self._ensure_tokens(request.tokens)
-        return request.prompt.format(" ".join(self.placeholders[:request.tokens]))
+        return _fill(request.prompt, " ".join(self.placeholders[:request.tokens]))
 
     def display_prompt(self, request: Request) -> str:
         """The prompt as people read it: each emotion token named after its emotion ("<awe> street"),
@@ -273,7 +283,7 @@ class EmoGenPipeline:
         if self.baseline:
             return self.prompt_text(request)
         words = [f"<{e}>" for e in request.emotions] if request.mode == "tokens" else [f"<{request.name}>"]
-        return request.prompt.format(" ".join(words))
+        return _fill(request.prompt, " ".join(words))
 
     def check(self, request: Request) -> None:
         """Fail now (not after minutes of generation) if the emotion token falls outside CLIP's window;
@@ -403,7 +413,7 @@ class EmoGenPipeline:
         save_png(path, image, meta, self.infotext(request, seed, settings))
         return {"path": str(path), **meta}
 
-    def __call__(self, emotion: str | list[str] = "awe", prompt: str = "{}", num_images: int = 1, seed: int = 0,
+    def __call__(self, emotion: str | list[str], prompt: str = "{}", num_images: int = 1, seed: int = 0,
                  fusion: str = "tokens", weights: list[float] | None = None, steps: int | None = None,
                  guidance: float | None = None, size: int | None = None, negative_prompt: str | None = None,
                  scheduler: str | None = None, seeds: list[int] | None = None,

@@ -64,6 +64,9 @@ def test_call_fusion_and_metadata(pipe, mapper_dir):
         pipe(emotion="awf")
     with pytest.raises(EmogenError, match="mode embedding"):
         pipe(emotion=["awe", "fear"], weights=[1, 0])
+    with pytest.raises(EmogenError, match="braces other than one"):
+        pipe(emotion="awe", prompt="{red} {}")
+    assert pipe.display_prompt(pipe.request("awe", "{{logo}} {}")) == "{logo} <awe>"
 
 
 def test_prompt_embeds_in_a_plain_diffusers_pipeline_match_emogen_generate(pipe, mapper_config, tmp_path):
@@ -130,6 +133,8 @@ def test_emotion_token_is_never_silently_cut(pipe, cli, mapper_config, tmp_path)
     result = cli("transfer", "-c", mapper_config, "-e", "awe", "z" * 100 + " {}", "-n", "1", "--out", tmp_path)
     assert result.code == 1 and "tokens long" in result.err and "Traceback" not in result.err
     assert not list(tmp_path.glob("*.png"))
+    braces = cli("transfer", "-c", mapper_config, "-e", "awe", "-t", "{red} {}", "-n", "1", "--out", tmp_path)
+    assert braces.code == 1 and "braces" in braces.err and "Traceback" not in braces.err
 
 
 def test_model_card_names_base_model_and_steps(mapper_dir):
