@@ -420,14 +420,18 @@ class EmoGenPipeline:
                  batch_size: int | None = None) -> EmoGenOutput:
         """Generate `num_images` images that evoke `emotion` (a name, or several names to fuse).
 
-        Example (runs on the tiny CPU chain of `emogen dev tiny-bundle`, or a real bundle on a GPU):
-            >>> import torch
+        Example (runs as is after the README's quick start, which trains `runs/demo/mapper` on CPU;
+        a real bundle runs the same way, on CUDA in bf16/fp16 when present):
             >>> from emogen_cli import EmoGenPipeline
-            >>> pipe = EmoGenPipeline.from_pretrained("runs/mapper", torch_dtype=torch.float16).to("cuda")
-            >>> out = pipe(emotion="awe", prompt="{} street", num_images=4, seed=0)
-            >>> out.images[0].save("awe.png"); out.metadata[0]["seed"]
-            0
-            >>> out = pipe(emotion=["amusement", "fear"], fusion="embedding", weights=[0.7, 0.3])
+            >>> pipe = EmoGenPipeline.from_pretrained("runs/demo/mapper")
+            >>> out = pipe(emotion="awe", prompt="{} street", num_images=2, seed=0, steps=4)
+            >>> [m["seed"] for m in out.metadata], out.images[0].size
+            ([0, 1], (16, 16))
+            >>> out.infotexts[0].splitlines()[0]
+            '<awe> street'
+            >>> out = pipe(emotion=["amusement", "fear"], fusion="embedding", weights=[0.7, 0.3], steps=4)
+            >>> out.metadata[0]["fusion"]
+            {'mode': 'embedding', 'weights': [0.7, 0.3]}
 
         `prompt` marks the emotion with "{}" (text without it gets the emotion in front); image i uses
         seed `seed + i` (or `seeds[i]`). `steps`, `guidance`, `size`, `negative_prompt` and `scheduler`

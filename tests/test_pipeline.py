@@ -147,3 +147,18 @@ def test_model_card_names_base_model_and_steps(mapper_dir):
     assert f"Steps: {config['steps']}," in card.text and "Class order: amusement, awe" in card.text
     assert "EmoGenPipeline.from_pretrained" in card.text and "emogen export" in card.text
     assert "lambda_attr = 0.01" in card.text
+
+
+def test_call_docstring_example_runs(mapper_dir, tmp_path, monkeypatch):
+    """The example in `EmoGenPipeline.__call__`'s docstring runs as written (on the quick start's bundle path)."""
+    import doctest
+
+    from emogen_cli.pipeline import EmoGenPipeline
+
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    (tmp_path / "runs" / "demo" / "mapper").symlink_to(mapper_dir)
+    monkeypatch.chdir(tmp_path)
+    test = doctest.DocTestFinder().find(EmoGenPipeline.__call__, "EmoGenPipeline.__call__", globs={})[0]
+    assert len(test.examples) >= 5
+    result = doctest.DocTestRunner(verbose=False).run(test)
+    assert result.failed == 0 and result.attempted == len(test.examples)
