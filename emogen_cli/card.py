@@ -27,16 +27,28 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _metric_values(report: dict[str, Any]) -> dict[str, float]:
+    """{metric: value} from an `emogen evaluate` report.json (metrics hold {"value": ...}; missing ones None)."""
+    metrics = report.get("metrics", {})
+    values = {k: (v.get("value") if isinstance(v, dict) else v) for k, v in metrics.items()} if isinstance(
+        metrics, dict) else {}
+    return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def model_card_text(bundle_dir: str | Path, final: dict[str, float] | None = None,
-                    repo_id: str = "USER/NAME") -> str:
-    """The card's text: YAML metadata (huggingface_hub ModelCardData) and a Markdown body."""
+                    report: str | Path | None = None, repo_id: str = "USER/NAME") -> str:
+    """The card's text: YAML metadata (huggingface_hub ModelCardData) and a Markdown body.
+
+    `report`: an `emogen evaluate` report.json; by default the bundle's `evaluation/report.json` or
+    `report.json` when present."""
     from huggingface_hub import ModelCard, ModelCardData
 
     bundle_dir = Path(bundle_dir)
     cfg = _read_json(bundle_dir / "config.json") or {}
     attributes = _read_json(bundle_dir / "attributes.json") or {}
     prepared = _read_json(Path(cfg.get("prepared", "")) / "prepared.json") if cfg.get("prepared") else None
-    report = _read_json(bundle_dir / "report.json")
+    candidates = [Path(report)] if report else [bundle_dir / "evaluation" / "report.json", bundle_dir / "report.json"]
+    report_data = next((data for p in candidates if (data := _read_json(p)) is not None), None)
     base, steps, emotions = cfg.get("base_model", "unknown"), cfg.get("steps", "unknown"), cfg.get("emotions", [])
     losses = cfg.get("losses", {})
     data_size = prepared.get("kept") if prepared else None
@@ -67,11 +79,11 @@ def model_card_text(bundle_dir: str | Path, final: dict[str, float] | None = Non
     ]
     if final:
         lines.append("- Final logged losses: " + ", ".join(f"{k} {_fmt(v)}" for k, v in final.items() if k != "step"))
-    if report:
-        metrics = report.get("metrics", report)
-        shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))} if isinstance(metrics, dict) else {}
-        lines += ["", "## Evaluation", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in shown.items()] or ["| (see report.json) | |"]
+    if report_data:
+        lines += ["", "## Evaluation", "",
+                  f"`emogen evaluate` on {report_data.get('images', '?')} generated images:", "",
+                  "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in _metric_values(report_data).items()] or ["| (none computed) | |"]
     lines += [
         "", "## Use", "",
         "Command line (`pip install emogen-cli`):", "", "```bash",
@@ -92,8 +104,9 @@ def model_card_text(bundle_dir: str | Path, final: dict[str, float] | None = Non
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)).content
 
 
-def write_model_card(bundle_dir: str | Path, final: dict[str, float] | None = None) -> Path:
-    """Write (or rewrite) README.md in the bundle folder atomically; returns its path."""
+def write_model_card(bundle_dir: str | Path, final: dict[str, float] | None = None,
+                     report: str | Path | None = None) -> Path:
+    """Write (or rewrite, e.g. after an evaluation) README.md in the bundle folder atomically."""
     path = Path(bundle_dir) / "README.md"
-    atomic_write_text(path, model_card_text(bundle_dir, final))
+    atomic_write_text(path, model_card_text(bundle_dir, final, report))
     return path

@@ -146,7 +146,25 @@ def test_model_card_names_base_model_and_steps(mapper_dir):
     assert f"Base model: `{config['base_model']}`" in card.text
     assert f"Steps: {config['steps']}," in card.text and "Class order: amusement, awe" in card.text
     assert "EmoGenPipeline.from_pretrained" in card.text and "emogen export" in card.text
-    assert "lambda_attr = 0.01" in card.text
+    assert "lambda_attr = 0.01" in card.text and "## Evaluation" not in card.text
+
+
+def test_model_card_shows_an_evaluate_report(mapper_dir, tmp_path):
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    from emogen_cli.card import write_model_card
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(mapper_dir, bundle, ignore=shutil.ignore_patterns("checkpoints"))
+    report = {"images": 40, "metrics": {"fid": {"value": 41.5}, "lpips": {"value": 0.7125},
+                                        "sem-c": {"value": None, "unavailable": "no scene model"}}}
+    (bundle / "evaluation").mkdir()
+    (bundle / "evaluation" / "report.json").write_text(json.dumps(report))
+    card = ModelCard.load(write_model_card(bundle))
+    assert "on 40 generated images" in card.text and "| fid | 41.5 |" in card.text and "| lpips | 0.7125 |" in card.text
+    assert "sem-c" not in card.text
 
 
 def test_call_docstring_example_runs(mapper_dir, tmp_path, monkeypatch):
