@@ -74,7 +74,8 @@ def model_card_text(bundle_dir: str | Path, final: dict[str, float] | None = Non
         f"{cfg.get('out_dim', '?')}",
         "- Loss: (1 - c) L_ldm + lambda_attr c L_attr + lambda_emo L_emo with "
         + ", ".join(f"{k} = {_fmt(v)}" for k, v in losses.items()),
-        f"- Attributes: {len(attributes.get('names', []))} (confidence: {attributes.get('confidence_method') or 'n/a'})",
+        f"- Attributes: {len(attributes.get('names', []))} "
+        f"(confidence: {attributes.get('confidence_method') or 'n/a'})",
         f"- Class order: {', '.join(emotions)}",
     ]
     if final:

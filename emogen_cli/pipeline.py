@@ -359,7 +359,8 @@ class EmoGenPipeline:
                  negative_prompt: str | None = None) -> Settings:
         """This call's settings: the given values, else the config's."""
         g = self.config.generate
-        settings = Settings(g.steps if steps is None else int(steps), g.guidance if guidance is None else float(guidance),
+        settings = Settings(g.steps if steps is None else int(steps),
+                            g.guidance if guidance is None else float(guidance),
                             self.config.model.resolution if size is None else int(size), self.scheduler_name,
                             g.negative_prompt if negative_prompt is None else negative_prompt)
         if settings.steps < 1 or settings.size < 8 or settings.size % 8:

@@ -115,18 +115,20 @@ def _claim_alive(path: Path) -> bool:
     return True
 
 
-def _taken_numbers(out_dir: Path, stem: str) -> set[int]:
-    """Numbers held by finished files or live claims; stale claims are removed."""
-    pattern = re.compile(rf"(\.?){re.escape(stem)}-(\d+)\.png(\.claim)?")
-    taken: set[int] = set()
+_NUMBERED = re.compile(r"(\.?)(.+)-(\d+)\.png(\.claim)?")
+
+
+def _taken_numbers(out_dir: Path) -> dict[str, set[int]]:
+    """Per file stem, the numbers held by finished files or live claims (one scan); stale claims are removed."""
+    taken: dict[str, set[int]] = {}
     for p in out_dir.iterdir():
-        m = pattern.fullmatch(p.name)
-        if not m or bool(m[1]) != bool(m[3]):
+        m = _NUMBERED.fullmatch(p.name)
+        if not m or bool(m[1]) != bool(m[4]):
             continue
-        if m[3] and not _claim_alive(p):
+        if m[4] and not _claim_alive(p):
             p.unlink(missing_ok=True)
             continue
-        taken.add(int(m[2]))
+        taken.setdefault(m[2], set()).add(int(m[3]))
     return taken
 
 
@@ -139,9 +141,10 @@ def claim_numbers(out_dir: Path, stems: list[str], counts: list[int], overwrite:
     following: dict[str, int] = {}
     owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
     with folder_lock(out_dir):
+        taken = {} if overwrite else _taken_numbers(out_dir)
         for stem, count in zip(stems, counts):
             if stem not in following:
-                following[stem] = 0 if overwrite else max(_taken_numbers(out_dir, stem), default=-1) + 1
+                following[stem] = max(taken.get(stem, ()), default=-1) + 1
             start = following[stem]
             if not overwrite:
                 for number in range(start, start + count):

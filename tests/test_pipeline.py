@@ -51,6 +51,10 @@ def test_call_fusion_and_metadata(pipe, mapper_dir):
     a, b = np.asarray(alone.images[0]).astype(int), np.asarray(out.images[1]).astype(int)
     assert np.abs(a - b).max() <= 2  # batch of 1 vs 2: other tensor shapes, so float rounding may differ
 
+    negative = pipe(emotion="awe", steps=2, negative_prompt="blurry, dark")
+    assert negative.metadata[0]["negative_prompt"] == "blurry, dark"
+    assert parse_infotext(negative.infotexts[0])[1] == "blurry, dark"
+
     fused = pipe(emotion=["amusement", "fear"], fusion="embedding", weights=[0.7, 0.3], steps=2)
     assert fused.metadata[0]["fusion"] == {"mode": "embedding", "weights": [0.7, 0.3]}
     assert parse_infotext(fused.infotexts[0])[2]["Emotion"] == "amusement+fear"

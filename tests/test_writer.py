@@ -56,7 +56,8 @@ def test_seeds_follow_file_numbers(cli, mapper_config, tmp_path):
     once = cli("generate", "-c", mapper_config, "-e", "fear", "-n", "4", "--seed", "1", "--out", tmp_path / "once",
                "--json")
     assert [r["seed"] for r in once.json["images"]] == [1, 2, 3, 4]
-    assert _pngs(tmp_path / "twice", "fear") == _pngs(tmp_path / "once", "fear") == [f"fear-{i:05d}.png" for i in range(4)]
+    expected = [f"fear-{i:05d}.png" for i in range(4)]
+    assert _pngs(tmp_path / "twice", "fear") == _pngs(tmp_path / "once", "fear") == expected
     arrays = {}
     for name in _pngs(tmp_path / "once", "fear"):
         a = np.asarray(Image.open(tmp_path / "twice" / name))
@@ -78,13 +79,22 @@ def test_a1111_infotext_of_a_generated_png_parses_back(cli, mapper_config, tmp_p
     assert params["Emogen mapper"] == json.loads(png.text["emogen"])["mapper_sha256"]
     assert params["Model"] == Path(json.loads(png.text["emogen"])["base_model"]).name
 
-    fused = cli("fuse", "amusement", "fear", "--mode", "space", "-w", "3,1", "-n", "1", "-p", "a street, at night: rain",
-                "-c", mapper_config, "--out", tmp_path, "--json")
+    fused = cli("fuse", "amusement", "fear", "--mode", "space", "-w", "3,1", "-n", "1",
+                "-p", "a street, at night: rain", "-c", mapper_config, "--out", tmp_path, "--json")
     assert fused.code == 0, fused.err
     text = Image.open(fused.json["images"][0]["path"]).text["parameters"]
     prompt, _, params = parse_infotext(text)
     assert prompt == "<amusement+fear> a street, at night: rain"
     assert params["Emotion"] == "amusement+fear" and params["Emotion fusion"] == "space 0.75/0.25"
+
+
+def test_infotext_values_with_commas_or_colons_are_quoted():
+    from emogen_cli.pipeline import _a1111_value
+
+    assert _a1111_value("runs/sd15") == "runs/sd15" and _a1111_value(7.5) == "7.5"
+    quoted = _a1111_value('C:\\models\\sd, v1.5 "final"')
+    text = f"<awe>\nNegative prompt: \nSteps: 2, Model: {quoted}, Emotion: awe"
+    assert parse_infotext(text)[2] == {"Steps": "2", "Model": 'C:\\models\\sd, v1.5 "final"', "Emotion": "awe"}
 
 
 def test_full_disk_leaves_only_complete_pngs_and_a_true_index(cli, mapper_config, tmp_path, monkeypatch):
@@ -105,7 +115,8 @@ def test_full_disk_leaves_only_complete_pngs_and_a_true_index(cli, mapper_config
     for name in _pngs(tmp_path):
         Image.open(tmp_path / name).load()  # complete
     assert [Path(e["path"]).name for e in _index(tmp_path)] == _pngs(tmp_path)
-    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != ".emogen.lock"]  # no temp, no claims
+    hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != ".emogen.lock"]
+    assert not hidden  # no temporary files, no claims left
     monkeypatch.setattr(Image.Image, "save", real_save)
     again = cli("generate", "-c", mapper_config, "-e", "awe", "-n", "2", "--out", tmp_path, "--json")
     assert [r["seed"] for r in again.json["images"]] == [2, 3]  # the sequence continues
