@@ -37,6 +37,8 @@ def test_lazy_export_imports_no_torch():
 
 def test_call_fusion_and_metadata(pipe, mapper_dir):
     assert pipe.config.model.resolution == 16  # the bundle's training size when no config is given
+    assert pipe.to("cpu") is pipe and pipe.device.type == "cpu" and pipe.to(torch.float32).dtype == torch.float32
+    assert pipe.pipe.unet.dtype == torch.float32 and pipe.negative.dtype == torch.float32
     out = pipe(emotion="awe", prompt="{} street", num_images=3, seed=4, steps=2, batch_size=2)
     assert len(out.images) == 3 and all(im.size == (16, 16) for im in out.images)
     assert [m["seed"] for m in out.metadata] == [4, 5, 6]
