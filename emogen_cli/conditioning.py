@@ -14,6 +14,9 @@ Prompts without a placeholder (attribute names) pool at end-of-text either way.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,7 +79,14 @@ class EmotionPromptEncoder:
     def width(self) -> int:
         return self.text_encoder.config.hidden_size
 
-    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+    def tokenize(self, prompts: list[str], warn: Callable[[str], None] | None = None) -> torch.Tensor:
+        """Token ids [B, 77]. A placeholder beyond CLIP's window is an error (the emotion would be
+        silently lost); words cut from the end of a long prompt are reported through `warn`
+        (default: `warnings.warn`)."""
+        for text in dict.fromkeys(prompts):  # each distinct prompt once
+            cut = check_prompt_window(self.tokenizer, text, self.placeholder_ids)
+            if cut:
+                (warn or warnings.warn)(cut)
         ids = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length,
                              return_tensors="pt").input_ids
         return ids
@@ -102,6 +112,25 @@ class EmotionPromptEncoder:
         ids = torch.tensor(self.placeholder_ids, device=input_ids.device)
         is_placeholder = (input_ids.unsqueeze(-1) == ids).any(-1)
         return torch.where(is_placeholder.any(-1), is_placeholder.int().argmax(-1), eos)
+
+
+def check_prompt_window(tokenizer, text: str, placeholder_ids: list[int]) -> str | None:
+    """None if `text` fits CLIP's window; a warning naming the cut words if only ordinary words fall
+    outside; EmogenError if a placeholder (an emotion token) does."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    room = tokenizer.model_max_length - 2  # start and end of text take two of the 77 positions
+    if len(ids) <= room:
+        return None
+    placeholders = set(placeholder_ids)
+    lost = [i for i, t in enumerate(ids) if t in placeholders and i >= room]
+    if lost:
+        token = tokenizer.convert_ids_to_tokens(ids[lost[0]])
+        raise EmogenError(f"The prompt is {len(ids)} tokens long and its emotion token {token} is token {lost[0] + 1}; "
+                          f"CLIP reads only the first {room}, so the emotion would be lost.",
+                          "Shorten the prompt or put '{}' nearer the start.")
+    cut = tokenizer.decode(ids[room:]).strip()
+    return (f"The prompt is {len(ids)} tokens long; CLIP reads only the first {room}, so the end was cut: "
+            f"'{cut}'.")
 
 
 @torch.no_grad()

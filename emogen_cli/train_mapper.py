@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
+from emogen_cli.card import write_model_card
 from emogen_cli.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from emogen_cli.conditioning import EmotionPromptEncoder, text_semantics
 from emogen_cli.config import Config
@@ -305,6 +306,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     )
     if accelerator.is_main_process:
         bundle.save(out_dir)
+        write_model_card(out_dir, history[-1] if history else None)  # README.md: the bundle describes itself
     accelerator.wait_for_everyone()
     last = history[-1] if history else {}
     return {"path": str(out_dir), "steps": step, "final": last, "history": history[-50:],

@@ -19,6 +19,7 @@ import typer
 
 from emogen_cli.cli import data, dev, infer, train
 from emogen_cli.cli import evaluate as evaluate_cli
+from emogen_cli.cli import export as export_cli
 from emogen_cli.cli._utils import err_console
 from emogen_cli.errors import EmogenError
 
@@ -38,6 +39,7 @@ app.command(name="transfer")(infer.transfer)
 app.command(name="fuse")(infer.fuse)
 app.command(name="decompose")(infer.decompose)
 app.command(name="evaluate")(evaluate_cli.evaluate)
+app.command(name="export")(export_cli.export)
 app.add_typer(dev.app, name="dev", hidden=True)
 
 

@@ -37,7 +37,7 @@ BaselineOpt = Annotated[bool, typer.Option("--baseline", help="Plain SD with 'a 
 def _run(requests: list, options: dict[str, Any]) -> None:
     """Generate `requests` with a command's options (its locals()) as config overrides; print the result."""
     from emogen_cli.config import load_config
-    from emogen_cli.generate import generate as run
+    from emogen_cli.writer import generate as run
 
     o = options
     cfg = load_config(o["config"], overrides(
