@@ -141,7 +141,7 @@ NON_NEGATIVE = {
     "mapper.weight_decay", "encoder.momentum", "encoder.dropout", "data.num_workers",
 }
 # Inclusive upper bounds (on top of the lower bounds above); runtime.seed is 0 .. 2**32-1.
-AT_MOST: dict[str, float] = {"runtime.seed": choices.MAX_SEED, "mapper.threshold": 1.0, "encoder.dropout": 0.99}
+AT_MOST: dict[str, int | float] = {"runtime.seed": choices.MAX_SEED, "mapper.threshold": 1.0, "encoder.dropout": 0.99}
 MULTIPLE_OF_8 = {"model.resolution"}  # the VAE downsamples by 8
 
 
@@ -227,7 +227,7 @@ def _check(key: str, value: Any, source: str) -> None:
     if (key in NON_NEGATIVE or key in AT_MOST) and value < 0:
         raise _invalid(key, source, "must not be negative", value)
     if key in AT_MOST and value > AT_MOST[key]:
-        raise _invalid(key, source, f"must be at most {AT_MOST[key]:g}", value)
+        raise _invalid(key, source, f"must be at most {AT_MOST[key]:,}".replace(",", "_"), value)
     if key in MULTIPLE_OF_8 and value % 8:
         raise _invalid(key, source, "must be a multiple of 8", value)
 
@@ -241,6 +241,8 @@ def _set(config: Config, key: str, value: Any, source: str) -> None:
     section = getattr(config, section_name)
     hint = typing.get_type_hints(type(section))[name]
     coerced = _coerce(key, value, hint, source)
+    if key in CHOICES:  # choices are lower case; "FID" means "fid"
+        coerced = [v.lower() for v in coerced] if isinstance(coerced, list) else coerced.lower()
     _check(key, coerced, source)
     setattr(section, name, coerced)
     config.__dict__.setdefault("_explicit", set()).add(key)
