@@ -57,7 +57,7 @@ def writable_folder(path: str | Path, what: str = "output folder") -> None:
         existing = existing.parent
     if not existing.is_dir():
         where = "it" if existing == path else f"'{existing}'"
-        raise EmogenError(f"Cannot use '{path}' as the {what}: {where} is a file, not a folder.",
+        raise EmogenError(f"Cannot write the {what} '{path}': {where} is a file, not a folder.",
                           "Choose another output folder.")
     try:
         fd, probe = tempfile.mkstemp(prefix=".emogen-write-test-", dir=existing)

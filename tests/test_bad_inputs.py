@@ -30,7 +30,7 @@ CASES = [
     # Rich markup in user text is shown, never interpreted (and never crashes the error display)
     ("markup-emotion", ["generate", "-e", "[red]joy"], 1, "'[red]joy'"),
     ("markup-closing-tag", ["generate", "-e", "[/x]"], 1, "'[/x]'"),
-    ("markup-in-path", [*GEN, "--out", "{file}/[v2]out"], 1, "afile/[v2]out' as the output folder"),
+    ("markup-in-path", [*GEN, "--out", "{file}/[v2]out"], 1, "afile/[v2]out': '"),
     # NaN / inf / negative numbers, named by their option
     ("guidance-nan", [*GEN, "--guidance", "nan"], 1, "--guidance must be a finite number"),
     ("guidance-inf", [*GEN, "--guidance", "inf"], 1, "--guidance must be a finite number"),
