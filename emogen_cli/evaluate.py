@@ -234,7 +234,7 @@ class Evaluation:
             import lpips
         except ImportError:
             raise Unavailable("LPIPS needs the lpips package.", "pip install lpips (it also installs torchvision), "
-                              "or pip install 'emogen[metrics]'.") from None
+                              "or pip install 'emogen-cli[metrics]'.") from None
         model = lpips.LPIPS(net="alex", verbose=False).to(self.device).eval()
         per = {}
         total = sum(len(self.pairs(g)) for g in self.groups)
@@ -257,7 +257,7 @@ class Evaluation:
     def fid(self) -> dict[str, Any]:
         cfg = self.config.evaluate
         if importlib.util.find_spec("torchmetrics") is None:
-            raise Unavailable("FID needs torchmetrics.", "pip install 'emogen[metrics]'.")
+            raise Unavailable("FID needs torchmetrics.", "pip install 'emogen-cli[metrics]'.")
         kind = cfg.fid_features
         if kind == "auto":
             kind = "inception" if importlib.util.find_spec("torch_fidelity") else "clip"
