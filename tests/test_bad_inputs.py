@@ -243,7 +243,7 @@ def test_sigterm_takes_the_ctrl_c_path(keep):
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == (["Interrupted: Interrupted after 3 images; they are in out/."] if keep else ["Interrupted: Interrupted."])
+    assert lines == (["Interrupted after 3 images; they are in out/."] if keep else ["Interrupted."])
 
 
 def test_json_output_never_holds_bare_nan(capsys):

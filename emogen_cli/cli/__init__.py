@@ -26,7 +26,7 @@ from rich.markup import escape
 from emogen_cli.cli import data, dev, infer, train
 from emogen_cli.cli import evaluate as evaluate_cli
 from emogen_cli.cli._utils import epilog, err_console, write_json
-from emogen_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, EmogenError, Interrupted
+from emogen_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, EmogenError
 
 app = typer.Typer(
     name="emogen",
@@ -80,13 +80,16 @@ def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
 
 
-def _report(message: str, hint: str | None, code: int, as_json: bool, label: str = "Error") -> int:
-    """One line (plus a hint line) on stderr; with --json also {"error", "hint", "exit_code"} on stdout."""
+def _report(message: str, hint: str | None, code: int, as_json: bool) -> int:
+    """One line (plus a hint line) on stderr; with --json also {"error", "hint", "exit_code"} on stdout.
+    Interruptions are not errors: their line says what was kept ("Interrupted after 3 images; ...")."""
     message, hint = _one_line(message), _one_line(hint) if hint else None
     if as_json:
         write_json({"error": message, "hint": hint, "exit_code": code})
-    style = "yellow" if code == EXIT_INTERRUPTED else "bold red"
-    err_console.print(f"[{style}]{label}:[/{style}] {escape(message)}", soft_wrap=True)
+    if code == EXIT_INTERRUPTED:
+        err_console.print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)
+    else:
+        err_console.print(f"[bold red]Error:[/bold red] {escape(message)}", soft_wrap=True)
     if hint:
         err_console.print(f"[dim]{escape(hint)}[/dim]", soft_wrap=True)
     return code
@@ -118,15 +121,14 @@ def _run(args: list[str], as_json: bool) -> int:
     try:
         code = app(args=args, prog_name="emogen", standalone_mode=False)
         if code == EXIT_INTERRUPTED:  # Typer turns a KeyboardInterrupt outside our handlers into Exit(130)
-            return _report("Interrupted.", None, EXIT_INTERRUPTED, as_json, "Interrupted")
+            return _report("Interrupted.", None, EXIT_INTERRUPTED, as_json)
         return code if isinstance(code, int) else 0
     except EmogenError as exc:
         if _debug():
             _traceback(exc)
-        label = "Interrupted" if isinstance(exc, Interrupted) else "Error"
-        return _report(exc.message, exc.hint, exc.exit_code, as_json, label)
+        return _report(exc.message, exc.hint, exc.exit_code, as_json)
     except (typer.Abort, KeyboardInterrupt):
-        return _report("Interrupted.", None, EXIT_INTERRUPTED, as_json, "Interrupted")
+        return _report("Interrupted.", None, EXIT_INTERRUPTED, as_json)
     except Exception as exc:
         if _is_click_error(exc):  # usage: unknown option, wrong type, missing argument
             if type(exc).__name__ == "NoArgsIsHelpError":
