@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from emogen_cli import metrics as M
+from emogen_cli.choices import METRICS
 from emogen_cli.config import Config
 from emogen_cli.emotions import EMOTIONS
 from emogen_cli.errors import EmogenError
@@ -31,7 +32,6 @@ from emogen_cli.images import IMAGENET_MEAN, IMAGENET_STD, load_rgb, resize_cent
 from emogen_cli.reporting import Reporter, progress
 from emogen_cli.runtime import resolve_device
 
-METRICS = ("fid", "lpips", "emo-a", "sem-c", "sem-d")
 PAPER = {"EmoGen": {"fid": 41.60, "lpips": 0.717, "emo-a": 0.7625, "sem-c": 0.633, "sem-d": 0.0335},
          "SD": {"fid": 44.05, "lpips": 0.687, "emo-a": 0.7077, "sem-c": 0.608, "sem-d": 0.0199}}
 
