@@ -81,8 +81,6 @@ def _keyed_commands():
 
 
 def test_one_flag_name_per_config_key():
-    import inspect
-
     flags: dict[str, set[str]] = {}
     for name, (signature, keyed) in _keyed_commands():
         for param, (key, flag) in keyed.items():

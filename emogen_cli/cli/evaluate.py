@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from emogen_cli.cli._utils import (
-    ClipOpt, ConfigOpt, DeviceOpt, JsonOpt, OverwriteOpt, RichReporter, SeedOpt, command, emit, opt, out_console, say,
+    ClipOpt, ConfigOpt, DeviceOpt, JsonOpt, OverwriteOpt, RichReporter, SeedOpt, command, emit, opt, out_console,
 )
 from emogen_cli.config import Config
 
