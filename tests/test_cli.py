@@ -151,6 +151,22 @@ def test_progress_keeps_its_bar_in_80_columns():
     assert all(len(line.rstrip()) <= 80 for line in lines)
 
 
+def test_work_of_unknown_length_shows_no_bar():
+    import io
+    import re
+
+    from rich.console import Console
+
+    from emogen_cli.cli._utils import RichReporter
+
+    buffer = io.StringIO()
+    with RichReporter(Console(file=buffer, width=80, force_terminal=True, color_system=None)) as reporter:
+        reporter.start("Building emotion space")
+        reporter.finish("Building emotion space")
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue())
+    assert "Building emotion space" in plain and "━" not in plain and "?" not in plain
+
+
 def test_plural():
     from emogen_cli.cli._utils import plural
 

@@ -175,6 +175,18 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+class _Bar(BarColumn):
+    """A bar only where the total is known; work of unknown length shows its elapsed time alone."""
+
+    def render(self, task: Any) -> Any:
+        return Text("") if task.total is None else super().render(task)
+
+
+class _Count(MofNCompleteColumn):
+    def render(self, task: Any) -> Text:
+        return Text("") if task.total is None else super().render(task)
+
+
 class _Bars(Progress):
     """Rich progress whose metrics sit on their own line under the bars, so an 80-column terminal keeps
     the bars whole however many loss terms a task reports."""
@@ -198,8 +210,8 @@ class RichReporter(Reporter):
     def _ensure(self) -> Progress:
         if self.progress is None:
             self.progress = _Bars(
-                TextColumn("{task.description}", markup=False, style="bold"), BarColumn(bar_width=24),
-                MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                TextColumn("{task.description}", markup=False, style="bold"), _Bar(bar_width=24), _Count(),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
                 transient=False,
             )
             self.progress.start()
