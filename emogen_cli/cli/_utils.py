@@ -154,7 +154,7 @@ ConfigOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (progress stays on stderr).")]
 SeedOpt = Annotated[int | None, opt("--seed", key="runtime.seed", help="Random seed (0 .. 2**32-1).")]
-DeviceOpt = Annotated[str | None, opt("--device", key="runtime.device", help="auto, cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[str | None, opt("--device", key="runtime.device", help="auto, cpu, mps, cuda or cuda:N.")]
 PrecisionOpt = Annotated[str | None, opt("--mixed-precision", key="runtime.mixed_precision",
                                          help="auto: bf16 (or fp16) on CUDA, fp32 on CPU.")]
 ModelOpt = Annotated[str | None, opt("--model", key="model.pretrained",
