@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emogen_cli.choices import SEMANTIC_TOKENS
 from emogen_cli.errors import EmogenError
-
-SEMANTIC_TOKENS = ("placeholder", "eos")
 
 
 class PlaceholderEmbedding(nn.Module):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from emogen_cli import metrics as M
+from emogen_cli.choices import METRICS
 from emogen_cli.config import Config
 from emogen_cli.emotions import EMOTIONS
 from emogen_cli.errors import EmogenError
@@ -34,7 +35,6 @@ from emogen_cli.images import (IMAGENET_MEAN, IMAGENET_STD, center_crop, load_rg
 from emogen_cli.reporting import Reporter, progress
 from emogen_cli.runtime import resolve_device
 
-METRICS = ("fid", "lpips", "emo-a", "sem-c", "sem-d")
 PAPER = {"EmoGen": {"fid": 41.60, "lpips": 0.717, "emo-a": 0.7625, "sem-c": 0.633, "sem-d": 0.0335},
          "SD": {"fid": 44.05, "lpips": 0.687, "emo-a": 0.7077, "sem-c": 0.608, "sem-d": 0.0199}}
 
@@ -247,7 +247,7 @@ class Evaluation:
             import lpips
         except ImportError:
             raise Unavailable("LPIPS needs the lpips package.", "pip install lpips (it also installs torchvision), "
-                              "or pip install 'emogen[metrics]'.") from None
+                              "or pip install 'emogen-cli[metrics]'.") from None
         model = lpips.LPIPS(net="alex", verbose=False).to(self.device).eval()
         per = {}
         total = sum(len(self.pairs(g)) for g in self.groups)
@@ -270,7 +270,7 @@ class Evaluation:
     def fid(self) -> dict[str, Any]:
         cfg = self.config.evaluate
         if importlib.util.find_spec("torchmetrics") is None:
-            raise Unavailable("FID needs torchmetrics.", "pip install 'emogen[metrics]'.")
+            raise Unavailable("FID needs torchmetrics.", "pip install 'emogen-cli[metrics]'.")
         kind = cfg.fid_features
         if kind == "auto":
             kind = "inception" if importlib.util.find_spec("torch_fidelity") else "clip"

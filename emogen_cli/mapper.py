@@ -53,9 +53,10 @@ _TRAINED_WITH = {"pretrained": "base_model", "clip": "clip_model"}
 
 
 def trained_model(config: Config, key: str, bundle_config: dict[str, Any]) -> str:
-    """config.model.<key> ("pretrained" or "clip") if the user changed it, else the model the mapper was trained with."""
+    """config.model.<key> ("pretrained" or "clip") if the user set it (by file or option, even to the built-in
+    default), else the model the mapper was trained with."""
     configured = getattr(config.model, key)
-    if configured != getattr(Config().model, key):
+    if config.is_explicit(f"model.{key}"):
         return configured
     return bundle_config.get(_TRAINED_WITH[key]) or configured
 

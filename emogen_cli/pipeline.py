@@ -174,7 +174,7 @@ class EmoGenPipeline:
         self.mapper_source = str(mapper or config.generate.mapper)
         self.mapper_path = resolve_bundle(self.mapper_source)
         self.bundle: MapperBundle = load_mapper(self.mapper_path)
-        self.device = resolve_device(str(device) if device is not None else config.runtime.device)
+        self.device = resolve_device(device if device is not None else config.runtime.device)
         self.dtype = torch_dtype or DTYPES[resolve_precision(config.runtime.mixed_precision, self.device)]
         self.base_model = base_model or self.bundle.base_model(config)
         self.pipe = load(StableDiffusionPipeline, self.base_model, revision=config.model.revision, safety_checker=None,
@@ -223,7 +223,7 @@ class EmoGenPipeline:
         if isinstance(device, torch.dtype):
             device, dtype = None, device
         if device is not None:
-            self.device = resolve_device(str(device))
+            self.device = resolve_device(device if isinstance(device, torch.device) else str(device))
         self.dtype = dtype or self.dtype
         self.pipe.to(self.device, self.dtype)
         self.mapper = self.mapper.to(self.device)  # stays float32: its outputs are cast where they are used
