@@ -26,6 +26,7 @@ StepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Stop after th
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Images per step (per device).", show_default=False)]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate.", show_default=False)]
 EveryOpt = Annotated[int | None, typer.Option("--checkpoint-every", help="Steps between checkpoints.", show_default=False)]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Let an import replace existing files in --out.")]
 
 
 def train_encoder(
@@ -43,6 +44,7 @@ def train_encoder(
                      show_default=False),
     ] = None,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
     mixed_precision: PrecisionOpt = None,
     seed: SeedOpt = None,
@@ -59,12 +61,9 @@ def train_encoder(
                                         runtime__mixed_precision=mixed_precision, runtime__seed=seed))
     if import_official is not None:
         from emogen_cli.encoder import import_official as run_import
-        from emogen_cli.errors import EmogenError
 
         target = Path(cfg.encoder.output)
-        if (target / "config.json").exists():
-            raise EmogenError(f"'{target}' already holds an encoder.", "Choose another --out.")
-        bundle = run_import(import_official, target, cfg.encoder.image_size)
+        bundle = run_import(import_official, target, cfg.encoder.image_size, overwrite=overwrite)
         result = {"path": str(target), "imported_from": str(import_official), "emotions": list(bundle.emotions),
                   "emotion_dim": bundle.space.dim, "has_classifier": bundle.model is not None}
         emit(result, json_, lambda r: out_console.print(
@@ -114,6 +113,7 @@ def train_mapper(
     clip: ClipOpt = None,
     resolution: ResolutionOpt = None,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
     mixed_precision: PrecisionOpt = None,
     seed: SeedOpt = None,
@@ -138,8 +138,7 @@ def train_mapper(
         from emogen_cli.confidence import import_official_confidence as run_import
 
         target = Path(cfg.mapper.output) / "confidence.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        table = run_import(import_official_confidence, target)
+        table = run_import(import_official_confidence, target, overwrite=overwrite)
         emit({"path": str(target), "attributes": len(table["attributes"])}, json_,
              lambda r: out_console.print(f"Converted {r['attributes']} official confidence rows to {r['path']}; "
                                          f"train with --confidence {r['path']}"))
