@@ -147,7 +147,7 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
 
     def validate() -> None:
         """Validation of an epoch's end: its score, the best weights and the history are checkpointed state."""
-        nonlocal best, best_state
+        nonlocal best, best_state, saved_step
         acc = None
         if val:
             fault_point("validation")
@@ -160,6 +160,7 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
                 if accelerator.is_main_process:
                     atomic_save_safetensors(ckpt_dir / "best.safetensors", {k: v.contiguous() for k, v in best_state.items()})
         history.append({"epoch": step // steps_per_epoch, "step": step, "loss": loss_value, "val_accuracy": acc})
+        saved_step = -1  # the state changed: a checkpoint of this step must be written again
         if acc is not None:
             reporter.info(f"epoch {history[-1]['epoch']}: val accuracy {acc:.3f}")
         model.train()
