@@ -103,10 +103,13 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
         return []
     for aside in run_dir.glob(f".{PREFIX}*{OLD}"):
         final = run_dir / aside.name[1:-len(OLD)]
-        if final.is_dir():
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.replace(aside, final)
+        try:
+            if final.is_dir():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(aside, final)
+        except OSError:
+            pass  # another process of the same launch put it back first
     found = [p for p in run_dir.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()]
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
 

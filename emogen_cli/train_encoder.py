@@ -180,6 +180,8 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
                 set_epoch(batches, sampler, train_set, epoch)
                 for pixels, labels in batches:
                     torch.manual_seed(seed * 1_000_003 + step)  # dropout depends on the step only
+                    if accelerator.process_index:  # ... and on the process, whose share of the batch it masks
+                        torch.manual_seed(hash((seed, step, accelerator.process_index)) & 0x7FFF_FFFF_FFFF_FFFF)
                     with accelerator.autocast():
                         loss = F.cross_entropy(model(pixels), labels)
                     if not torch.isfinite(loss):
@@ -191,7 +193,8 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
                     optimizer.zero_grad(set_to_none=True)
                     fault_point("after_optimizer_step")
                     step += 1
-                    loss_value = loss.item()
+                    loss_value = (accelerator.reduce(loss.detach().float(), reduction="mean").item()
+                                  if accelerator.num_processes > 1 else loss.item())  # the global batch's loss
                     reporter.advance("Training encoder", 1, loss=loss_value, epoch=epoch + 1)
                     if step % steps_per_epoch == 0:  # an epoch ended: validate before checkpointing
                         validate()

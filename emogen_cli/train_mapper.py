@@ -118,6 +118,14 @@ def _settings(config: Config, encoder_id: str, prepared: Prepared, precision: st
             "cached_latents": cached_latents}
 
 
+def _global_means(values: dict[str, torch.Tensor], accelerator) -> dict[str, float]:
+    """Logged values as means over every process's batch (the global batch), not process 0's share."""
+    if accelerator.num_processes > 1:
+        stacked = accelerator.reduce(torch.stack([v.float() for v in values.values()]), reduction="mean")
+        return dict(zip(values, stacked.tolist()))
+    return {k: v.item() for k, v in values.items()}
+
+
 class _Stop(Exception):
     """Ctrl-C or SIGTERM was received: checkpoint the consistent state and stop."""
 
@@ -255,6 +263,8 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
                 set_epoch(batches, sampler, dataset, epoch)
                 for batch in batches:
                     g = step_generator(seed, step)
+                    if accelerator.process_index:  # each process its own noise for its share of the global batch
+                        g.manual_seed(hash((seed, step, accelerator.process_index)) & 0x7FFF_FFFF_FFFF_FFFF)
                     with accelerator.autocast():
                         terms = _loss_terms(batch, g, mapper, prompts, prompt_ids, unet, vae, scheduler, scaling, proj,
                                             attribute_features, probe, weight_dtype, device)
@@ -269,7 +279,8 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
                     optimizer.zero_grad(set_to_none=True)
                     fault_point("after_optimizer_step")  # a signal here waits for the counter: state stays whole
                     step += 1
-                    logged = {"loss": loss.item(), **{f"l_{k}": v.mean().item() for k, v in terms.items()}}
+                    logged = _global_means({"loss": loss.detach(), **{f"l_{k}": v.detach().mean() for k, v in terms.items()}},
+                                           accelerator)
                     history.append({"step": step, **logged})
                     reporter.advance("Training mapper", 1, **logged)
                     if step % cfg.checkpoint_every == 0 or step >= total:
