@@ -175,7 +175,8 @@ def write_bundle(folder: str | Path, files: dict[str, Any], config: dict[str, An
 
     `files` maps file names to writers `fn(tmp_path)`. Each is written to a temporary file beside
     its final name and fsynced; only then are they renamed in, config.json last (it marks the bundle
-    complete and records each file's size, so a copy mixed by a crash between renames is detected).
+    complete and records each weights file's size, so a copy mixed by a crash between renames, or
+    truncated later, is detected).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -188,7 +189,8 @@ def write_bundle(folder: str | Path, files: dict[str, Any], config: dict[str, An
             write(staged[name])
             with open(staged[name], "rb+") as f:
                 os.fsync(f.fileno())
-        config = {**config, "files": {name: tmp.stat().st_size for name, tmp in staged.items()}}
+        config = {**config, "files": {name: tmp.stat().st_size for name, tmp in staged.items()
+                                      if name.endswith(".safetensors")}}  # text files are checked by parsing
         with atomic_path(folder / "config.json") as tmp_config:
             staged["config.json"] = tmp_config
             tmp_config.write_text(json.dumps(config, indent=2, allow_nan=False, default=str) + "\n")

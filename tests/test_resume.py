@@ -206,3 +206,39 @@ def test_encoder_resume_refuses_other_settings(stage1, tmp_path):
         train_encoder(load_config(stage1, {"encoder.output": str(out), "encoder.lr": 0.5, "encoder.emotion_dim": 8}),
                       resume=True)
     assert "encoder.lr: 0.001 -> 0.5" in str(info.value) and "encoder.emotion_dim: 16 -> 8" in str(info.value)
+
+
+def test_second_signal_stops_at_once_and_first_only_asks():
+    import signal
+
+    from emogen_cli.interrupts import StopSignals
+
+    with StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.now() and stop.name == "SIGTERM"  # the first signal only asks
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # the second stops at once
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_damaged_latent_shard_is_detected_and_recomputed(stage1, tmp_path):
+    import shutil
+
+    from emogen_cli.emoset import load_prepared
+    from emogen_cli.latents import LatentCache, cache_latents
+
+    cfg = load_config(stage1)
+    prepared = load_prepared(cfg.data.prepared)
+    cache = tmp_path / "latents"
+    shutil.copytree(prepared.path / "latents", cache)
+    ids = {r.id for r in prepared.rows}
+    (shard,) = [p for p in cache.glob("shard-*.safetensors")]
+    whole = LatentCache(cache)[next(iter(ids))]
+    shard.write_bytes(shard.read_bytes()[:1000])  # a half-written shard
+    opened = LatentCache.open_if_matching(cache, cfg.model.pretrained, cfg.model.revision, cfg.model.resolution)
+    assert opened is not None and not any(i in opened for i in ids)  # never read: training encodes on the fly
+    result = cache_latents(prepared.rows, prepared.root, cache, cfg.model.pretrained, cfg.model.revision,
+                           cfg.model.resolution, device="cpu")
+    assert result["new"] == len(ids)
+    again = LatentCache(cache)
+    assert all(i in again for i in ids) and torch.equal(again[next(iter(ids))], whole)
