@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 from collections import defaultdict
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch import nn
 
 from emogen_cli.emotions import EMOTIONS, normalise_attribute
 from emogen_cli.errors import EmogenError
+from emogen_cli.files import atomic_write_json, check_finite, read_json, read_safetensors
 
 
 def train_probe(features: torch.Tensor, labels: torch.Tensor, seed: int = 0, steps: int = 300,
@@ -60,16 +62,25 @@ def confidence_table(probe: nn.Linear, features: torch.Tensor, attributes: list[
 
 
 def load_confidence(path: str | Path) -> dict[str, Any]:
+    """A confidence table {"attributes": {name: [one finite value per emotion]}, "emotions": [...]}, checked."""
     path = Path(path)
+    hint = "Pass a JSON written by emogen (confidence.json) or converted with --import-official-confidence."
+    data = read_json(path, "Emotion confidence table", hint)
     try:
-        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("attributes"), dict):
+            raise ValueError("no 'attributes' object")
         table = data["attributes"]
         order = data.get("emotions", list(EMOTIONS))
-        if not all(isinstance(v, list) and len(v) == len(order) for v in table.values()):
-            raise ValueError("every attribute needs one value per emotion")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise EmogenError(f"Cannot read the emotion confidence table '{path}' ({exc}).",
-                          "Pass a JSON written by emogen (confidence.json) or converted with --import-official-confidence.") from None
+        if not (isinstance(order, list) and sorted(map(str, order)) == sorted(EMOTIONS)):
+            raise ValueError(f"its emotions {order!r} are not the eight EmoSet emotions")
+        for name, v in table.items():
+            if not (isinstance(v, list) and len(v) == len(order)
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+                raise ValueError(f"'{name}' needs one number per emotion ({len(order)})")
+            if not all(math.isfinite(x) for x in v):
+                raise ValueError(f"'{name}' holds NaN or infinite values")
+    except ValueError as exc:
+        raise EmogenError(f"Emotion confidence table '{path}' is not usable: {exc}.", hint) from None
     if list(order) != list(EMOTIONS):  # store everything in our order
         table = {a: [v[order.index(e)] for e in EMOTIONS] for a, v in table.items()}
     return {**data, "emotions": list(EMOTIONS), "attributes": table}
@@ -88,20 +99,35 @@ class _ArraysOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
+MAX_PICKLE_BYTES = 256 << 20  # the official tables are a few MB
+
+
 def read_official_pickle(path: Path) -> Any:
+    """Unpickle numpy tables only; crafted files (other classes, absurd declared sizes, truncation, Git LFS
+    pointers) are one line."""
     from emogen_cli.encoder import check_not_lfs_pointer
 
+    hint = "Only plain tables of numpy arrays, lists and dicts are accepted."
+    path = Path(path)
     check_not_lfs_pointer(path)
+    if path.stat().st_size > MAX_PICKLE_BYTES:
+        raise EmogenError(f"'{path}' is {path.stat().st_size >> 20} MB: too large for an official EmoGen table.", hint)
     try:
-        return _ArraysOnly(io.BytesIO(Path(path).read_bytes())).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
-        raise EmogenError(f"Cannot read '{path}' as an official EmoGen table ({exc}).",
-                          "Only plain tables of numpy arrays, lists and dicts are accepted.") from None
+        return _ArraysOnly(io.BytesIO(path.read_bytes())).load()
+    except MemoryError:
+        raise EmogenError(f"Cannot read '{path}' as an official EmoGen table (it declares a data size larger than "
+                          "memory).", hint) from None
+    except Exception as exc:  # noqa: BLE001 - any failure of a restricted unpickle means "not a plain table"
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise EmogenError(f"Cannot read '{path}' as an official EmoGen table ({first}).", hint) from None
 
 
-def import_official_confidence(src: str | Path, out: str | Path) -> dict[str, Any]:
-    """dataset_balance/attr_coefficient_emotion_{object,scene}.pkl -> our confidence JSON."""
+def import_official_confidence(src: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
+    """dataset_balance/attr_coefficient_emotion_{object,scene}.pkl -> our confidence JSON (never over an
+    existing file unless `overwrite`)."""
     src = Path(src)
+    if Path(out).exists() and not overwrite:
+        raise EmogenError(f"'{out}' already exists.", "Choose another --out, or pass --overwrite to replace it.")
     folder = src / "dataset_balance" if (src / "dataset_balance").is_dir() else src
     table: dict[str, list[float]] = {}
     for kind in ("scene", "object"):
@@ -112,7 +138,12 @@ def import_official_confidence(src: str | Path, out: str | Path) -> dict[str, An
         if not isinstance(data, dict):
             raise EmogenError(f"'{file}' is not an attribute -> coefficients table.")
         for name, values in data.items():
-            row = np.asarray(values, dtype=np.float64).reshape(-1)
+            try:
+                row = np.asarray(values, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise EmogenError(f"'{file}' gives '{name}' values that are not numbers.") from None
+            if not np.isfinite(row).all():
+                raise EmogenError(f"'{file}' gives '{name}' NaN or infinite values.")
             if row.size != len(EMOTIONS):
                 raise EmogenError(f"'{file}' gives {row.size} values for '{name}', expected {len(EMOTIONS)}.")
             table[normalise_attribute(str(name))] = row.tolist()
@@ -121,34 +152,46 @@ def import_official_confidence(src: str | Path, out: str | Path) -> dict[str, An
                           "Pass the official repository root or its dataset_balance/ folder.")
     result = {"emotions": list(EMOTIONS), "method": "official EmoGen attr_coefficient tables", "source": str(src),
               "attributes": dict(sorted(table.items()))}
-    Path(out).write_text(json.dumps(result, indent=1))
+    atomic_write_json(out, result, indent=1)
     return result
 
 
-def load_probe(path: str | Path) -> nn.Linear:
+def load_probe(path: str | Path, classes: int | None = None, in_dim: int | None = None) -> nn.Linear:
     """A CLIP-space emotion probe {fc.weight, fc.bias}: ours (.safetensors) or the official
-    Clip_emotion_classifier .pth (read with weights_only=True). Outputs follow the official order."""
+    Clip_emotion_classifier .pth (read with weights_only=True). Outputs follow the official order.
+    Wrong shapes (e.g. not `classes` outputs, not `in_dim` inputs) and NaN/inf are one line."""
     from emogen_cli.encoder import check_not_lfs_pointer
 
     path = Path(path)
-    if not path.is_file():
-        raise EmogenError(f"The emotion probe '{path}' does not exist.",
-                          "Pass emotion_probe.safetensors from a mapper bundle or the official classifier .pth.")
-    check_not_lfs_pointer(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
+    hint = "Pass emotion_probe.safetensors from a mapper bundle or the official classifier .pth."
+    if path.suffix == ".safetensors":
+        state = read_safetensors(path, "Emotion probe", hint)
+    else:
+        if not path.is_file():
+            raise EmogenError(f"Emotion probe '{path}' is missing.", hint)
+        check_not_lfs_pointer(path)
+        try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        weight, bias = state["fc.weight"], state["fc.bias"]
-    except Exception as exc:  # noqa: BLE001 - any failure means "not a probe file"
-        raise EmogenError(f"Cannot read the emotion probe '{path}' ({str(exc).splitlines()[0][:200]}).",
-                          "Pass emotion_probe.safetensors from a mapper bundle or the official classifier .pth.") from None
+        except Exception as exc:  # noqa: BLE001 - any failure means "not a probe file"
+            refused = "weights_only" in str(exc) or "Unsupported global" in str(exc)
+            reason = ("it holds Python objects that would run code" if refused
+                      else str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+            raise EmogenError(f"Cannot read the emotion probe '{path}' ({reason}).", hint) from None
+    if not isinstance(state, dict):
+        raise EmogenError(f"Emotion probe '{path}' is not a state dict.", hint)
+    state = {str(k).removeprefix("module."): v for k, v in state.items()}
+    weight, bias = state.get("fc.weight"), state.get("fc.bias")
+    if not (torch.is_tensor(weight) and torch.is_tensor(bias) and weight.ndim == 2 and bias.shape == weight.shape[:1]):
+        raise EmogenError(f"Emotion probe '{path}' has no fc.weight [classes, dim] with a matching fc.bias.", hint)
+    if classes is not None and weight.shape[0] != classes:
+        raise EmogenError(f"Emotion probe '{path}' has {weight.shape[0]} outputs, expected {classes} (one per emotion).",
+                          hint)
+    if in_dim is not None and weight.shape[1] != in_dim:
+        raise EmogenError(f"Emotion probe '{path}' takes {weight.shape[1]}-d features, but the CLIP model gives "
+                          f"{in_dim}-d.", hint)
+    check_finite({"fc.weight": weight, "fc.bias": bias}, path, "Emotion probe", hint)
     probe = nn.Linear(weight.shape[1], weight.shape[0])
-    probe.load_state_dict({"weight": weight, "bias": bias})
+    probe.load_state_dict({"weight": weight.float(), "bias": bias.float()})
     return probe.eval()
 
 

@@ -15,19 +15,20 @@ import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from emogen_cli.emotions import EMOTIONS, normalise_attribute
 from emogen_cli.errors import EmogenError
-from emogen_cli.files import atomic_path, atomic_write_text  # noqa: F401 - re-exported for old imports
+from emogen_cli.files import atomic_path, atomic_write_text, read_json  # noqa: F401 - re-exported for old imports
 from emogen_cli.images import check_image
 from emogen_cli.reporting import Reporter, progress
 
 MANIFEST = "manifest.jsonl"
 PREPARED = "prepared.json"
 SKIP_REASONS = ("missing_annotation", "malformed_annotation", "unknown_emotion", "missing_image", "corrupt_image",
-                "no_scene_or_object")
+                "no_scene_or_object", "malformed_entry", "unsafe_path", "duplicate")
+ALL_SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -77,21 +78,49 @@ class ScanResult:
             self.examples[reason].append(what)
 
 
-def _entries(root: Path, splits: list[str]) -> list[tuple[str, str, str, str]]:
-    """(split, emotion, image path, annotation path) from the split lists, or a folder walk."""
-    lists = [s for s in splits if (root / f"{s}.json").is_file()]
+def safe_relative(path: str) -> bool:
+    """A dataset path that stays inside the root: relative, with no '..' climbing out of it."""
+    if not path or "\0" in path:
+        return False
+    pure = PurePosixPath(path.replace("\\", "/"))
+    if pure.is_absolute() or PureWindowsPath(path).drive:
+        return False
+    depth = 0
+    for part in pure.parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        if depth < 0:
+            return False
+    return True
+
+
+def _entries(root: Path, splits: list[str], result: "ScanResult") -> list[tuple[str, str, str, str]]:
+    """(split, emotion, image path, annotation path) from the split lists, or a folder walk.
+
+    Entries that are not [emotion, image path, annotation path] are counted as malformed_entry. An
+    explicit subset of splits (e.g. only train) needs each of its lists: using every image instead
+    would silently train on the test split.
+    """
+    missing = [s for s in splits if not (root / f"{s}.json").is_file()]
+    if missing and set(splits) != set(ALL_SPLITS):
+        raise EmogenError(f"The split list {', '.join(f'{s}.json' for s in missing)} is missing in '{root}'.",
+                          f"Restore it from the EmoSet archive, or use every split (data.splits: {list(ALL_SPLITS)}).")
+    lists = [s for s in splits if s not in missing]
     if lists:
         out = []
         for split in lists:
+            file = root / f"{split}.json"
             try:
-                rows = json.loads((root / f"{split}.json").read_text())
+                rows = json.loads(file.read_bytes().decode("utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise EmogenError(f"{root / f'{split}.json'} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}).",
+                raise EmogenError(f"{file} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc.reason}).",
                                   "Restore the file from the EmoSet archive.") from None
+            if not isinstance(rows, list):
+                raise EmogenError(f"{file} holds a JSON {type(rows).__name__}, not a list of "
+                                  "[emotion, image path, annotation path] entries.", "Restore the file from the EmoSet archive.")
             for row in rows:
                 if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)):
-                    raise EmogenError(f"{root / f'{split}.json'} has an entry {row!r} that is not "
-                                      "[emotion, image path, annotation path].", "Restore the file from the EmoSet archive.")
+                    result.skip("malformed_entry", f"{split}.json: {str(row)[:60]}")
+                    continue
                 out.append((split, *row))
         return out
     if not (root / "annotation").is_dir():
@@ -103,7 +132,12 @@ def _entries(root: Path, splits: list[str]) -> list[tuple[str, str, str, str]]:
 
 def scan_emoset(root: str | Path, splits: list[str] | None = None, verify_images: bool = True,
                 num_workers: int = 2, reporter: Reporter | None = None) -> ScanResult:
-    """Read every labelled image of an EmoSet root; broken entries are skipped and counted."""
+    """Read every labelled image of an EmoSet root; broken entries are skipped and counted.
+
+    An image listed twice (in one split or two) is kept once (the first listing) and the repeat
+    counted as a duplicate. Ids are file stems; when two different images share a stem (the same
+    name under two emotions) both get their path as id, so caches keyed by id never mix them.
+    """
     root = Path(root)
     reporter = reporter or Reporter()
     if not root.is_dir():
@@ -111,8 +145,17 @@ def scan_emoset(root: str | Path, splits: list[str] | None = None, verify_images
                           "Download EmoSet and pass its folder with --data (or set data.root in the config).")
     result = ScanResult(samples=[])
     candidates: list[Sample] = []
-    for split, emotion, image_rel, ann_rel in _entries(root, splits or ["train", "val", "test"]):
+    seen: set[str] = set()
+    for split, emotion, image_rel, ann_rel in _entries(root, splits or list(ALL_SPLITS), result):
         stem = Path(ann_rel).stem
+        if not (safe_relative(image_rel) and safe_relative(ann_rel)):
+            result.skip("unsafe_path", image_rel if not safe_relative(image_rel) else ann_rel)
+            continue
+        key = PurePosixPath(image_rel.replace("\\", "/")).as_posix().removeprefix("./")
+        if key in seen:
+            result.skip("duplicate", key)
+            continue
+        seen.add(key)
         if emotion.lower() not in EMOTIONS:
             result.skip("unknown_emotion", stem)
             continue
@@ -121,24 +164,32 @@ def scan_emoset(root: str | Path, splits: list[str] | None = None, verify_images
             result.skip("missing_annotation", stem)
             continue
         try:
-            ann = json.loads(ann_path.read_text())
+            ann = json.loads(ann_path.read_bytes().decode("utf-8"))
             if not isinstance(ann, dict):
                 raise ValueError("not an object")
             scene = ann.get("scene") or None
             objects = ann.get("object") or []
             if isinstance(objects, str):
                 objects = [objects]
-            if not (scene is None or isinstance(scene, str)) or not all(isinstance(o, str) for o in objects):
+            if not (scene is None or isinstance(scene, str)) or not isinstance(objects, list) \
+                    or not all(isinstance(o, str) for o in objects):
                 raise ValueError("scene/object of the wrong type")
-        except (ValueError, UnicodeDecodeError):
+            label = ann.get("emotion", emotion)
+            if not isinstance(label, str):
+                raise ValueError("emotion is not a string")
+        except (ValueError, UnicodeDecodeError, OSError):
             result.skip("malformed_annotation", stem)
             continue
-        label = str(ann.get("emotion", emotion)).lower()
+        label = label.lower()
         if label not in EMOTIONS:
             result.skip("unknown_emotion", stem)
             continue
-        candidates.append(Sample(id=stem, emotion=label, split=split, image=image_rel, scene=scene,
+        candidates.append(Sample(id=stem, emotion=label, split=split, image=key, scene=scene,
                                  objects=[o for o in objects if o.strip()]))
+    stems = Counter(s.id for s in candidates)
+    for sample in candidates:
+        if stems[sample.id] > 1:  # the same file name for different images: the path tells them apart
+            sample.id = str(PurePosixPath(sample.image).with_suffix(""))
 
     if verify_images:
         with progress(reporter, "Checking images", len(candidates)):
@@ -241,15 +292,37 @@ class Prepared:
 
 
 def load_prepared(path: str | Path) -> Prepared:
+    """A prepared folder; damaged, non-UTF-8 or mistyped manifests are one line naming the file."""
     path = Path(path)
     if not (path / PREPARED).is_file() or not (path / MANIFEST).is_file():
         raise EmogenError(f"'{path}' is not a prepared dataset (no {PREPARED} / {MANIFEST}).",
                           "Run `emogen prepare --out DIR` first and pass that DIR.")
+    hint = "Run `emogen prepare --overwrite` again."
+    info = read_json(path / PREPARED, "Prepared summary", hint)
+    if not isinstance(info, dict) or not isinstance(info.get("root"), str):
+        raise EmogenError(f"Prepared summary '{path / PREPARED}' is not an object with the dataset root.", hint)
     try:
-        info = json.loads((path / PREPARED).read_text())
-        rows = [Row(**json.loads(line)) for line in (path / MANIFEST).read_text().splitlines() if line.strip()]
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise EmogenError(f"'{path}' holds a damaged manifest ({exc}).", "Run `emogen prepare --overwrite` again.") from None
+        text = (path / MANIFEST).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EmogenError(f"Manifest '{path / MANIFEST}' is not UTF-8 text (byte {exc.start}).", hint) from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            if not isinstance(data, dict):
+                raise TypeError("not an object")
+            row = Row(**data)
+            if not all(isinstance(getattr(row, k), str) for k in ("id", "image", "emotion", "attribute", "kind", "split")) \
+                    or not isinstance(row.copy, int):
+                raise TypeError("a field has the wrong type")
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise EmogenError(f"Manifest '{path / MANIFEST}' line {number} is damaged ({exc}).", hint) from None
+        if row.emotion not in EMOTIONS or not safe_relative(row.image):
+            raise EmogenError(f"Manifest '{path / MANIFEST}' line {number} has an unknown emotion or an unsafe path.",
+                              hint)
+        rows.append(row)
     if not rows:
         raise EmogenError(f"The manifest in '{path}' is empty.", "Check the dataset root and run `emogen prepare` again.")
     return Prepared(root=Path(info["root"]), rows=rows, info=info, path=path)

@@ -18,11 +18,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from emogen_cli.emotions import EMOTIONS
 from emogen_cli.errors import EmogenError
+from emogen_cli.files import (
+    atomic_save_safetensors, check_bundle_files, check_finite, check_shapes, read_json, read_safetensors, write_bundle,
+)
 from emogen_cli.images import stage1_image, stage1_stats, to_array
 
 FORMAT = "emogen-encoder"
@@ -84,17 +87,41 @@ class EmotionSpace:
             counts.append(len(f))
         return cls(emotions, torch.stack(means).float(), torch.stack(stds).float(), torch.tensor(counts))
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean.contiguous(), "std": self.std.contiguous(), "count": self.count}
+
+    def metadata(self) -> dict[str, str]:
+        return {"emotions": json.dumps(list(self.emotions))}
+
     def save(self, path: Path) -> None:
-        save_file({"mean": self.mean.contiguous(), "std": self.std.contiguous(), "count": self.count},
-                  str(path), metadata={"emotions": json.dumps(list(self.emotions))})
+        atomic_save_safetensors(path, self.tensors(), metadata=self.metadata())
+
+    def write(self, path: Path) -> None:
+        """Write to exactly `path` (a bundle's staged temporary file)."""
+        save_file(self.tensors(), str(path), metadata=self.metadata())
 
     @classmethod
-    def load(cls, path: Path) -> "EmotionSpace":
-        from safetensors import safe_open
+    def load(cls, path: Path, dim: int | None = None) -> "EmotionSpace":
+        """The space in `path`; damage, wrong shapes (or not `dim`-d), NaN/inf and bad class lists are one line."""
+        path = Path(path)
+        tensors, metadata = read_safetensors(path, "Emotion space", _SPACE_HINT, with_metadata=True)
+        try:
+            emotions = tuple(json.loads(metadata["emotions"]))
+            if not emotions or not all(isinstance(e, str) for e in emotions) or len(set(emotions)) != len(emotions):
+                raise ValueError("not a list of distinct names")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise EmogenError(f"Emotion space '{path}' has no valid emotion list in its metadata ({exc}).",
+                              _SPACE_HINT) from None
+        n, d = len(emotions), (dim if dim is not None else tensors["mean"].shape[-1] if "mean" in tensors else 0)
+        check_shapes(tensors, {"mean": (n, d), "std": (n, d), "count": (n,)}, path, "Emotion space", _SPACE_HINT)
+        check_finite(tensors, path, "Emotion space", _SPACE_HINT)
+        if (tensors["std"] < 0).any():
+            raise EmogenError(f"Emotion space '{path}' has negative standard deviations.", _SPACE_HINT)
+        return cls(emotions, tensors["mean"].float(), tensors["std"].float(), tensors["count"])
 
-        with safe_open(str(path), framework="pt") as f:
-            emotions = tuple(json.loads(f.metadata()["emotions"]))
-            return cls(emotions, f.get_tensor("mean"), f.get_tensor("std"), f.get_tensor("count"))
+
+_SPACE_HINT = "Rebuild it with `emogen train-encoder` (or --import-official)."
+_ENCODER_HINT = "Pass a folder written by `emogen train-encoder`, or train / import it again."
 
 
 @dataclass
@@ -110,11 +137,12 @@ class EncoderBundle:
         return tuple(self.config["emotions"])
 
     def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps(self.config, indent=2))
+        """Replace the bundle only once its new files are all complete (config.json last)."""
+        files: dict[str, Any] = {SPACE_FILE: self.space.write}
         if self.model is not None:
-            save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(path / "model.safetensors"))
-        self.space.save(path / SPACE_FILE)
+            state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+            files["model.safetensors"] = lambda p: save_file(state, str(p))
+        write_bundle(path, files, self.config)
 
 
 def build_classifier(config: dict[str, Any]) -> EmotionClassifier:
@@ -126,21 +154,46 @@ def build_classifier(config: dict[str, Any]) -> EmotionClassifier:
 
 def read_bundle_config(path: Path, expected: str, producer: str) -> dict[str, Any]:
     """config.json of an emogen output folder, checked to be of the `expected` format."""
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        raise EmogenError(f"'{path}' is not an {expected} folder (no readable config.json).",
-                          f"Pass the folder written by `{producer}`.") from None
+    hint = f"Pass the folder written by `{producer}`."
+    if not (path / "config.json").is_file():
+        raise EmogenError(f"'{path}' is not an {expected} folder (no config.json).", hint)
+    config = read_json(path / "config.json", "Bundle config", hint)
+    if not isinstance(config, dict):
+        raise EmogenError(f"Bundle config '{path / 'config.json'}' is not a JSON object.", hint)
     if config.get("format") != expected:
         raise EmogenError(f"'{path}' holds a '{config.get('format', 'unknown')}' folder, not an {expected} folder.",
                           f"Pass the folder written by `{producer}`.")
     return config
 
 
+def _check_encoder_config(path: Path, config: dict[str, Any]) -> None:
+    where = path / "config.json"
+    emotions = config.get("emotions")
+    if not (isinstance(emotions, list) and emotions and all(isinstance(e, str) for e in emotions)):
+        raise EmogenError(f"Encoder config '{where}' has no list of emotion names.", _ENCODER_HINT)
+    dim = config.get("emotion_dim")
+    if not (isinstance(dim, int) and not isinstance(dim, bool) and dim > 0):
+        raise EmogenError(f"Encoder config '{where}' has no positive integer emotion_dim (got {dim!r}).", _ENCODER_HINT)
+    for key in ("image_size",):
+        if not (isinstance(config.get(key), int) and config[key] > 0):
+            raise EmogenError(f"Encoder config '{where}' has no positive integer {key} (got {config.get(key)!r}).",
+                              _ENCODER_HINT)
+    for key in ("image_mean", "image_std"):
+        value = config.get(key)
+        if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
+            raise EmogenError(f"Encoder config '{where}' has no 3-value {key} (got {value!r}).", _ENCODER_HINT)
+
+
 def load_encoder(path: str | Path, with_model: bool = True) -> EncoderBundle:
+    """An encoder bundle, every file checked: damage, wrong shapes or class counts, NaN/inf are one line."""
     path = Path(path)
     config = read_bundle_config(path, FORMAT, "emogen train-encoder")
-    space = EmotionSpace.load(path / SPACE_FILE)
+    _check_encoder_config(path, config)
+    check_bundle_files(path, config, "Encoder", _ENCODER_HINT)
+    space = EmotionSpace.load(path / SPACE_FILE, dim=config["emotion_dim"])
+    if list(space.emotions) != list(config["emotions"]):
+        raise EmogenError(f"Emotion space '{path / SPACE_FILE}' lists {list(space.emotions)}, but the encoder config "
+                          f"lists {config['emotions']}.", _ENCODER_HINT)
     model = None
     if with_model:
         if not (path / "model.safetensors").is_file():
@@ -148,8 +201,18 @@ def load_encoder(path: str | Path, with_model: bool = True) -> EncoderBundle:
                               "encodes images with the stage-1 classifier.",
                               "Put the official weights/image_encoder/*.pth in the EmoGen clone (`git lfs pull`) and run "
                               "`emogen train-encoder --import-official CLONE` again, or train one with `emogen train-encoder`.")
-        model = build_classifier(config)
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        if not isinstance(config.get("backbone_config"), dict):
+            raise EmogenError(f"Encoder config '{path / 'config.json'}' has no backbone_config.", _ENCODER_HINT)
+        try:
+            model = build_classifier(config)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise EmogenError(f"Encoder config '{path / 'config.json'}' describes no buildable ResNet ({exc}).",
+                              _ENCODER_HINT) from None
+        weights = read_safetensors(path / "model.safetensors", "Encoder weights", _ENCODER_HINT)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        check_shapes(weights, expected, path / "model.safetensors", "Encoder weights", _ENCODER_HINT)
+        check_finite(weights, path / "model.safetensors", "Encoder weights", _ENCODER_HINT)
+        model.load_state_dict(weights)
         model.eval()
     return EncoderBundle(config, space, model)
 
@@ -258,12 +321,20 @@ def load_tensors(path: Path) -> Any:
                           "Only official EmoGen .pt/.pth files (tensors and state dicts) can be imported.") from None
 
 
-def import_official(src: str | Path, out: str | Path, image_size: int = 224) -> EncoderBundle:
+def refuse_overwrite(out: Path, names: tuple[str, ...], overwrite: bool) -> None:
+    """An import never replaces existing bundle files unless asked to."""
+    existing = [n for n in names if (out / n).exists()]
+    if existing and not overwrite:
+        raise EmogenError(f"'{out}' already holds {', '.join(existing)}.", "Choose another --out, or pass --overwrite.")
+
+
+def import_official(src: str | Path, out: str | Path, image_size: int = 224, overwrite: bool = False) -> EncoderBundle:
     """Convert emo_space/{emotion}_{mean,std}_v2.pt (+ the image_encoder .pth if present) into our format.
 
     The official encoder saw Resize(256) -> CenterCrop(224) -> Normalize(0.5, 0.5) inputs, so the bundle
     records the official preprocessing whatever encoder.preprocessing says."""
     src, out = Path(src), Path(out)
+    refuse_overwrite(out, ("config.json", "model.safetensors", SPACE_FILE), overwrite)
     space_dir = next((p for p in [src / "emo_space", src] if (p / f"{EMOTIONS[0]}_mean_v2.pt").is_file()), None)
     if space_dir is None:
         raise EmogenError(f"No official emotion space found in '{src}' (expected emo_space/amusement_mean_v2.pt ...).",
@@ -306,6 +377,9 @@ def import_official(src: str | Path, out: str | Path, image_size: int = 224) -> 
     config = encoder_config(backbone_config or ResNetConfig(), "official EmoGen (imported)", space.dim, 0.5, image_size,
                             preprocessing="official", source=str(src), has_model=model is not None,
                             space_splits="all EmoSet images (official emo_space)")
+    check_finite({"mean": space.mean, "std": space.std}, space_dir, "Official emotion space")
     bundle = EncoderBundle(config, space, model)
     bundle.save(out)
+    if model is None:
+        (out / "model.safetensors").unlink(missing_ok=True)  # an overwritten bundle's old classifier is not ours
     return bundle

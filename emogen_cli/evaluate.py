@@ -200,7 +200,7 @@ class Evaluation:
                 raise Unavailable(f"No CLIP emotion probe at '{probe_path}'.",
                                   "Pass --probe (emotion_probe.safetensors of a mapper bundle, or the official "
                                   "classifier .pth), or --emotion-classifier encoder.")
-            probe = load_probe(probe_path)
+            probe = load_probe(probe_path, classes=len(EMOTIONS), in_dim=self.clip_features().shape[1])
             with torch.no_grad():
                 logits = probe(self.clip_features()[index])
             backend = f"CLIP-space probe {probe_path} on {self.clip_name()}"
@@ -330,6 +330,10 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
     if (out_dir / "report.json").is_file() and not overwrite:
         raise EmogenError(f"'{out_dir}' already holds an evaluation report.", "Pass --overwrite or choose another --out.")
     images, broken = scan_gallery(folder)
+    # never count our own outputs (metrics.png of an earlier evaluation inside the folder)
+    own = out_dir.resolve()
+    images = [im for im in images if own not in Path(im.path).resolve().parents]
+    broken = [b for b in broken if own not in Path(b).resolve().parents]
     if not images:
         raise EmogenError(f"No readable images in '{folder}'.", "Pass the --out folder of `emogen generate`.")
     if broken:
@@ -338,17 +342,26 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
     chosen = list(metrics if explicit else config.evaluate.metrics)
     run = Evaluation(config, images, mapper, encoder, reporter)
     results: dict[str, Any] = {}
+    failed: list[str] = []
     for name in chosen:
         reporter.info(f"Computing {name}.")
         try:
             results[name] = getattr(run, name.replace("-", "_"))()
-        except Unavailable as exc:
-            if explicit:
-                raise
-            results[name] = {"value": None, "unavailable": exc.message + (f" {exc.hint}" if exc.hint else "")}
-            reporter.warn(results[name]["unavailable"])
+        except EmogenError as exc:  # one metric's missing model or input must not lose the others' work
+            reason = exc.message + (f" {exc.hint}" if exc.hint else "")
+            if isinstance(exc, Unavailable) and not explicit:
+                results[name] = {"value": None, "unavailable": reason}
+            else:
+                results[name] = {"value": None, "failed": reason}
+                failed.append(name)
+            reporter.warn(f"{name}: {reason}")
     result = {"folder": str(folder), "images": len(images), "unreadable": broken,
               "groups": {g: len(idx) for g, idx in run.groups.items()}, "metrics": results, "paper": PAPER,
               "seed": config.runtime.seed}
     result["files"] = write_report(result, out_dir)
+    if failed:
+        first = results[failed[0]]["failed"]
+        raise EmogenError(f"{len(failed)} metric(s) failed ({', '.join(failed)}; {failed[0]}: {first}) - the other "
+                          f"results are written to {result['files']['json']}.",
+                          "Fix the cause and run again with --overwrite, or leave those metrics out with --metrics.")
     return result

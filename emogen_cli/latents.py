@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from emogen_cli.emoset import Row, atomic_write_text
+from emogen_cli.emoset import Row
 from emogen_cli.errors import EmogenError
+from emogen_cli.files import atomic_save_safetensors, atomic_write_text
 from emogen_cli.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
 from emogen_cli.reporting import Reporter, progress
 
@@ -39,7 +39,7 @@ def cache_latents(rows: list[Row], root: Path, out_dir: Path, model: str, revisi
     reporter = reporter or Reporter()
     out_dir.mkdir(parents=True, exist_ok=True)
     signature = _signature(model, revision, resolution)
-    index = json.loads((out_dir / INDEX).read_text()) if (out_dir / INDEX).is_file() else {**signature, "shards": {}}
+    index = _read_index(out_dir, reporter) or {**signature, "shards": {}}
     if {k: index.get(k) for k in signature} != signature:
         raise EmogenError(f"The latent cache in '{out_dir}' was made with {({k: index.get(k) for k in signature})}, "
                           f"not {signature}.", "Use another --out folder or pass --overwrite to rebuild it.")
@@ -69,29 +69,64 @@ def cache_latents(rows: list[Row], root: Path, out_dir: Path, model: str, revisi
                 for (image_id, _), p in zip(part, params):
                     tensors[image_id] = p.to(store).cpu().contiguous()
                 reporter.advance("Caching latents", len(part))
-            name = f"shard-{shard_no:05d}.safetensors"
-            save_file(tensors, str(out_dir / (name + ".tmp")), metadata={"format": "pt"})
-            (out_dir / (name + ".tmp")).replace(out_dir / name)
+            while (name := f"shard-{shard_no:05d}.safetensors") in index["shards"]:
+                shard_no += 1
+            atomic_save_safetensors(out_dir / name, tensors, metadata={"format": "pt"})
             index["shards"][name] = list(tensors)
             atomic_write_text(out_dir / INDEX, json.dumps(index))
             shard_no += 1
     return {"cached": len(done) + len(items), "new": len(items), "path": str(out_dir)}
 
 
+def _shard_ok(path: Path) -> bool:
+    """A shard whose header and data are whole (a truncated file fails to open)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            if keys:
+                f.get_slice(keys[-1])  # the last tensor's offsets lie within the file
+        return True
+    except Exception:  # noqa: BLE001 - any failure means the shard must be recomputed
+        return False
+
+
+def _read_index(out_dir: Path, reporter: Reporter | None = None) -> dict[str, Any] | None:
+    """The cache index with only the shards that are whole on disk; None if there is no usable index."""
+    file = out_dir / INDEX
+    if not file.is_file():
+        return None
+    try:
+        index = json.loads(file.read_bytes().decode("utf-8"))
+        if not (isinstance(index, dict) and isinstance(index.get("shards"), dict)
+                and all(isinstance(v, list) for v in index["shards"].values())):
+            raise ValueError("not a cache index")
+    except (ValueError, UnicodeDecodeError):
+        if reporter:
+            reporter.warn(f"The latent cache index '{file}' is damaged: rebuilding the cache.")
+        return None
+    damaged = [name for name in index["shards"] if not _shard_ok(out_dir / name)]
+    for name in damaged:
+        del index["shards"][name]
+    if damaged and reporter:
+        reporter.warn(f"{len(damaged)} damaged latent shard(s) in '{out_dir}' (e.g. {damaged[0]}): recomputing them.")
+    return index
+
+
 class LatentCache:
     """Read access to a finished cache: `cache[id]` -> [2C, h, w] float32 distribution parameters."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, index: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
-        self.index = json.loads((self.path / INDEX).read_text())
+        self.index = index if index is not None else _read_index(self.path) or {"shards": {}}
         self._where = {i: name for name, ids in self.index["shards"].items() for i in ids}
         self._handles: dict[str, Any] = {}
 
     @classmethod
     def open_if_matching(cls, path: Path, model: str, revision: str | None, resolution: int) -> "LatentCache | None":
-        if not (Path(path) / INDEX).is_file():
+        index = _read_index(Path(path))
+        if index is None:
             return None
-        cache = cls(path)
+        cache = cls(path, index)
         if {k: cache.index.get(k) for k in ("model", "revision", "resolution")} != _signature(model, revision, resolution):
             return None
         return cache

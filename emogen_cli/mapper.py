@@ -10,17 +10,19 @@ kind and the emotion probe used (emotion_probe.safetensors beside it when there 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from emogen_cli.config import Config
 from emogen_cli.errors import EmogenError
 from emogen_cli.encoder import EmotionSpace, read_bundle_config
+from emogen_cli.files import check_bundle_files, check_finite, check_shapes, read_json, read_safetensors, write_bundle
 
 FORMAT = "emogen-mapper"
 
@@ -97,21 +99,69 @@ class MapperBundle:
                               f"Use the base model it was trained on: {self.config['base_model']}.")
 
     def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.mapper.state_dict().items()},
-                  str(path / "mapper.safetensors"))
-        self.space.save(path / "emotion_space.safetensors")
-        save_file({"weight": self.projection.detach().cpu().contiguous()}, str(path / "text_projection.safetensors"))
-        (path / "attributes.json").write_text(json.dumps(self.attributes, indent=1))
-        (path / "config.json").write_text(json.dumps(self.config, indent=2))  # last: marks the bundle complete
+        """Replace the bundle only once every new file is complete (config.json last marks it complete)."""
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.mapper.state_dict().items()}
+        projection = {"weight": self.projection.detach().cpu().contiguous()}
+        attributes = json.dumps(self.attributes, indent=1, allow_nan=False)
+        write_bundle(path, {
+            "mapper.safetensors": lambda p: save_file(weights, str(p)),
+            "emotion_space.safetensors": self.space.write,
+            "text_projection.safetensors": lambda p: save_file(projection, str(p)),
+            "attributes.json": lambda p: p.write_text(attributes),
+        }, self.config)
+
+
+_HINT = "Pass a folder written by `emogen train-mapper`, or train it again."
+_DIMS = ("in_dim", "hidden_dim", "out_dim", "layers")
+
+
+def _check_attributes(path: Path, attributes: Any, emotions: int) -> None:
+    """attributes.json: {"names": [...], "confidence": {name: [one value per emotion] | null}}."""
+    names = attributes.get("names") if isinstance(attributes, dict) else None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise EmogenError(f"Attributes file '{path}' has no list of attribute names.", _HINT)
+    for name, row in (attributes.get("confidence") or {}).items():
+        if row is None:
+            continue
+        if not (isinstance(row, list) and len(row) == emotions and all(isinstance(v, (int, float)) for v in row)):
+            raise EmogenError(f"Attributes file '{path}' gives '{name}' a confidence that is not {emotions} numbers.",
+                              _HINT)
+        if not all(math.isfinite(v) for v in row):
+            raise EmogenError(f"Attributes file '{path}' gives '{name}' a NaN or infinite confidence.", _HINT)
 
 
 def load_mapper(path: str | Path) -> MapperBundle:
+    """A mapper bundle, every file checked: damage, wrong shapes or dims, NaN/inf, bad text are one line."""
     path = Path(path)
     config = read_bundle_config(path, FORMAT, "emogen train-mapper")
+    where = path / "config.json"
+    for key in _DIMS:
+        value = config.get(key)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise EmogenError(f"Mapper config '{where}' has no positive integer {key} (got {value!r}).", _HINT)
+    emotions = config.get("emotions")
+    if not (isinstance(emotions, list) and emotions and all(isinstance(e, str) for e in emotions)):
+        raise EmogenError(f"Mapper config '{where}' has no list of emotion names.", _HINT)
+    if not isinstance(config.get("placeholder"), str) or not config["placeholder"]:
+        raise EmogenError(f"Mapper config '{where}' has no placeholder token.", _HINT)
+    check_bundle_files(path, config, "Mapper", _HINT)
     mapper = MappingNetwork(config["in_dim"], config["hidden_dim"], config["out_dim"], config["layers"])
-    mapper.load_state_dict(load_file(str(path / "mapper.safetensors")))
+    weights = read_safetensors(path / "mapper.safetensors", "Mapper weights", _HINT)
+    check_shapes(weights, {k: tuple(v.shape) for k, v in mapper.state_dict().items()}, path / "mapper.safetensors",
+                 "Mapper weights", _HINT)
+    check_finite(weights, path / "mapper.safetensors", "Mapper weights", _HINT)
+    mapper.load_state_dict(weights)
     mapper.eval()
-    return MapperBundle(config, mapper, EmotionSpace.load(path / "emotion_space.safetensors"),
-                        load_file(str(path / "text_projection.safetensors"))["weight"],
-                        json.loads((path / "attributes.json").read_text()))
+    space = EmotionSpace.load(path / "emotion_space.safetensors", dim=config["in_dim"])
+    if list(space.emotions) != emotions:
+        raise EmogenError(f"Emotion space '{path / 'emotion_space.safetensors'}' lists {list(space.emotions)}, but "
+                          f"the mapper config lists {emotions}.", _HINT)
+    projection = read_safetensors(path / "text_projection.safetensors", "Text projection", _HINT)
+    if "weight" not in projection or projection["weight"].ndim != 2 or projection["weight"].shape[1] != config["out_dim"]:
+        shape = tuple(projection["weight"].shape) if "weight" in projection else None
+        raise EmogenError(f"Text projection '{path / 'text_projection.safetensors'}' has weight of shape {shape}, "
+                          f"expected (P, {config['out_dim']}).", _HINT)
+    check_finite(projection, path / "text_projection.safetensors", "Text projection", _HINT)
+    attributes = read_json(path / "attributes.json", "Attributes file", _HINT)
+    _check_attributes(path / "attributes.json", attributes, len(emotions))
+    return MapperBundle(config, mapper, space, projection["weight"], attributes)

@@ -34,6 +34,8 @@ def load(cls: Any, name_or_path: str, subfolder: str | None = None, **kwargs: An
     from emogen_cli.errors import load_failure
 
     where = f"{name_or_path}/{subfolder}" if subfolder else name_or_path
+    if cls.__name__.endswith(("Tokenizer", "TokenizerFast")) and Path(name_or_path).is_dir():
+        _check_tokenizer_folder(Path(where), cls.__name__)
     try:
         if subfolder:
             kwargs["subfolder"] = subfolder
@@ -56,6 +58,18 @@ def load(cls: Any, name_or_path: str, subfolder: str | None = None, **kwargs: An
         raise EmogenError(f"Cannot load {name} from '{where}': {load_failure(exc)}",
                           f"Check the hub id (and your network / HF token), or run `hf download {name_or_path}` and "
                           "pass the local folder.") from None
+
+
+def _check_tokenizer_folder(folder: Path, name: str) -> None:
+    """transformers silently builds a 2-token tokenizer from a missing or empty folder: refuse it here."""
+    if not folder.is_dir():
+        raise EmogenError(f"Cannot load {name} from '{folder}': the folder does not exist.",
+                          "Pass a model folder that holds its tokenizer (vocab.json and merges.txt, or tokenizer.json).")
+    files = {p.name for p in folder.iterdir() if p.is_file() and p.stat().st_size > 0}
+    if "tokenizer.json" not in files and not {"vocab.json", "merges.txt"} <= files:
+        raise EmogenError(f"Cannot load {name} from '{folder}': it holds no tokenizer files "
+                          "(vocab.json and merges.txt, or tokenizer.json).",
+                          "Restore the tokenizer folder of the model (e.g. `hf download MODEL --include 'tokenizer/*'`).")
 
 
 def load_sd_components(pretrained: str, revision: str | None = None, *, vae: bool = True,

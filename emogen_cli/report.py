@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from emogen_cli.emoset import atomic_write_text
+from emogen_cli.files import atomic_save_image, atomic_write_text
 
 LABELS = {"fid": "FID (lower is better)", "lpips": "LPIPS", "emo-a": "Emo-A", "sem-c": "Sem-C", "sem-d": "Sem-D"}
 
@@ -35,7 +35,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "How each metric was computed:", ""]
     for name in names:
         m = result["metrics"][name]
-        lines.append(f"- **{LABELS[name]}**: " + (m.get("backend") or m.get("unavailable", "")) +
+        lines.append(f"- **{LABELS[name]}**: " + (m.get("backend") or m.get("unavailable") or (f"failed: {m['failed']}" if m.get("failed") else "")) +
                      (f" ({m['note']})" if m.get("note") else ""))
     return "\n".join(lines) + "\n"
 
@@ -65,6 +65,6 @@ def write_report(result: dict[str, Any], out_dir: Path) -> dict[str, str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "chart": out_dir / "metrics.png"}
     atomic_write_text(files["markdown"], markdown(result))
-    bar_chart(result).save(files["chart"])
+    atomic_save_image(files["chart"], bar_chart(result))
     atomic_write_text(files["json"], json.dumps({**result, "files": {k: str(v) for k, v in files.items()}}, indent=2))
     return {k: str(v) for k, v in files.items()}

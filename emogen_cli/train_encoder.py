@@ -16,6 +16,9 @@ normalisation: augmentation only, the evaluation transform stays the official on
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import random
 from pathlib import Path
@@ -23,17 +26,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from emogen_cli.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from emogen_cli.checkpoint import apply_state, check_settings, list_checkpoints, load_checkpoint, save_checkpoint
 from emogen_cli.config import Config
 from emogen_cli.datasets import EpochSampler, LabelledImages, set_epoch
 from emogen_cli.emoset import scan_emoset
 from emogen_cli.emotions import EMOTIONS
 from emogen_cli.encoder import EmotionClassifier, EmotionSpace, EncoderBundle, encoder_config
 from emogen_cli.errors import EmogenError, Interrupted, TrainingDiverged
+from emogen_cli.files import atomic_save_safetensors
 from emogen_cli.images import load_rgb, random_resized_crop, stage1_image, stage1_stats, to_array
+from emogen_cli.interrupts import StopSignals, fault_point
 from emogen_cli.reporting import Reporter, progress
 from emogen_cli.runtime import make_accelerator
 
@@ -62,12 +66,28 @@ def _optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+class _Stop(Exception):
+    """Ctrl-C or SIGTERM was received: checkpoint the consistent state and stop."""
+
+
+def _settings(config: Config, precision: str, processes: int, steps_per_epoch: int, train, val) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint (the length may change)."""
+    free = {"output", "max_steps", "epochs", "checkpoint_every", "keep_checkpoints"}
+    settings = {f"encoder.{k}": v for k, v in dataclasses.asdict(config.encoder).items() if k not in free}
+    images = json.dumps([[s.image, s.emotion] for s in train] + [["val", s.image, s.emotion] for s in val])
+    return {**settings, "runtime.seed": config.runtime.seed, "mixed_precision": precision, "processes": processes,
+            "steps_per_epoch": steps_per_epoch, "data.images": hashlib.sha256(images.encode()).hexdigest()[:16]}
+
+
 @torch.no_grad()
-def _features(model: EmotionClassifier, loader: DataLoader, accelerator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _features(model: EmotionClassifier, loader: DataLoader, accelerator,
+              should_stop=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(emotion-space features, logits, labels) of every image in `loader`, gathered across processes."""
     model.eval()
     feats, logits, labels = [], [], []
     for pixels, y in loader:
+        if should_stop is not None and should_stop():
+            raise _Stop
         with accelerator.autocast():
             f = accelerator.unwrap_model(model).encode(pixels)
             out = accelerator.unwrap_model(model).fc_2(F.relu(f))
@@ -133,23 +153,57 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
 
     steps_per_epoch = len(loader)
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    step, history, best = 0, [], -1.0
+    settings = _settings(config, accelerator.mixed_precision, accelerator.num_processes, steps_per_epoch, train, val)
+    step, history, best, loss_value = 0, [], -1.0, float("nan")
+    best_state: dict[str, torch.Tensor] | None = None  # the best validated weights: part of every checkpoint
     if resume and (ckpts := list_checkpoints(ckpt_dir)):
-        weights, opt_state, state = load_checkpoint(ckpts[-1])
-        accelerator.unwrap_model(model).load_state_dict(weights)
-        optimizer.load_state_dict(opt_state)
+        weights, opt_state, state = load_checkpoint(ckpts[-1], tensors=("best",))
+        check_settings(ckpts[-1], state.get("settings"), settings)
+        apply_state(ckpts[-1], accelerator.unwrap_model(model), optimizer, weights, opt_state)
         step, history, best = state["step"], state["history"], state["best"]
+        loss_value = float("nan") if state.get("loss") is None else state["loss"]
+        best_state = state["_tensors"]["best"]
         reporter.info(f"Resuming from {ckpts[-1].name} (step {step}/{total}).")
+    saved_step = step if resume and step else -1
 
     def checkpoint() -> None:
-        if accelerator.is_main_process:
+        nonlocal saved_step
+        if accelerator.is_main_process and saved_step != step:
             save_checkpoint(ckpt_dir, step, accelerator.unwrap_model(model).state_dict(), optimizer,
-                            {"history": history, "best": best, "total": total}, keep=cfg.keep_checkpoints)
+                            {"history": history, "best": best, "total": total, "settings": settings,
+                             "loss": None if math.isnan(loss_value) else loss_value},
+                            keep=cfg.keep_checkpoints, tensors={"best": best_state} if best_state else None)
+        saved_step = step
+        accelerator.wait_for_everyone()
 
-    loss_value = float("nan")
-    with progress(reporter, "Training encoder", total):
+    def validate() -> None:
+        """Validation of an epoch's end: its score, the best weights and the history are checkpointed state."""
+        nonlocal best, best_state, saved_step
+        acc = None
+        if val:
+            fault_point("validation")
+            _, logits, labels = _features(model, accelerator.prepare(eval_loader(val)), accelerator,
+                                          lambda: stop.now(accelerator))
+            acc = (logits.argmax(1) == labels).float().mean().item()
+            if acc > best:
+                best = acc
+                best_state = {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                if accelerator.is_main_process:
+                    atomic_save_safetensors(ckpt_dir / "best.safetensors", {k: v.contiguous() for k, v in best_state.items()})
+        history.append({"epoch": step // steps_per_epoch, "step": step, "loss": loss_value, "val_accuracy": acc})
+        saved_step = -1  # the state changed: a checkpoint of this step must be written again
+        if acc is not None:
+            reporter.info(f"epoch {history[-1]['epoch']}: val accuracy {acc:.3f}")
+        model.train()
+
+    stop = StopSignals()
+    with progress(reporter, "Training encoder", total), stop:
         reporter.advance("Training encoder", step)
         try:
+            # A stop at an epoch's end (Ctrl-C during validation) left that validation to do: do it first.
+            if step and step % steps_per_epoch == 0 and (not history or history[-1]["step"] != step):
+                validate()
+                checkpoint()
             while step < total:
                 epoch, skip = divmod(step, steps_per_epoch)
                 model.train()
@@ -157,6 +211,8 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
                 set_epoch(batches, sampler, train_set, epoch)
                 for pixels, labels in batches:
                     torch.manual_seed(seed * 1_000_003 + step)  # dropout depends on the step only
+                    if accelerator.process_index:  # ... and on the process, whose share of the batch it masks
+                        torch.manual_seed(hash((seed, step, accelerator.process_index)) & 0x7FFF_FFFF_FFFF_FFFF)
                     with accelerator.autocast():
                         loss = F.cross_entropy(model(pixels), labels)
                     if not torch.isfinite(loss):
@@ -166,36 +222,41 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
                     accelerator.backward(loss)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                    fault_point("after_optimizer_step")
                     step += 1
-                    loss_value = loss.item()
+                    loss_value = (accelerator.reduce(loss.detach().float(), reduction="mean").item()
+                                  if accelerator.num_processes > 1 else loss.item())  # the global batch's loss
                     reporter.advance("Training encoder", 1, loss=loss_value, epoch=epoch + 1)
-                    if step % cfg.checkpoint_every == 0:
+                    if step % steps_per_epoch == 0:  # an epoch ended: validate before checkpointing
+                        validate()
+                    if step % cfg.checkpoint_every == 0 or step >= total:
                         checkpoint()
                     if step >= total:
                         break
-                if step % steps_per_epoch == 0 or step >= total:  # an epoch ended: validate
-                    acc = None
-                    if val:
-                        _, logits, labels = _features(model, accelerator.prepare(eval_loader(val)), accelerator)
-                        acc = (logits.argmax(1) == labels).float().mean().item()
-                        if acc > best and accelerator.is_main_process:
-                            best = acc
-                            ckpt_dir.mkdir(parents=True, exist_ok=True)
-                            save_file({k: v.contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()},
-                                      str(ckpt_dir / "best.safetensors"))
-                    history.append({"epoch": math.ceil(step / steps_per_epoch), "step": step, "loss": loss_value,
-                                    "val_accuracy": acc})
-                    if acc is not None:
-                        reporter.info(f"epoch {history[-1]['epoch']}: val accuracy {acc:.3f}")
-        except KeyboardInterrupt:
+                    if stop.now(accelerator):
+                        raise _Stop
+        except _Stop:
             checkpoint()
-            raise Interrupted(f"Interrupted at step {step}; checkpoint saved in {ckpt_dir}.",
+            raise Interrupted(f"Stopped by {stop.name} at step {step}; checkpoint saved in {ckpt_dir}.",
                               "Run the same command with --resume to continue.") from None
+        except KeyboardInterrupt:
+            raise Interrupted(f"Stopped at once by a second signal at step {step}; the last checkpoint in {ckpt_dir} "
+                              "is kept.", "Run the same command with --resume to continue from it.") from None
     checkpoint()
 
+    reported = list(history)
+    if val and (not history or history[-1]["step"] != step):
+        # max_steps ended mid-epoch: score the final weights too (not checkpointed state: a longer resumed run
+        # must not see it, as an uninterrupted one would not have run it)
+        _, logits, labels = _features(model, accelerator.prepare(eval_loader(val)), accelerator)
+        acc = (logits.argmax(1) == labels).float().mean().item()
+        reported.append({"epoch": math.ceil(step / steps_per_epoch), "step": step, "loss": loss_value,
+                         "val_accuracy": acc})
+        if acc > best:
+            best, best_state = acc, None  # the final weights are the best
     final = accelerator.unwrap_model(model)
-    if (ckpt_dir / "best.safetensors").is_file():
-        final.load_state_dict(load_file(str(ckpt_dir / "best.safetensors")))
+    if best_state is not None:
+        final.load_state_dict(best_state)
     with progress(reporter, "Building emotion space", None):
         feats, logits, labels = _features(final, accelerator.prepare(eval_loader(space_samples)), accelerator)
     space = EmotionSpace.from_features(feats, labels, EMOTIONS)
@@ -206,14 +267,14 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
         encoder_config(final.backbone.config, cfg.backbone, cfg.emotion_dim, cfg.dropout, cfg.image_size,
                        preprocessing=cfg.preprocessing, space_splits=list(cfg.space_splits),
                        space_images=len(space_samples), train_images=len(train), val_images=len(val), best_val_accuracy=best if val else None,
-                       history=history, seed=seed),
+                       history=reported, seed=seed),
         space, final.cpu().eval(),
     )
     if accelerator.is_main_process:
         bundle.save(out_dir)
     accelerator.wait_for_everyone()
     return {"path": str(out_dir), "steps": step, "final_loss": loss_value, "train_accuracy": train_acc,
-            "best_val_accuracy": best if val else None, "history": history, "emotion_dim": cfg.emotion_dim,
+            "best_val_accuracy": best if val else None, "history": reported, "emotion_dim": cfg.emotion_dim,
             "emotions": list(EMOTIONS), "skipped": dict(scan.skipped), "train_images": len(train),
             "space_images": len(space_samples), "preprocessing": cfg.preprocessing,
             "val_images": len(val)}

@@ -15,26 +15,27 @@ text features once, batches > 1, mixed precision on CUDA.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from emogen_cli.card import write_model_card
-from emogen_cli.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from emogen_cli.checkpoint import apply_state, check_settings, list_checkpoints, load_checkpoint, save_checkpoint
 from emogen_cli.conditioning import EmotionPromptEncoder, text_semantics
 from emogen_cli.config import Config
 from emogen_cli.datasets import EpochSampler, set_epoch
-from emogen_cli.emoset import Prepared, Row, load_prepared
+from emogen_cli.emoset import MANIFEST, Prepared, Row, load_prepared
 from emogen_cli.emotions import EMOTIONS, attribute_text
 from emogen_cli.encoder import EncoderBundle, encoder_pixels, load_encoder
 from emogen_cli.errors import EmogenError, Interrupted, TrainingDiverged
-from emogen_cli.files import atomic_save_safetensors, atomic_write_json
+from emogen_cli.files import atomic_save_safetensors, atomic_write_json, file_digest, read_safetensors
 from emogen_cli.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
+from emogen_cli.interrupts import StopSignals, fault_point
 from emogen_cli.mapper import FORMAT, MapperBundle, MappingNetwork, mapper_loss
 from emogen_cli.reporting import Reporter, progress
 from emogen_cli.runtime import DTYPES, make_accelerator, step_generator
@@ -67,13 +68,23 @@ class MapperSamples(Dataset):
 
 @torch.no_grad()
 def _emotion_vectors(encoder: EncoderBundle, prepared: Prepared, cache: Path, device: torch.device,
-                     reporter: Reporter) -> dict[str, torch.Tensor]:
-    """Stage-1 features of every unique image, computed once and cached (the encoder is frozen)."""
+                     reporter: Reporter, encoder_digest: str = "", write: bool = True) -> dict[str, torch.Tensor]:
+    """Stage-1 features of every unique image, computed once and cached (the encoder is frozen).
+
+    The cache records the digest of the encoder that made it: another encoder's vectors, or a damaged
+    file, are recomputed, never used.
+    """
     ids = sorted({r.id: r.image for r in prepared.rows}.items())
     if cache.is_file():
-        stored = load_file(str(cache))
-        if all(i in stored for i, _ in ids):
-            return stored
+        try:
+            stored, metadata = read_safetensors(cache, "Emotion-vector cache", with_metadata=True)
+        except EmogenError as exc:
+            reporter.warn(f"{exc.message} Recomputing it.")
+        else:
+            if metadata.get("encoder", "") != encoder_digest:
+                reporter.info(f"'{cache}' was made by another encoder: recomputing the emotion vectors.")
+            elif all(i in stored and stored[i].shape == (encoder.space.dim,) for i, _ in ids):
+                return stored
     model = encoder.model.to(device).eval()
     vectors: dict[str, torch.Tensor] = {}
     with progress(reporter, "Emotion vectors", len(ids)):
@@ -84,8 +95,42 @@ def _emotion_vectors(encoder: EncoderBundle, prepared: Prepared, cache: Path, de
             feats = model.encode(pixels.to(device)).float().cpu()
             vectors.update({i: f.contiguous() for (i, _), f in zip(chunk, feats)})
             reporter.advance("Emotion vectors", len(chunk))
-    save_file(vectors, str(cache))
+    if write:
+        atomic_save_safetensors(cache, vectors, metadata={"encoder": encoder_digest})
     return vectors
+
+
+def encoder_digest(path: str | Path) -> str:
+    """What identifies an encoder's emotion vectors: its config, weights and emotion space."""
+    path = Path(path)
+    return file_digest(path / "config.json", path / "model.safetensors", path / "emotion_space.safetensors")
+
+
+def _settings(config: Config, encoder_id: str, prepared: Prepared, precision: str, processes: int,
+              steps_per_epoch: int, cached_latents: bool) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint (max_steps may grow)."""
+    free = {"output", "max_steps", "checkpoint_every", "keep_checkpoints", "gradient_checkpointing", "encoder",
+            "confidence"}
+    settings = {f"mapper.{k}": v for k, v in dataclasses.asdict(config.mapper).items() if k not in free}
+    settings.update({f"model.{k}": v for k, v in dataclasses.asdict(config.model).items()})
+    confidence = config.mapper.confidence
+    return {**settings, "mapper.encoder (contents)": encoder_id[:16],
+            "mapper.confidence (contents)": file_digest(confidence)[:16] if confidence else None,
+            "prepared (manifest)": file_digest(prepared.path / MANIFEST)[:16], "runtime.seed": config.runtime.seed,
+            "mixed_precision": precision, "processes": processes, "steps_per_epoch": steps_per_epoch,
+            "cached_latents": cached_latents}
+
+
+def _global_means(values: dict[str, torch.Tensor], accelerator) -> dict[str, float]:
+    """Logged values as means over every process's batch (the global batch), not process 0's share."""
+    if accelerator.num_processes > 1:
+        stacked = accelerator.reduce(torch.stack([v.float() for v in values.values()]), reduction="mean")
+        return dict(zip(values, stacked.tolist()))
+    return {k: v.item() for k, v in values.items()}
+
+
+class _Stop(Exception):
+    """Ctrl-C or SIGTERM was received: checkpoint the consistent state and stop."""
 
 
 def _confidence(config: Config, prepared: Prepared, out_dir: Path, clip, device, reporter: Reporter):
@@ -103,8 +148,12 @@ def _confidence(config: Config, prepared: Prepared, out_dir: Path, clip, device,
         return load_confidence(config.mapper.confidence), given, source
     cached, probe_file = out_dir / "confidence.json", out_dir / "emotion_probe.safetensors"
     if cached.is_file() and probe_file.is_file():
-        table = load_confidence(cached)
-        return table, given or load_probe(probe_file), source or table.get("probe_source", "trained by emogen")
+        try:  # a damaged cache is recomputed, never trusted
+            table = load_confidence(cached)
+            return (table, given or load_probe(probe_file, classes=len(EMOTIONS)),
+                    source or table.get("probe_source", "trained by emogen"))
+        except EmogenError as exc:
+            reporter.warn(f"{exc.message} Recomputing the emotion confidence.")
     unique = prepared.unique_rows
     features = clip_image_features(clip, [prepared.root / r.image for r in unique], device, reporter=reporter)
     if given is not None:
@@ -202,7 +251,10 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     if probe is not None and config.mapper.emotion_probe and accelerator.is_main_process:
         _save_probe(probe, out_dir / "emotion_probe.safetensors")
     del clip
-    vectors = _emotion_vectors(encoder, prepared, out_dir / "emotion_vectors.safetensors", device, reporter)
+    encoder_id = encoder_digest(cfg.encoder)
+    vectors = _emotion_vectors(encoder, prepared, out_dir / "emotion_vectors.safetensors", device, reporter,
+                               encoder_id, write=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
     encoder.model = None
 
     prompts = EmotionPromptEncoder(tokenizer, text_encoder, [cfg.placeholder], cfg.semantic_token)
@@ -233,22 +285,30 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     mapper, optimizer, loader = accelerator.prepare(mapper, optimizer, loader)
 
     step, total, steps_per_epoch = 0, cfg.max_steps, len(loader)
+    settings = _settings(config, encoder_id, prepared, accelerator.mixed_precision, accelerator.num_processes,
+                         steps_per_epoch, latents is not None)
+    history: list[dict[str, float]] = []
     if resume and (ckpts := list_checkpoints(ckpt_dir)):
         weights, opt_state, state = load_checkpoint(ckpts[-1])
-        accelerator.unwrap_model(mapper).load_state_dict(weights)
-        optimizer.load_state_dict(opt_state)
-        step = state["step"]
+        check_settings(ckpts[-1], state.get("settings"), settings)
+        apply_state(ckpts[-1], accelerator.unwrap_model(mapper), optimizer, weights, opt_state)
+        step, history = state["step"], state.get("history", [])
         reporter.info(f"Resuming from {ckpts[-1].name} (step {step}/{total}).")
+    saved_step = step if resume and step else -1
 
     def checkpoint() -> None:
-        if accelerator.is_main_process:
+        nonlocal saved_step
+        if accelerator.is_main_process and saved_step != step:
             save_checkpoint(ckpt_dir, step, accelerator.unwrap_model(mapper).state_dict(), optimizer,
-                            {"total": total}, keep=cfg.keep_checkpoints)
+                            {"total": total, "settings": settings, "history": history[-50:]},
+                            keep=cfg.keep_checkpoints)
+        saved_step = step
+        accelerator.wait_for_everyone()
 
     scaling = (vae.config.scaling_factor if vae is not None else
                _vae_scaling(config.model.pretrained, config.model.revision))
-    history: list[dict[str, float]] = []
-    with progress(reporter, "Training mapper", total):
+    stop = StopSignals()
+    with progress(reporter, "Training mapper", total), stop:
         reporter.advance("Training mapper", step)
         try:
             while step < total:
@@ -258,6 +318,8 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
                 set_epoch(batches, sampler, dataset, epoch)
                 for batch in batches:
                     g = step_generator(seed, step)
+                    if accelerator.process_index:  # each process its own noise for its share of the global batch
+                        g.manual_seed(hash((seed, step, accelerator.process_index)) & 0x7FFF_FFFF_FFFF_FFFF)
                     with accelerator.autocast():
                         terms = _loss_terms(batch, g, mapper, prompts, prompt_ids, unet, vae, scheduler, scaling, proj,
                                             attribute_features, probe, weight_dtype, device)
@@ -270,18 +332,25 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
                     accelerator.backward(loss)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                    fault_point("after_optimizer_step")  # a signal here waits for the counter: state stays whole
                     step += 1
-                    logged = {"loss": loss.item(), **{f"l_{k}": v.mean().item() for k, v in terms.items()}}
+                    logged = _global_means({"loss": loss.detach(), **{f"l_{k}": v.detach().mean() for k, v in terms.items()}},
+                                           accelerator)
                     history.append({"step": step, **logged})
                     reporter.advance("Training mapper", 1, **logged)
-                    if step % cfg.checkpoint_every == 0:
+                    if step % cfg.checkpoint_every == 0 or step >= total:
                         checkpoint()
                     if step >= total:
                         break
-        except KeyboardInterrupt:
+                    if stop.now(accelerator):
+                        raise _Stop
+        except _Stop:
             checkpoint()
-            raise Interrupted(f"Interrupted at step {step}; checkpoint saved in {ckpt_dir}.",
+            raise Interrupted(f"Stopped by {stop.name} at step {step}; checkpoint saved in {ckpt_dir}.",
                               "Run the same command with --resume to continue.") from None
+        except KeyboardInterrupt:
+            raise Interrupted(f"Stopped at once by a second signal at step {step}; the last checkpoint in {ckpt_dir} "
+                              "is kept.", "Run the same command with --resume to continue from it.") from None
     checkpoint()
 
     bundle = MapperBundle(

@@ -25,6 +25,7 @@ from emogen_cli.config import Config
 
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
 DataOpt = Annotated[Path | None, opt("--data", key="data.root", help="EmoSet root folder.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Let an import replace existing files in --out.")]
 
 
 @command(examples="""
@@ -56,6 +57,7 @@ def train_encoder(
     space_splits: Annotated[str | None, opt("--space-splits", key="encoder.space_splits",
                                             help="Comma-separated splits the emotion space is built from.")] = None,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
     mixed_precision: PrecisionOpt = None,
     seed: SeedOpt = None,
@@ -67,12 +69,9 @@ def train_encoder(
     """Stage 1: train the ResNet-50 emotion classifier and build the per-emotion Gaussians."""
     if import_official is not None:
         from emogen_cli.encoder import import_official as run_import
-        from emogen_cli.errors import EmogenError
 
         target = Path(cfg.encoder.output)
-        if (target / "config.json").exists():
-            raise EmogenError(f"'{target}' already holds an encoder.", "Choose another --out.")
-        bundle = run_import(import_official, target, cfg.encoder.image_size)
+        bundle = run_import(import_official, target, cfg.encoder.image_size, overwrite=overwrite)
         result = {"path": str(target), "imported_from": str(import_official), "emotions": list(bundle.emotions),
                   "emotion_dim": bundle.space.dim, "has_classifier": bundle.model is not None,
                   "preprocessing": bundle.config["preprocessing"]}
@@ -146,6 +145,7 @@ def train_mapper(
     clip: ClipOpt = None,
     resolution: ResolutionOpt = None,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
     mixed_precision: PrecisionOpt = None,
     seed: SeedOpt = None,
@@ -159,8 +159,7 @@ def train_mapper(
         from emogen_cli.confidence import import_official_confidence as run_import
 
         target = Path(cfg.mapper.output) / "confidence.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        table = run_import(import_official_confidence, target)
+        table = run_import(import_official_confidence, target, overwrite=overwrite)
         emit({"path": str(target), "attributes": len(table["attributes"])}, json_,
              lambda r: say(f"Converted {r['attributes']} official confidence rows to {r['path']}; "
                            f"train with --confidence {r['path']}"))
