@@ -18,6 +18,7 @@ import sys
 import typer
 
 from emogen_cli.cli import data, dev, infer, train
+from emogen_cli.cli import edit as edit_cli
 from emogen_cli.cli import evaluate as evaluate_cli
 from emogen_cli.cli._utils import err_console
 from emogen_cli.errors import EmogenError
@@ -38,6 +39,7 @@ app.command(name="transfer")(infer.transfer)
 app.command(name="fuse")(infer.fuse)
 app.command(name="decompose")(infer.decompose)
 app.command(name="evaluate")(evaluate_cli.evaluate)
+edit_cli.register(app)
 app.add_typer(dev.app, name="dev", hidden=True)
 
 
