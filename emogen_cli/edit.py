@@ -358,9 +358,7 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
            options.get("best_of", 1), options.get("max_pixels", MAX_PIXELS))
     files, skipped = collect_inputs(inputs)
     if not files:
-        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
-        raise EmogenError(f"Nothing to edit ({len(skipped)} input(s) skipped: {reasons}).",
-                          "Pass image files or folders that hold images.")
+        raise _nothing(skipped)
     template = prompt if "{}" in prompt else "{} " + prompt
     extra = None
     if emotion is not None:
@@ -374,5 +372,14 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
         extra = {"va": {"valence": va[0], "arousal": va[1], "sigma": sigma, "weights": weights}}
     out = Path(out) if out is not None else Path(config.generate.output).parent / "edits"
     generator = EmoGenerator(config, mapper)
-    return edit_images(generator, inputs, out, request, target, label=label, seed=config.runtime.seed,
-                       extra_meta=extra, reporter=reporter, **options)
+    result = edit_images(generator, inputs, out, request, target, label=label, seed=config.runtime.seed,
+                         extra_meta=extra, reporter=reporter, **options)
+    if not result["count"]:
+        raise _nothing(result["skipped"])
+    return result
+
+
+def _nothing(skipped: list[dict[str, str]]) -> EmogenError:
+    reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
+    return EmogenError(f"Nothing to edit ({len(skipped)} input(s) skipped: {reasons}).",
+                       "Pass image files, or folders that hold images.")

@@ -207,3 +207,18 @@ def evaluate_edits(images: list, scorer: ClipScorer, reporter: Reporter | None =
 def is_edit_folder(images: list) -> bool:
     """True when the gallery's images carry edit metadata (written by `emogen edit`)."""
     return any(im.meta.get("kind") == "edit" for im in images)
+
+
+def evaluate_edit_folder(evaluation, images: list, reporter: Reporter | None = None) -> dict[str, Any]:
+    """The `edit` section of `emogen evaluate` for a folder written by `emogen edit` (the hook in
+    evaluate.py): reuses the evaluation's CLIP model and its probe (--probe or the bundle's)."""
+    from emogen_cli.confidence import load_probe
+    from emogen_cli.errors import EmogenError
+
+    probe_path = Path(evaluation.config.evaluate.probe or evaluation.mapper_path / "emotion_probe.safetensors")
+    if not probe_path.is_file():
+        raise EmogenError(f"No CLIP emotion probe at '{probe_path}' for the edit metrics.",
+                          "Pass --mapper (the bundle the edits were made with) or --probe.")
+    scorer = ClipScorer(evaluation.clip(), load_probe(probe_path).to(evaluation.device), evaluation.device)
+    edits = [im for im in images if im.meta.get("kind") == "edit"]
+    return evaluate_edits(edits, scorer, reporter, evaluation.device)

@@ -90,3 +90,12 @@ def _render(result: dict) -> None:
     for name in names:
         if note := result["metrics"][name].get("unavailable"):
             out_console.print(f"[yellow]{LABELS[name]} not computed:[/yellow] {note}")
+    if edit := result.get("edit"):
+        m = edit["mean"]
+
+        def f(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3f}"
+
+        out_console.print(f"[bold]Edits[/bold] ({edit['edits']} with their source): SSIM {f(m['ssim'])}, "
+                          f"LPIPS {f(m['lpips'])}, CLIP similarity {f(m['clip_similarity'])}, p(target) "
+                          f"{f(m['p_target_before'])} -> {f(m['p_target_after'])}, S_emo {f(m['s_emo'])}")
