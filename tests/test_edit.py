@@ -310,3 +310,32 @@ def test_cli_grid_va_and_intensity(cli, mapper_config, tmp_path):
     assert r.json["count"] == 3 and len(r.json["strips"]) == 1
     bad = cli("intensity", "--emotion", "awe", "--intensity", "0,x", "--config", mapper_config)
     assert bad.code == 1 and "--intensity" in bad.err
+
+
+def test_cli_edit_va_best_of_keep_all(cli, mapper_config, inputs, tmp_path):
+    out = tmp_path / "va"
+    r = cli("edit", inputs / "astronaut.png", "--va", "0.9,0.8", "--best-of", "2", "--keep-all", "--strength", "0.6",
+            "--out", out, "--config", mapper_config, "--json")
+    assert r.code == 0, r.err
+    e = r.json["edited"][0]
+    meta = json.loads(Image.open(e["output"]).text["emogen"])
+    assert meta["va"]["valence"] == 0.9 and meta["target"] == max(meta["va"]["weights"], key=meta["va"]["weights"].get)
+    assert meta["best_of"]["k"] == 2 and meta["best_of"]["rank"] == 1 and r.json["rejected"] == 1
+    assert len(list((out / "rejected").glob("*.png"))) == 1
+    r = cli("best-of", "--emotion", "fear", "-k", "2", "-n", "1", "--out", tmp_path / "b", "--config", mapper_config,
+            "--json")
+    assert r.code == 0, r.err
+    assert r.json["count"] == 1 and r.json["images"][0]["best_of"]["k"] == 2
+
+
+@pytest.mark.parametrize("script, keys", [("intensity.py", {"plain_s", "intensity_s"}),
+                                          ("edit.py", {"plain_s", "edit_strength_1_s", "ratio_default_strength"})])
+def test_edit_benchmarks_quick_mode(script, keys):
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / script
+    run = subprocess.run([sys.executable, str(bench), "--quick", "--json"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert keys <= set(result) and result["ratio"] > 0
