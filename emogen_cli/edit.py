@@ -12,9 +12,9 @@ and the result is resized back.
 bundle's CLIP-space emotion probe gives the target probability >= P, or the SSIM to the source
 falls below `--min-ssim`, in which case the last edit that stayed above it is kept.
 
-Inputs: files or folders (every file directly inside, sorted; sub-folders not descended).
+Inputs: files or folders (every file directly inside, sorted; sub-folders and hidden files skipped).
 Refused, with one line each and nothing written: missing files, files that do not decode,
-non-image files in a folder, pixel formats without a faithful RGB form (32-bit float), and images
+non-image files in a folder, images under 16 x 16 pixels, pixel formats without a faithful RGB form (32-bit float), and images
 above `max_pixels` (default 2048 × 2048 = 4,194,304 pixels: the UNet's memory grows with the area).
 Converted, with a note: CMYK (PIL's conversion, no ICC colour management), 16-bit grayscale
 (scaled to 8 bits), grayscale/palette, and images with transparency — the colour is composited over
@@ -39,6 +39,7 @@ DEFAULT_STRENGTH = 0.5
 DEFAULT_STEP = 0.1
 DEFAULT_MIN_SSIM = 0.5
 MAX_PIXELS = 2048 * 2048
+MIN_SIDE = 16  # smaller images have no room for SSIM's 11-pixel window and mean nothing to SD
 MULTIPLE = 8  # the VAE downsamples by 8 in SD 1.5
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -138,8 +139,8 @@ def load_source(path: Path, max_pixels: int = MAX_PIXELS) -> Source:
         raise Skip("not an image (no decoder recognises the file)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise Skip(f"cannot decode the image ({str(exc).splitlines()[0][:120]})") from None
-    if min(image.size) < 8:
-        raise Skip(f"{image.size[0]}x{image.size[1]} pixels is too small (at least 8x8)")
+    if min(image.size) < MIN_SIDE:
+        raise Skip(f"{image.size[0]}x{image.size[1]} pixels is too small (at least {MIN_SIDE}x{MIN_SIDE})")
     rgb, alpha, notes = _rgb(image)
     if frames > 1:
         notes.append(f"animated ({frames} frames): the first frame is edited")
@@ -212,7 +213,13 @@ class Editor:
         return out if out.size == source.size else out.resize(source.size, Image.LANCZOS)
 
 
-def _check(strength: float, threshold: float | None, min_ssim: float, best_of: int, max_pixels: int) -> None:
+def _check(strength: float, threshold: float | None, min_ssim: float, best_of: int, max_pixels: int,
+           intensity: float = 1.0) -> None:
+    from emogen_cli.intensity import MAX_INTENSITY
+
+    if not 0 <= intensity <= MAX_INTENSITY:
+        raise EmogenError(f"--intensity must lie in [0, {MAX_INTENSITY:g}], got {intensity}.",
+                          "0 = no emotion, 1 = EmoGen's emotion, above 1 = stronger.")
     if not 0 <= strength <= 1:
         raise EmogenError(f"--strength must lie in [0, 1], got {strength}.", "0 keeps the image, 1 regenerates it.")
     if threshold is not None and not 0 < threshold <= 1:
@@ -240,7 +247,7 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
     from emogen_cli.intensity import intensity_conditioning, neutral_prompt
     from emogen_cli.pngio import append_index, next_number, save_png, save_sheet, slug
 
-    _check(strength, until, min_ssim, best_of, max_pixels)
+    _check(strength, until, min_ssim, best_of, max_pixels, intensity)
     reporter = reporter or Reporter()
     out = Path(out_dir)
     files, skipped = collect_inputs(inputs)
@@ -355,7 +362,7 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
         raise EmogenError("Give the target as --emotion NAME or --va V,A (one of them).",
                           "For example: emogen edit photo.jpg --emotion awe.")
     _check(options.get("strength", DEFAULT_STRENGTH), options.get("until"), options.get("min_ssim", DEFAULT_MIN_SSIM),
-           options.get("best_of", 1), options.get("max_pixels", MAX_PIXELS))
+           options.get("best_of", 1), options.get("max_pixels", MAX_PIXELS), options.get("intensity", 1.0))
     files, skipped = collect_inputs(inputs)
     if not files:
         raise _nothing(skipped)

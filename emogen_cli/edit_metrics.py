@@ -220,5 +220,6 @@ def evaluate_edit_folder(evaluation, images: list, reporter: Reporter | None = N
         raise EmogenError(f"No CLIP emotion probe at '{probe_path}' for the edit metrics.",
                           "Pass --mapper (the bundle the edits were made with) or --probe.")
     scorer = ClipScorer(evaluation.clip(), load_probe(probe_path).to(evaluation.device), evaluation.device)
-    edits = [im for im in images if im.meta.get("kind") == "edit"]
+    edits = [im for im in images if im.meta.get("kind") == "edit"
+             and (im.meta.get("best_of") or {}).get("rank", 1) == 1]  # not the rejected/ candidates
     return evaluate_edits(edits, scorer, reporter, evaluation.device)

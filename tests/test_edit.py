@@ -105,6 +105,7 @@ def inputs(tmp_path) -> Path:
     gray16 = (np.asarray(photo("camera", (0, 0, 24, 24)), dtype=np.uint16) * 257)
     Image.fromarray(gray16).save(d / "camera-16bit.png")
     photo("astronaut", (0, 0, 80, 80)).save(d / "huge.png")
+    photo("coffee", (0, 0, 10, 12)).save(d / "tiny.png")
     (d / "notes.txt").write_text("not an image")
     (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     (d / ".hidden").write_text("ignored")
@@ -120,7 +121,8 @@ def test_bad_inputs_are_skipped_one_line_each(inputs):
             loaded[path.name] = load_source(path, max_pixels=64 * 64)
         except Skip as exc:
             refused[path.name] = str(exc)
-    assert set(refused) == {"broken.png", "huge.png"}
+    assert set(refused) == {"broken.png", "huge.png", "tiny.png"}
+    assert "10x12 pixels is too small" in refused["tiny.png"]
     assert "6,400 pixels is above the limit of 4,096" in refused["huge.png"]
     assert all(s.rgb.mode == "RGB" for s in loaded.values())
     assert loaded["astronaut.png"].notes == [] and loaded["astronaut.png"].rgb.size == (37, 29)
@@ -218,7 +220,7 @@ def test_edit_keeps_size_metadata_and_strength_zero_is_exact(generator, inputs, 
     out = tmp_path / "out"
     result = edit_images(generator, [inputs], out, Request(("awe",)), "awe", strength=0.6, max_pixels=64 * 64)
     assert result["count"] == 4
-    assert {Path(s["path"]).name for s in result["skipped"]} == {"notes.txt", "broken.png", "huge.png"}
+    assert {Path(s["path"]).name for s in result["skipped"]} == {"notes.txt", "broken.png", "huge.png", "tiny.png"}
     written = sorted(p.name for p in out.glob("*.png") if not p.name.startswith("grid-"))
     assert len(written) == 4 and len(list(out.glob("grid-edit-*.png"))) == 4
     for entry in result["edited"]:
@@ -281,7 +283,7 @@ def test_cli_edit_reports_skips_and_evaluate_recognises_the_folder(cli, mapper_c
     r = cli("edit", inputs, "--emotion", "awe", "--strength", "0.6", "--max-pixels", "4096", "--out", out,
             "--config", mapper_config, "--json")
     assert r.code == 0, r.err
-    assert r.json["count"] == 4 and len(r.json["skipped"]) == 3
+    assert r.json["count"] == 4 and len(r.json["skipped"]) == 4
     assert "Skipped" in r.err and "notes.txt" in r.err
     r = cli("evaluate", out, "--metrics", "emo-a", "--config", mapper_config, "--json")
     assert r.code == 0, r.err
@@ -292,6 +294,8 @@ def test_cli_edit_reports_skips_and_evaluate_recognises_the_folder(cli, mapper_c
     assert bad.code == 1 and "Nothing to edit" in bad.err and "Traceback" not in bad.err
     both = cli("edit", inputs, "--emotion", "awe", "--va", "0.5,0.5", "--config", mapper_config)
     assert both.code == 1 and "one of them" in both.err
+    strong = cli("edit", inputs, "--emotion", "awe", "--intensity", "9", "--config", mapper_config)
+    assert strong.code == 1 and "--intensity must lie in" in strong.err
 
 
 def test_cli_grid_va_and_intensity(cli, mapper_config, tmp_path):
