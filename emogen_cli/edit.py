@@ -234,6 +234,79 @@ def _check(strength: float, threshold: float | None, min_ssim: float, best_of: i
         raise EmogenError(f"--max-pixels must be at least 64, got {max_pixels}.")
 
 
+@dataclass
+class Outcome:
+    """One input's kept edit and how it was chosen."""
+
+    kept: Attempt
+    seed: int
+    p_before: float | None
+    loop: LoopResult | None = None
+    candidates: list = field(default_factory=list)  # best-of: bestof.Candidate, best first
+
+
+def _edit_one(editor: Editor, generator, source: Source, request, target: str, seed: int, strength: float,
+              intensity: float, until: float | None, min_ssim: float, strength_step: float, best_of: int,
+              scorer) -> Outcome:
+    """Edit one source: once, by the --until-confident loop, or best of K seeds."""
+    from emogen_cli.edit_metrics import ssim
+    from emogen_cli.intensity import intensity_conditioning
+
+    def similarity(image: Image.Image) -> float:
+        return ssim(source.rgb, image.convert("RGB"))
+
+    def probability(image: Image.Image) -> float:
+        return float(scorer.target_probability([image], target)[0])
+
+    p_before = probability(source.rgb) if scorer is not None else None
+    if until is not None:
+        embeds = intensity_conditioning(generator, request, [seed], intensity)
+        loop = until_confident(lambda s: editor(source.rgb, embeds, s, seed), probability, similarity, strength,
+                               strength_step, until, min_ssim)
+        outcome = Outcome(loop.kept, seed, p_before, loop)
+    elif best_of > 1:
+        from emogen_cli.bestof import rank
+
+        seeds = [seed + j for j in range(best_of)]
+        images = [editor(source.rgb, intensity_conditioning(generator, request, [s], intensity), strength, s)
+                  for s in seeds]
+        selection = rank(images, seeds, [probability(im) for im in images])
+        best = selection.kept
+        outcome = Outcome(Attempt(strength, best.image, similarity(best.image), best.score), best.seed, p_before,
+                          candidates=selection.candidates)
+    else:
+        image = editor(source.rgb, intensity_conditioning(generator, request, [seed], intensity), strength, seed)
+        outcome = Outcome(Attempt(strength, image, similarity(image)), seed, p_before)
+    if scorer is not None and outcome.kept.probability is None:
+        outcome.kept.probability = probability(outcome.kept.image)
+    return outcome
+
+
+def _metadata(generator, request, source: Source, outcome: Outcome, editor: Editor, target: str, label: str,
+              strength: float, intensity: float, until: float | None, min_ssim: float, strength_step: float,
+              extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The PNG metadata of an edit: the generator's fields, the source, and how the edit was made."""
+    from emogen_cli.intensity import neutral_prompt
+
+    kept, loop = outcome.kept, outcome.loop
+    return {**generator.metadata(request, outcome.seed), **(extra or {}),
+            "kind": "edit", "emotion": label, "target": target, "prompt": request.prompt,
+            "neutral_prompt": neutral_prompt(request.prompt), "source": str(source.path.resolve()),
+            "source_sha256": source.sha256, "size": list(source.rgb.size),
+            "model_size": list(model_size(source.rgb.size)), "strength": kept.strength,
+            "requested_strength": strength, "steps": editor.steps,
+            "denoising_steps": denoising_steps(editor.steps, kept.strength), "guidance": editor.guidance,
+            "seed": outcome.seed, "intensity": intensity, "ssim": kept.ssim, "notes": source.notes,
+            "probe": None if outcome.p_before is None else {"before": outcome.p_before, "after": kept.probability},
+            "until_confident": None if loop is None else {
+                "threshold": until, "min_ssim": min_ssim, "step": strength_step, "stop": loop.stop,
+                "attempts": [{"strength": a.strength, "ssim": a.ssim, "probability": a.probability}
+                             for a in loop.attempts]},
+            "best_of": None if not outcome.candidates else {
+                "k": len(outcome.candidates), "rank": 1, "probe_score": kept.probability,
+                "candidate_seeds": [c.seed for c in outcome.candidates]}}
+
+
 def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, request, target: str, *,
                 label: str | None = None, strength: float = DEFAULT_STRENGTH, seed: int = 0,
                 steps: int | None = None, guidance: float | None = None, intensity: float = 1.0,
@@ -244,7 +317,7 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
     """Edit every input toward `request` (target emotion `target`, used by the probe); write the
     edits, their before/after sheets and index.jsonl into `out_dir`. Bad inputs are skipped."""
     from emogen_cli.edit_metrics import scorer_for, ssim
-    from emogen_cli.intensity import intensity_conditioning, neutral_prompt
+    from emogen_cli.errors import Interrupted
     from emogen_cli.pngio import append_index, next_number, save_png, save_sheet, slug
 
     _check(strength, until, min_ssim, best_of, max_pixels, intensity)
@@ -260,93 +333,53 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
     if (until is not None or best_of > 1) and scorer is None:
         scorer = scorer_for(generator, probe)
     label = label or request.name
-    embeds = intensity_conditioning(generator, request, [seed], intensity)
-    edited, records, sheets = [], [], []
-    rejected_records: list[dict[str, Any]] = []
-    with progress(reporter, "Editing", len(files)):
-        for path in files:
-            try:
-                source = load_source(path, max_pixels)
-            except Skip as exc:
-                skipped.append({"path": str(path), "reason": str(exc)})
-                reporter.warn(f"Skipped {path}: {exc}.")
-                reporter.advance("Editing")
-                continue
-            for note in source.notes:
-                reporter.info(f"{path}: {note}.")
-
-            def similarity(image: Image.Image, src: Source = source) -> float:
-                return ssim(src.rgb, image.convert("RGB"))
-
-            def probability(image: Image.Image) -> float:
-                return float(scorer.target_probability([image], target)[0])
-
-            p_before = probability(source.rgb) if scorer is not None else None
-            loop, candidates = None, []
-            if until is not None:
-                loop = until_confident(lambda s: editor(source.rgb, embeds, s, seed), probability, similarity,
-                                       strength, strength_step, until, min_ssim)
-                kept = loop.kept
-                used_seed = seed
-            elif best_of > 1:
-                from emogen_cli.bestof import rank
-
-                seeds = [seed + j for j in range(best_of)]
-                images = [editor(source.rgb, intensity_conditioning(generator, request, [s], intensity), strength, s)
-                          for s in seeds]
-                selection = rank(images, seeds, [probability(im) for im in images])
-                candidates = selection.candidates
-                kept = Attempt(strength, selection.kept.image, similarity(selection.kept.image), selection.kept.score)
-                used_seed = selection.kept.seed
-            else:
-                image = editor(source.rgb, embeds, strength, seed)
-                kept = Attempt(strength, image, similarity(image))
-                used_seed = seed
-            if scorer is not None and kept.probability is None:
-                kept.probability = probability(kept.image)
-            result = kept.image.convert("RGB")
-            if source.alpha is not None:
-                result = result.copy()
-                result.putalpha(source.alpha)
-            stem = f"{slug(path.stem)}-{slug(label)}"
-            n = next_number(out, stem)
-            meta = {**generator.metadata(request, used_seed), **(extra_meta or {}),
-                    "kind": "edit", "emotion": label, "target": target, "prompt": request.prompt,
-                    "neutral_prompt": neutral_prompt(request.prompt), "source": str(path.resolve()),
-                    "source_sha256": source.sha256, "size": list(source.rgb.size),
-                    "model_size": list(model_size(source.rgb.size)), "strength": kept.strength,
-                    "requested_strength": strength, "steps": editor.steps,
-                    "denoising_steps": denoising_steps(editor.steps, kept.strength), "guidance": editor.guidance,
-                    "seed": used_seed, "intensity": intensity, "ssim": kept.ssim, "notes": source.notes,
-                    "probe": None if scorer is None else {"before": p_before, "after": kept.probability},
-                    "until_confident": None if loop is None else {
-                        "threshold": until, "min_ssim": min_ssim, "step": strength_step, "stop": loop.stop,
-                        "attempts": [{"strength": a.strength, "ssim": a.ssim, "probability": a.probability}
-                                     for a in loop.attempts]},
-                    "best_of": None if best_of == 1 else {
-                        "k": best_of, "rank": 1, "probe_score": kept.probability,
-                        "candidate_seeds": [c.seed for c in candidates]}}
-            target_path = out / f"{stem}-{n:05d}.png"
-            records.append(save_png(target_path, result, meta,
-                                    f"edit of {path.name} toward {label}, strength {kept.strength:g}, seed {used_seed}"))
-            if keep_all:
-                for cand in candidates[1:]:
-                    rejected_records.append(save_png(
+    edited, records, sheets, rejected = [], [], [], []
+    try:
+        with progress(reporter, "Editing", len(files)):
+            for path in files:
+                try:
+                    source = load_source(path, max_pixels)
+                except Skip as exc:
+                    skipped.append({"path": str(path), "reason": str(exc)})
+                    reporter.warn(f"Skipped {path}: {exc}.")
+                    reporter.advance("Editing")
+                    continue
+                for note in source.notes:
+                    reporter.info(f"{path}: {note}.")
+                outcome = _edit_one(editor, generator, source, request, target, seed, strength, intensity, until,
+                                    min_ssim, strength_step, best_of, scorer)
+                kept = outcome.kept
+                result = kept.image.convert("RGB")
+                if source.alpha is not None:
+                    result.putalpha(source.alpha)
+                stem = f"{slug(path.stem)}-{slug(label)}"
+                n = next_number(out, stem)
+                meta = _metadata(generator, request, source, outcome, editor, target, label, strength, intensity,
+                                 until, min_ssim, strength_step, extra_meta)
+                target_path = out / f"{stem}-{n:05d}.png"
+                records.append(save_png(target_path, result, meta, f"edit of {path.name} toward {label}, "
+                                                                   f"strength {kept.strength:g}, seed {outcome.seed}"))
+                for cand in outcome.candidates[1:] if keep_all else []:
+                    rejected.append(save_png(
                         out / "rejected" / f"{stem}-{n:05d}-rank{cand.rank}.png", cand.image,
-                        {**meta, "seed": cand.seed, "ssim": similarity(cand.image),
+                        {**meta, "seed": cand.seed, "ssim": ssim(source.rgb, cand.image.convert("RGB")),
                          "best_of": {**meta["best_of"], "rank": cand.rank, "probe_score": cand.score}}))
-            sheets.append(save_sheet(out / f"grid-edit-{stem}-{n:05d}.png", [[source.rgb, kept.image]]))
-            edited.append({"source": str(path), "output": str(target_path), "strength": kept.strength,
-                           "ssim": kept.ssim, "p_target_before": p_before, "p_target_after": kept.probability,
-                           "stop": loop.stop if loop else None, "attempts": len(loop.attempts) if loop else 1,
-                           "seed": used_seed, "notes": source.notes})
-            reporter.advance("Editing")
+                sheets.append(save_sheet(out / f"grid-edit-{stem}-{n:05d}.png", [[source.rgb, kept.image]]))
+                edited.append({"source": str(path), "output": str(target_path), "strength": kept.strength,
+                               "ssim": kept.ssim, "p_target_before": outcome.p_before,
+                               "p_target_after": kept.probability, "stop": outcome.loop.stop if outcome.loop else None,
+                               "attempts": len(outcome.loop.attempts) if outcome.loop else 1, "seed": outcome.seed,
+                               "notes": source.notes})
+                reporter.advance("Editing")
+    except KeyboardInterrupt:
+        append_index(out, records)
+        raise Interrupted(f"Interrupted after {len(records)} edits; they are in {out} and index.jsonl.",
+                          "Run again on the remaining images: numbering continues after the existing files.") from None
     append_index(out, records)
-    if rejected_records:
-        append_index(out / "rejected", rejected_records)
+    if rejected:
+        append_index(out / "rejected", rejected)
     return {"out": str(out), "count": len(records), "target": target, "label": label, "edited": edited,
-            "skipped": skipped, "sheets": sheets, "rejected": len(rejected_records)}
-
+            "skipped": skipped, "sheets": sheets, "rejected": len(rejected)}
 
 def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotion: str | None = None,
          va: tuple[float, float] | None = None, sigma: float | None = None, prompt: str = "{}",
