@@ -343,3 +343,9 @@ def test_edit_benchmarks_quick_mode(script, keys):
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout)
     assert keys <= set(result) and result["ratio"] > 0
+
+
+@pytest.mark.parametrize("command", ["edit", "intensity", "grid", "best-of"])
+def test_new_commands_have_help_and_json(cli, command):
+    result = cli(command, "--help")
+    assert result.code == 0 and "--json" in result.out
