@@ -213,12 +213,13 @@ def evaluate_edit_folder(evaluation, images: list, reporter: Reporter | None = N
     """The `edit` section of `emogen evaluate` for a folder written by `emogen edit` (the hook in
     evaluate.py): reuses the evaluation's CLIP model and its probe (--probe or the bundle's)."""
     from emogen_cli.confidence import load_probe
-    from emogen_cli.errors import EmogenError
 
     probe_path = Path(evaluation.config.evaluate.probe or evaluation.mapper_path / "emotion_probe.safetensors")
     if not probe_path.is_file():
-        raise EmogenError(f"No CLIP emotion probe at '{probe_path}' for the edit metrics.",
-                          "Pass --mapper (the bundle the edits were made with) or --probe.")
+        message = (f"Edit metrics not computed: no CLIP emotion probe at '{probe_path}'. Pass --mapper (the bundle "
+                   "the edits were made with) or --probe.")
+        (reporter or Reporter()).warn(message)
+        return {"edits": 0, "unavailable": message}
     scorer = ClipScorer(evaluation.clip(), load_probe(probe_path).to(evaluation.device), evaluation.device)
     edits = [im for im in images if im.meta.get("kind") == "edit"
              and (im.meta.get("best_of") or {}).get("rank", 1) == 1]  # not the rejected/ candidates

@@ -90,7 +90,7 @@ def _render(result: dict) -> None:
     for name in names:
         if note := result["metrics"][name].get("unavailable"):
             out_console.print(f"[yellow]{LABELS[name]} not computed:[/yellow] {note}")
-    if edit := result.get("edit"):
+    if (edit := result.get("edit")) and "mean" in edit:
         m = edit["mean"]
 
         def f(v: float | None) -> str:
