@@ -349,3 +349,20 @@ def test_edit_benchmarks_quick_mode(script, keys):
 def test_new_commands_have_help_and_json(cli, command):
     result = cli(command, "--help")
     assert result.code == 0 and "--json" in result.out
+
+
+def test_edit_metrics_without_a_probe_are_reported_unavailable(tmp_path):
+    from types import SimpleNamespace
+
+    from emogen_cli.edit_metrics import evaluate_edit_folder
+    from emogen_cli.reporting import Reporter
+
+    warnings = []
+
+    class Capture(Reporter):
+        def warn(self, message: str) -> None:
+            warnings.append(message)
+
+    evaluation = SimpleNamespace(config=SimpleNamespace(evaluate=SimpleNamespace(probe=None)), mapper_path=tmp_path)
+    result = evaluate_edit_folder(evaluation, [], Capture())
+    assert result["edits"] == 0 and "no CLIP emotion probe" in result["unavailable"] and warnings
