@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from emogen_cli.config import load_config
     from emogen_cli.edit import DEFAULT_STRENGTH, Editor
-    from emogen_cli.generate import EmoGenerator, Request
+    from emogen_cli.pipeline import EmoGenPipeline, Request
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"generate.steps": args.steps, "generate.batch_size": 1}
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
             cfg = load_config(None, overrides)
         else:
             cfg = load_config(workspace(Path(args.workdir or tmp), args.size), overrides)
-        gen = EmoGenerator(cfg)
+        gen = EmoGenPipeline(cfg)
         editor = Editor(gen)
         request, size = Request(("awe",)), cfg.model.resolution
         source = Image.linear_gradient("L").convert("RGB").resize((size, size))

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.size, args.steps, args.repeats = "tiny", 4, 3
 
     from emogen_cli.config import load_config
-    from emogen_cli.generate import EmoGenerator, Request
+    from emogen_cli.pipeline import EmoGenPipeline, Request
     from emogen_cli.intensity import intensity_conditioning, text_to_image
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
             cfg = load_config(None, overrides)
         else:
             cfg = load_config(workspace(Path(args.workdir or tmp), args.size), overrides)
-        gen = EmoGenerator(cfg)
+        gen = EmoGenPipeline(cfg)
         request, seeds = Request(("awe",)), list(range(args.batch))
         sync = cuda_sync()
         plain_s, alpha_s = [], []

@@ -118,12 +118,12 @@ def generate_best_of(config, requests: list, k: int, out: str | Path | None = No
                      reporter: Reporter | None = None) -> dict[str, Any]:
     """`emogen best-of` (generate --best-of K): every request's images, each the best of K candidates."""
     from emogen_cli.edit_metrics import scorer_for
-    from emogen_cli.generate import EmoGenerator
+    from emogen_cli.pipeline import EmoGenPipeline
 
     if k < 1:
         raise EmogenError(f"--best-of needs K >= 1, got {k}.")
     out = Path(out) if out is not None else Path(config.generate.output)
-    generator = EmoGenerator(config, mapper, tokens=max(r.tokens for r in requests))
+    generator = EmoGenPipeline(config, mapper, tokens=max(r.tokens for r in requests))
     scorer = scorer_for(generator, probe)
     results = []
     for request in requests:

@@ -89,6 +89,9 @@ class _ArraysOnly(pickle.Unpickler):
 
 
 def read_official_pickle(path: Path) -> Any:
+    from emogen_cli.encoder import check_not_lfs_pointer
+
+    check_not_lfs_pointer(path)
     try:
         return _ArraysOnly(io.BytesIO(Path(path).read_bytes())).load()
     except (pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
@@ -125,7 +128,13 @@ def import_official_confidence(src: str | Path, out: str | Path) -> dict[str, An
 def load_probe(path: str | Path) -> nn.Linear:
     """A CLIP-space emotion probe {fc.weight, fc.bias}: ours (.safetensors) or the official
     Clip_emotion_classifier .pth (read with weights_only=True). Outputs follow the official order."""
+    from emogen_cli.encoder import check_not_lfs_pointer
+
     path = Path(path)
+    if not path.is_file():
+        raise EmogenError(f"The emotion probe '{path}' does not exist.",
+                          "Pass emotion_probe.safetensors from a mapper bundle or the official classifier .pth.")
+    check_not_lfs_pointer(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -141,3 +150,79 @@ def load_probe(path: str | Path) -> nn.Linear:
     probe = nn.Linear(weight.shape[1], weight.shape[0])
     probe.load_state_dict({"weight": weight, "bias": bias})
     return probe.eval()
+
+
+# --- the emotional attribute vocabulary (the classes of L_attr) -----------------------------------------------------
+
+EMOTIONAL_MARGIN = 2.0  # an attribute is emotional when its top emotion's confidence is >= 2x the row's mean
+
+
+def _official_folder(src: Path) -> Path:
+    return src / "dataset_balance" if (src / "dataset_balance").is_dir() else src
+
+
+def read_official_attributes(src: str | Path) -> dict[str, Any]:
+    """dataset_balance/{object,scene}_attr.pkl ("attr_{emotion}" -> names) -> the emotional vocabulary:
+    {"names": union in file order (object, then scene, as the official read_attr), "by_emotion": ..., "source"}."""
+    src = Path(src)
+    folder = _official_folder(src)
+    by_emotion: dict[str, list[str]] = {e: [] for e in EMOTIONS}
+    ordered: list[str] = []
+    found = False
+    for kind in ("object", "scene"):
+        file = folder / f"{kind}_attr.pkl"
+        if not file.is_file():
+            continue
+        found = True
+        data = read_official_pickle(file)
+        if not isinstance(data, dict):
+            raise EmogenError(f"'{file}' is not an attr_{{emotion}} -> names table.")
+        for key, names in data.items():
+            emotion = str(key).removeprefix("attr_").lower()
+            if emotion not in by_emotion or not isinstance(names, (list, tuple)):
+                raise EmogenError(f"'{file}' has an entry '{key}' that is not attr_{{emotion}} -> list of names.")
+            by_emotion[emotion].extend(normalise_attribute(str(n)) for n in names)
+            ordered.extend(normalise_attribute(str(n)) for n in names)
+    if not found:
+        raise EmogenError(f"No object_attr.pkl / scene_attr.pkl found in '{folder}'.",
+                          "Pass the official repository root or its dataset_balance/ folder.")
+    names = list(dict.fromkeys(ordered))  # the official list keeps duplicates; one class per name here
+    return {"names": names, "by_emotion": {e: list(dict.fromkeys(v)) for e, v in by_emotion.items()},
+            "source": f"official {{object,scene}}_attr.pkl in {folder}"}
+
+
+def emotional_from_confidence(table: dict[str, list[float]], margin: float = EMOTIONAL_MARGIN) -> dict[str, Any]:
+    """The emotional vocabulary derived from a confidence table: each attribute goes to the emotion it is
+    most confidently tied to (argmax of its row), and is kept only if that confidence is at least `margin`
+    times the row's mean (2x the uniform share: 0.25 for rows of eight probabilities summing to 1).
+    Emotion-agnostic attributes (spread over the emotions) are left out, as in the official lists."""
+    by_emotion: dict[str, list[str]] = {e: [] for e in EMOTIONS}
+    for name, row in sorted(table.items()):
+        values = np.asarray(row, dtype=np.float64)
+        if values.size != len(EMOTIONS) or not np.isfinite(values).all() or values.sum() <= 0:
+            continue
+        if values.max() >= margin * values.mean():
+            by_emotion[EMOTIONS[int(values.argmax())]].append(name)
+    names = [n for e in EMOTIONS for n in by_emotion[e]]
+    return {"names": names, "by_emotion": by_emotion,
+            "source": f"derived from the confidence table (top emotion >= {margin:g}x the row mean)"}
+
+
+def read_emotional_attributes(path: str | Path) -> dict[str, Any]:
+    """mapper.emotional_attributes: the official folder (repo root or dataset_balance/) or a JSON file:
+    a list of names, {"names": [...]}, or a mapper bundle's attributes.json (its L_attr vocabulary)."""
+    path = Path(path)
+    if path.is_dir():
+        return read_official_attributes(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EmogenError(f"Cannot read the emotional attribute list '{path}' ({exc}).",
+                          "Pass the official dataset_balance/ folder or a JSON list of names.") from None
+    inner = (data.get("vocabulary") or data) if isinstance(data, dict) else {"names": data}
+    names = inner.get("names") if isinstance(inner, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise EmogenError(f"'{path}' holds no list of attribute names.", "Pass a JSON list of names.")
+    by_emotion = inner.get("by_emotion")
+    return {"names": list(dict.fromkeys(normalise_attribute(n) for n in names)), "by_emotion": by_emotion,
+            "source": str(path)}

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emogen_cli import choices
 from emogen_cli.errors import EmogenError
 
 
@@ -31,7 +34,7 @@ class DataConfig:
     root: str = "data/EmoSet"  # EmoSet root: image/, annotation/, train.json ...
     prepared: str = "runs/prepared"  # `emogen prepare` output folder
     splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
-    balance: bool = True
+    balance: str = "per_kind"  # per_kind (official) | union | none; old true/false read as per_kind/none
     verify_images: bool = True
     num_workers: int = 2
 
@@ -52,6 +55,8 @@ class EncoderConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     output: str = "runs/encoder"
+    preprocessing: str = "official"  # official: Resize(256) -> CenterCrop(224) -> Normalize(0.5, 0.5); imagenet
+    space_splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])  # images of the Gaussians
 
 
 @dataclass
@@ -72,6 +77,10 @@ class MapperConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     output: str = "runs/mapper"
+    attribute_vocabulary: str = "emotional"  # emotional (official L_attr classes) | all
+    emotional_attributes: str | None = None  # official dataset_balance/ (or repo root) or a JSON list; null: derived
+    semantic_token: str = "placeholder"  # placeholder (official pooling) | eos
+    emotion_probe: str | None = None  # CLIP emotion probe for L_emo (official .pth or emotion_probe.safetensors)
 
 
 @dataclass
@@ -119,22 +128,36 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def is_explicit(self, key: str) -> bool:
+        """True when `key` ("model.pretrained") was set by a config file or an option, even to its default:
+        "not given" is not the same as "equals the built-in default"."""
+        return key in self.__dict__.get("_explicit", ())
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "encoder.optimizer": ("sgd", "adam", "adamw"),
-    "generate.scheduler": ("unipc", "ddim", "euler", "dpm", "pndm"),
-    "runtime.mixed_precision": ("auto", "no", "fp16", "bf16"),
-    "data.splits": ("train", "val", "test"),
-    "evaluate.metrics": ("fid", "lpips", "emo-a", "sem-c", "sem-d"),
-    "evaluate.fid_features": ("auto", "inception", "clip"),
-    "evaluate.emotion_classifier": ("clip", "encoder"),
-}
+
+CHOICES: dict[str, tuple[str, ...]] = choices.BY_KEY
+# Values of earlier versions still accepted: data.balance was a boolean (true: balance as the paper,
+# now the official per-kind balancing; false: none).
+LEGACY: dict[str, dict[Any, str]] = {"data.balance": {True: "per_kind", False: "none", "true": "per_kind",
+                                                      "false": "none", "yes": "per_kind", "no": "none"}}
 POSITIVE = {
     "model.resolution", "encoder.emotion_dim", "encoder.image_size", "encoder.batch_size", "encoder.epochs",
     "encoder.checkpoint_every", "mapper.layers", "mapper.hidden_dim", "mapper.batch_size", "mapper.max_steps",
     "mapper.checkpoint_every", "generate.steps", "generate.batch_size", "encoder.keep_checkpoints",
     "mapper.keep_checkpoints", "evaluate.pairs", "evaluate.max_reference", "evaluate.batch_size",
+    "encoder.lr", "mapper.lr", "encoder.max_steps",
 }
+NON_NEGATIVE = {
+    "mapper.lambda_attr", "mapper.lambda_emo", "mapper.threshold", "generate.guidance", "encoder.weight_decay",
+    "mapper.weight_decay", "encoder.momentum", "encoder.dropout", "data.num_workers",
+}
+# Inclusive upper bounds (on top of the lower bounds above); runtime.seed is 0 .. 2**32-1.
+AT_MOST: dict[str, int | float] = {"runtime.seed": choices.MAX_SEED, "mapper.threshold": 1.0, "encoder.dropout": 0.99}
+MULTIPLE_OF_8 = {"model.resolution"}  # the VAE downsamples by 8
+
+
+def check_device_name(name: str) -> bool:
+    """auto, cpu, mps, cuda or cuda:N (whether CUDA is present is checked when the device is resolved)."""
+    return name in choices.DEVICES or re.fullmatch(r"(cuda|cpu|mps):\d+", name) is not None
 
 
 def _all_keys() -> list[str]:
@@ -152,13 +175,10 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
 
     def bad(expected: str) -> EmogenError:
-        return EmogenError(
-            f"Config key '{key}' must be {expected}, got {value!r} ({type(value).__name__}) in {source}.",
-            "Fix the value in the config file or on the command line.",
-        )
+        return _invalid(key, source, f"must be {expected}", f"{value!r} ({type(value).__name__})")
 
     if origin is list:
-        items = value.split(",") if isinstance(value, str) else value
+        items = [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
         if not isinstance(items, list):
             raise bad("a list")
         return [_coerce(key, item, args[0], source) for item in items]
@@ -179,9 +199,12 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise bad("a number")
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise bad("a number") from None
+        if not math.isfinite(number):
+            raise bad("a finite number")
+        return number
     if hint is str:
         if isinstance(value, os.PathLike):
             return os.fspath(value)
@@ -191,13 +214,32 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
     raise bad(str(hint))  # pragma: no cover - every field type is handled above
 
 
+def _invalid(key: str, source: str, must: str, got: Any) -> EmogenError:
+    """One line naming the option (or the config key and file) and the bad value."""
+    if source.startswith("--"):
+        return EmogenError(f"{source} {must}; got {got} (config key {key}).",
+                           f"Run the command with --help to see what {source} takes.")
+    return EmogenError(f"Config key '{key}' {must}; got {got} in {source}.",
+                       "Fix the value in the config file or on the command line.")
+
+
 def _check(key: str, value: Any, source: str) -> None:
     allowed = CHOICES.get(key)
     for item in value if isinstance(value, list) else [value]:
         if allowed and item not in allowed:
-            raise EmogenError(f"Config key '{key}' must be one of {', '.join(allowed)}; got '{item}' in {source}.")
-    if key in POSITIVE and value is not None and value <= 0:
-        raise EmogenError(f"Config key '{key}' must be positive; got {value} in {source}.")
+            raise _invalid(key, source, f"must be one of {', '.join(allowed)}", f"'{item}'")
+    if value is None or isinstance(value, (list, str, bool)):
+        if key == "runtime.device" and isinstance(value, str) and not check_device_name(value):
+            raise _invalid(key, source, "must be auto, cpu, mps, cuda or cuda:N", f"'{value}'")
+        return
+    if key in POSITIVE and value <= 0:
+        raise _invalid(key, source, "must be positive", value)
+    if (key in NON_NEGATIVE or key in AT_MOST) and value < 0:
+        raise _invalid(key, source, "must not be negative", value)
+    if key in AT_MOST and value > AT_MOST[key]:
+        raise _invalid(key, source, f"must be at most {AT_MOST[key]:,}".replace(",", "_"), value)
+    if key in MULTIPLE_OF_8 and value % 8:
+        raise _invalid(key, source, "must be a multiple of 8", value)
 
 
 def _set(config: Config, key: str, value: Any, source: str) -> None:
@@ -208,9 +250,15 @@ def _set(config: Config, key: str, value: Any, source: str) -> None:
     section_name, name = key.split(".")
     section = getattr(config, section_name)
     hint = typing.get_type_hints(type(section))[name]
+    legacy = LEGACY.get(key, {})
+    if isinstance(value, (bool, str)) and (value.lower() if isinstance(value, str) else value) in legacy:
+        value = legacy[value.lower() if isinstance(value, str) else value]
     coerced = _coerce(key, value, hint, source)
+    if key in CHOICES:  # choices are lower case; "FID" means "fid"
+        coerced = [v.lower() for v in coerced] if isinstance(coerced, list) else coerced.lower()
     _check(key, coerced, source)
     setattr(section, name, coerced)
+    config.__dict__.setdefault("_explicit", set()).add(key)
 
 
 def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -226,8 +274,13 @@ def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     return flat
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Defaults <- YAML file (if any) <- overrides (dotted keys; None values are ignored)."""
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                flags: Mapping[str, str] | None = None) -> Config:
+    """Defaults <- YAML file (if any) <- overrides (dotted keys; None values are ignored).
+
+    `flags` names the command-line option of each override key, so a bad value is reported as
+    "--steps must be positive" rather than by its config key. Every key set here is remembered
+    (`Config.is_explicit`)."""
     config = Config()
     if path is not None:
         import yaml
@@ -245,5 +298,5 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             _set(config, key, value, str(path))
     for key, value in (overrides or {}).items():
         if value is not None:
-            _set(config, key, value, "command-line options")
+            _set(config, key, value, (flags or {}).get(key, "command-line options"))
     return config

@@ -1,10 +1,12 @@
 """`emogen decompose`: the semantics an emotion is made of, and what generated images show.
 
 Ranking: `samples` emotion-space samples of the emotion are mapped and encoded as the "<emotion>"
-prompt; the end-of-text state through CLIP's text projection is the emotion's semantic vector,
-the space the attribute loss trained it in. Attribute names are encoded the same way and ranked by
-their mean cosine similarity to those vectors (the paper's Fig. 7: awe -> snowy mountain, valley,
-waterfall, ...).
+prompt; the pooled state the mapper was trained with (its bundle's semantic_token: the placeholder,
+as the official code, or end-of-text; bundles from before it was recorded: end-of-text) through
+CLIP's text projection is the emotion's semantic vector, the space the attribute loss trained it
+in. Attribute names are encoded the same way and ranked by their mean cosine similarity to those
+vectors (the paper's Fig. 7: awe -> snowy mountain, valley, waterfall, ...). By default the names
+are the bundle's L_attr vocabulary (the emotional attributes for an official-style bundle).
 
 Labelling (`images`): as the official inference script does, every generated image gets the
 attribute name whose CLIP text embedding best matches its CLIP image embedding; the score is
@@ -32,13 +34,46 @@ from emogen_cli.runtime import resolve_device
 LABELS_FILE = "attribute_labels.jsonl"
 
 
+def _pickled_names(path: Path) -> list[str]:
+    """Names from an official pickle: a list of names (all_attribute_object_scene.pkl), or a dict of
+    lists ({object,scene}_attr.pkl: "attr_{emotion}" -> names; their union) or of names -> values."""
+    from emogen_cli.confidence import read_official_pickle
+
+    data = read_official_pickle(path)
+    if isinstance(data, dict):
+        values = list(data.values())
+        if values and all(isinstance(v, (list, tuple)) for v in values):
+            data = [n for v in values for n in v]
+        else:
+            data = list(data)
+    if not isinstance(data, (list, tuple)) or not all(isinstance(n, str) for n in data):
+        raise EmogenError(f"'{path}' holds no list of attribute names.",
+                          "Pass all_attribute_object_scene.pkl, object_attr.pkl or scene_attr.pkl, or a text file.")
+    return list(data)
+
+
 def read_attributes(path: str | Path) -> list[str]:
-    """Attribute names from a text file (one per line, '#' comments) or a JSON list."""
+    """Attribute names from a text file (one per line, '#' comments), a JSON list, or an official pickle."""
+    from emogen_cli.encoder import check_not_lfs_pointer
+
     path = Path(path)
+    if path.is_file():
+        check_not_lfs_pointer(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise EmogenError(f"Cannot read the attribute file '{path}' ({exc.strerror}).") from None
+    if path.suffix == ".pkl" or raw[:1] == b"\x80":  # pickle protocol 2+
+        names = _pickled_names(path)
+        out = list(dict.fromkeys(normalise_attribute(n) for n in names if n.strip()))
+        if not out:
+            raise EmogenError(f"The attribute file '{path}' lists no names.")
+        return out
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EmogenError(f"'{path}' is neither text nor an official EmoGen pickle.",
+                          "Pass a text file (one name per line), a JSON list, or an official .pkl.") from None
     if path.suffix == ".json":
         try:
             names = json.loads(text)
@@ -67,7 +102,8 @@ def rank_attributes(config: Config, bundle: MapperBundle, emotions: list[str], n
     text_encoder = parts["text_encoder"].to(device).eval()
     bundle.check_text_width(text_encoder.config.hidden_size, base)
     placeholder = bundle.config["placeholder"]
-    prompts = EmotionPromptEncoder(parts["tokenizer"], text_encoder, [placeholder])
+    prompts = EmotionPromptEncoder(parts["tokenizer"], text_encoder, [placeholder],
+                                   bundle.semantic_token)
     attributes = text_semantics(prompts, [attribute_text(n) for n in names], bundle.projection)
     mapper = bundle.mapper.to(device)
     seed = config.runtime.seed
@@ -121,7 +157,12 @@ def decompose(config: Config, emotions: list[str], top: int = 6, attributes: str
         raise EmogenError("Nothing to decompose.", "Name an emotion (e.g. `emogen decompose awe`) or pass --images DIR.")
     device = resolve_device(config.runtime.device)
     bundle = load_mapper(mapper or config.generate.mapper) if emotions or attributes is None else None
-    names = read_attributes(attributes) if attributes is not None else list(bundle.attributes.get("names") or [])
+    if attributes is not None:
+        names = read_attributes(attributes)
+    elif emotions:  # rank within the L_attr vocabulary the mapper was trained on
+        names = bundle.vocabulary
+    else:  # label images with any attribute, as the official inference script
+        names = list(bundle.attributes.get("names") or [])
     if not names:
         raise EmogenError("The mapper bundle lists no attribute names.", "Pass --attributes FILE (one name per line).")
     result: dict[str, Any] = {"attributes": len(names)}

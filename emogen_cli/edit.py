@@ -387,7 +387,7 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
     """`emogen edit`: load the mapper bundle + SD once and edit `inputs` toward `emotion` or a
     valence-arousal point `va`; `options` are edit_images' keyword arguments."""
     from emogen_cli.emotions import validate_emotion
-    from emogen_cli.generate import EmoGenerator, Request
+    from emogen_cli.pipeline import EmoGenPipeline, Request
     from emogen_cli.va import DEFAULT_SIGMA, dominant, va_request
 
     reporter = reporter or Reporter()
@@ -399,7 +399,9 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
     files, skipped = collect_inputs(inputs)
     if not files:
         raise _nothing(skipped)
-    template = prompt if "{}" in prompt else "{} " + prompt
+    from emogen_cli import validate
+
+    template = validate.template(prompt, "--prompt")
     extra = None
     if emotion is not None:
         target = validate_emotion(emotion)
@@ -411,7 +413,7 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
         target, label = dominant(weights), f"va-{va[0]:.2f}-{va[1]:.2f}"
         extra = {"va": {"valence": va[0], "arousal": va[1], "sigma": sigma, "weights": weights}}
     out = Path(out) if out is not None else Path(config.generate.output).parent / "edits"
-    generator = EmoGenerator(config, mapper)
+    generator = EmoGenPipeline(config, mapper)
     result = edit_images(generator, inputs, out, request, target, label=label, seed=config.runtime.seed,
                          extra_meta=extra, reporter=reporter, **options)
     if not result["count"]:

@@ -3,7 +3,8 @@
 `scan_emoset` reads the official layout and returns every usable labelled image plus skip counts
 by reason; `prepare_manifest` keeps images with a scene or object (scene preferred, else the first,
 most confident object), normalises the attribute name and balances emotions by seeded random
-oversampling. The manifest is JSON Lines (one row per training sample, duplicates included) next
+oversampling (by default within the scene-labelled and the object-labelled images separately, as the
+official dataset_balance.py). The manifest is JSON Lines (one row per training sample, duplicates included) next
 to `prepared.json`, which records the dataset root, the settings and the summary.
 """
 
@@ -158,11 +159,21 @@ def scan_emoset(root: str | Path, splits: list[str] | None = None, verify_images
     return result
 
 
-def filter_and_balance(scan: ScanResult, seed: int, balance: bool = True) -> list[Row]:
+BALANCE_MODES = ("per_kind", "union", "none")
+
+
+def filter_and_balance(scan: ScanResult, seed: int, balance: str | bool = "per_kind") -> list[Row]:
     """The paper's subset: one attribute per image (scene > first object); oversample to balance.
 
-    Images without a scene or object are recorded in `scan` as skipped.
+    `balance`: "per_kind" (the official dataset_balance.py: the scene-labelled and the object-labelled
+    images are balanced separately, each emotion oversampled to the largest emotion count within its
+    kind), "union" (all kept images balanced together) or "none". Booleans of earlier versions read as
+    per_kind (true) and none (false). Images without a scene or object are recorded in `scan` as skipped.
     """
+    if isinstance(balance, bool):
+        balance = "per_kind" if balance else "none"
+    if balance not in BALANCE_MODES:
+        raise EmogenError(f"Unknown balancing '{balance}'.", f"Use one of {', '.join(BALANCE_MODES)}.")
     rows: list[Row] = []
     for s in scan.samples:
         attribute = s.attribute
@@ -171,17 +182,26 @@ def filter_and_balance(scan: ScanResult, seed: int, balance: bool = True) -> lis
             continue
         rows.append(Row(id=s.id, image=s.image, emotion=s.emotion, attribute=attribute[1], kind=attribute[0],
                         split=s.split))
-    if not balance or not rows:
+    if balance == "none" or not rows:
         return rows
     rng = random.Random(seed)
-    by_emotion = {e: [r for r in rows if r.emotion == e] for e in EMOTIONS}
-    largest = max(len(v) for v in by_emotion.values())
+    groups = [rows] if balance == "union" else [[r for r in rows if r.kind == k] for k in ("scene", "object")]
     out: list[Row] = []
-    for emotion, originals in by_emotion.items():
+    for group in groups:
+        out.extend(_oversample(group, rng))
+    return out
+
+
+def _oversample(rows: list[Row], rng: random.Random) -> list[Row]:
+    """Every emotion of `rows` up to the largest emotion's count: whole copies first, then a random subset
+    for the remainder (as even as oversampling gets; emotions absent from `rows` stay absent)."""
+    by_emotion = {e: [r for r in rows if r.emotion == e] for e in EMOTIONS}
+    largest = max((len(v) for v in by_emotion.values()), default=0)
+    out: list[Row] = []
+    for originals in by_emotion.values():
         out.extend(originals)
         if not originals:
             continue
-        # Whole copies first, then a random subset for the remainder: as even as oversampling gets.
         need, copy = largest - len(originals), 1
         while need > 0:
             chosen = originals if need >= len(originals) else rng.sample(originals, need)

@@ -23,7 +23,7 @@ from torch import nn
 
 from emogen_cli.emotions import EMOTIONS
 from emogen_cli.errors import EmogenError
-from emogen_cli.images import IMAGENET_MEAN, IMAGENET_STD
+from emogen_cli.images import stage1_image, stage1_stats, to_array
 
 FORMAT = "emogen-encoder"
 SPACE_FILE = "emotion_space.safetensors"
@@ -144,8 +144,10 @@ def load_encoder(path: str | Path, with_model: bool = True) -> EncoderBundle:
     model = None
     if with_model:
         if not (path / "model.safetensors").is_file():
-            raise EmogenError(f"The encoder in '{path}' has an emotion space but no classifier weights.",
-                              "Import the official image_encoder .pth too, or train one with `emogen train-encoder`.")
+            raise EmogenError(f"The encoder in '{path}' holds an emotion space but no classifier weights, and this step "
+                              "encodes images with the stage-1 classifier.",
+                              "Put the official weights/image_encoder/*.pth in the EmoGen clone (`git lfs pull`) and run "
+                              "`emogen train-encoder --import-official CLONE` again, or train one with `emogen train-encoder`.")
         model = build_classifier(config)
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         model.eval()
@@ -153,12 +155,20 @@ def load_encoder(path: str | Path, with_model: bool = True) -> EncoderBundle:
 
 
 def encoder_config(backbone_config: Any, backbone: str, emotion_dim: int, dropout: float, image_size: int,
-                   emotions: tuple[str, ...] = EMOTIONS, **extra: Any) -> dict[str, Any]:
+                   emotions: tuple[str, ...] = EMOTIONS, preprocessing: str = "official", **extra: Any) -> dict[str, Any]:
+    mean, std = stage1_stats(preprocessing)
     return {
         "format": FORMAT, "version": 1, "emotions": list(emotions), "emotion_dim": emotion_dim, "dropout": dropout,
         "backbone": backbone, "backbone_config": backbone_config.to_dict(), "image_size": image_size,
-        "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD), **extra,
+        "preprocessing": preprocessing, "image_mean": list(mean), "image_std": list(std), **extra,
     }
+
+
+def encoder_pixels(image: Any, config: dict[str, Any]):
+    """A PIL image -> the CHW float array the encoder in `config` was trained on. Bundles written before
+    `preprocessing` was recorded used the ImageNet pipeline."""
+    preprocessing = config.get("preprocessing", "imagenet")
+    return to_array(stage1_image(image, config["image_size"], preprocessing), config["image_mean"], config["image_std"])
 
 
 # --- official EmoGen artefacts --------------------------------------------------------------------------------------
@@ -220,8 +230,27 @@ def resnet_from_torchvision(state: dict[str, torch.Tensor], prefix: str) -> tupl
     return _resnet_config_from_state(state), converted
 
 
+LFS_HEADER = b"version https://git-lfs"
+
+
+def is_lfs_pointer(path: str | Path) -> bool:
+    """A Git LFS pointer file (what a clone without `git lfs` holds instead of the data): tiny, text, fixed header."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(LFS_HEADER)) == LFS_HEADER and Path(path).stat().st_size < 1024
+    except OSError:
+        return False
+
+
+def check_not_lfs_pointer(path: str | Path) -> None:
+    """One line instead of an unpickling error when an official file is an LFS pointer."""
+    if is_lfs_pointer(path):
+        raise EmogenError(f"'{path}' is a Git LFS pointer, not the weights: run `git lfs pull` in the EmoGen clone.")
+
+
 def load_tensors(path: Path) -> Any:
     """torch.load with weights_only=True: tensors and plain containers only, one clear error otherwise."""
+    check_not_lfs_pointer(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a plain tensor file"
@@ -230,7 +259,10 @@ def load_tensors(path: Path) -> Any:
 
 
 def import_official(src: str | Path, out: str | Path, image_size: int = 224) -> EncoderBundle:
-    """Convert emo_space/{emotion}_{mean,std}_v2.pt (+ the image_encoder .pth if present) into our format."""
+    """Convert emo_space/{emotion}_{mean,std}_v2.pt (+ the image_encoder .pth if present) into our format.
+
+    The official encoder saw Resize(256) -> CenterCrop(224) -> Normalize(0.5, 0.5) inputs, so the bundle
+    records the official preprocessing whatever encoder.preprocessing says."""
     src, out = Path(src), Path(out)
     space_dir = next((p for p in [src / "emo_space", src] if (p / f"{EMOTIONS[0]}_mean_v2.pt").is_file()), None)
     if space_dir is None:
@@ -272,7 +304,8 @@ def import_official(src: str | Path, out: str | Path, image_size: int = 224) -> 
     from transformers import ResNetConfig
 
     config = encoder_config(backbone_config or ResNetConfig(), "official EmoGen (imported)", space.dim, 0.5, image_size,
-                            source=str(src), has_model=model is not None)
+                            preprocessing="official", source=str(src), has_model=model is not None,
+                            space_splits="all EmoSet images (official emo_space)")
     bundle = EncoderBundle(config, space, model)
     bundle.save(out)
     return bundle

@@ -1,11 +1,13 @@
 """`emogen evaluate`: the paper's five metrics over a folder of generated images.
 
 Images are grouped by emotion (PNG metadata, else sub-folder). Per group and overall:
-- FID against reference images (the prepared training subset by default), on Inception features
+- FID against reference images (the prepared training subset by default; an EmoSet root: all its
+  images, the official reference), on Inception features
   when torch-fidelity is installed, else on CLIP image features (the report says which);
 - LPIPS: mean AlexNet-LPIPS of random pairs within a group (diversity; needs the `lpips` package);
 - Emo-A: accuracy of the CLIP-space emotion probe (or the stage-1 classifier) on the target emotion;
-- Sem-C: mean over images of max(top-1 prob of an ImageNet classifier, of a Places365 classifier);
+- Sem-C: mean over images of max(top-1 prob of an ImageNet classifier, of a Places365 classifier),
+  inputs Resize(256) -> CenterCrop(224) -> ImageNet Normalize as the official other_metrics.py;
 - Sem-D: mean squared difference of the CLIP image embeddings of random pairs within a group.
 Group averages follow the paper: LPIPS and Sem-D are averaged over emotions, Emo-A and Sem-C over
 images.
@@ -23,15 +25,16 @@ import numpy as np
 import torch
 
 from emogen_cli import metrics as M
+from emogen_cli.choices import METRICS
 from emogen_cli.config import Config
 from emogen_cli.emotions import EMOTIONS
 from emogen_cli.errors import EmogenError
 from emogen_cli.gallery import GalleryImage, by_emotion, scan_gallery
-from emogen_cli.images import IMAGENET_MEAN, IMAGENET_STD, load_rgb, resize_center_crop, to_array
+from emogen_cli.images import (IMAGENET_MEAN, IMAGENET_STD, center_crop, load_rgb, resize_center_crop, resize_shorter,
+                               to_array)
 from emogen_cli.reporting import Reporter, progress
 from emogen_cli.runtime import resolve_device
 
-METRICS = ("fid", "lpips", "emo-a", "sem-c", "sem-d")
 PAPER = {"EmoGen": {"fid": 41.60, "lpips": 0.717, "emo-a": 0.7625, "sem-c": 0.633, "sem-d": 0.0335},
          "SD": {"fid": 44.05, "lpips": 0.687, "emo-a": 0.7077, "sem-c": 0.608, "sem-d": 0.0199}}
 
@@ -51,13 +54,17 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
+def semc_pixels(path: Path) -> np.ndarray:
+    """Sem-C's input, as the official other_metrics.py: Resize(256) -> CenterCrop(224) -> ImageNet Normalize."""
+    return to_array(center_crop(resize_shorter(load_rgb(path), 256), 224), IMAGENET_MEAN, IMAGENET_STD)
+
+
 @torch.no_grad()
-def _classify(model, paths: list[Path], size: int, mean, std, device, batch_size: int, resize: int | None = None):
-    """Logits of an image classifier over `paths` (resize the shorter side, centre-crop `size`)."""
+def _classify(model, paths: list[Path], device, batch_size: int, pixels) -> torch.Tensor:
+    """Logits of an image classifier over `paths`; `pixels(path)` gives each CHW input array."""
     out = []
     for chunk in _batches(paths, batch_size):
-        arrays = [to_array(resize_center_crop(resize_center_crop(load_rgb(p), resize or size), size), mean, std)
-                  for p in chunk]
+        arrays = [pixels(p) for p in chunk]
         logits = model(torch.from_numpy(np.stack(arrays)).to(device))
         out.append((logits.logits if hasattr(logits, "logits") else logits).float().cpu())
     return torch.cat(out)
@@ -93,13 +100,20 @@ def load_image_classifier(name: str, device: torch.device):
 
 
 def _reference_images(config: Config, rng: random.Random) -> list[GalleryImage]:
-    """The FID reference: a prepared folder's unique images, or a folder of images; a seeded subset."""
+    """The FID reference: a prepared folder's unique images or a folder of images (a seeded subset of
+    evaluate.max_reference), or every image of an EmoSet root (the official reference, never subsampled)."""
     from emogen_cli.emoset import load_prepared
 
     where = Path(config.evaluate.reference or config.data.prepared)
     if (where / "prepared.json").is_file():
         prepared = load_prepared(where)
         images = [GalleryImage(prepared.root / r.image, r.emotion) for r in prepared.unique_rows]
+    elif (where / "image").is_dir() and (where / "annotation").is_dir():
+        # An EmoSet root: every readable image (image/{emotion}/*.jpg), uncapped, as the official FID reference.
+        images, _ = scan_gallery(where / "image")
+        if len(images) < 2:
+            raise Unavailable(f"The EmoSet root '{where}' has fewer than two readable images.")
+        return images
     elif where.is_dir():
         images, _ = scan_gallery(where)
     else:
@@ -191,13 +205,12 @@ class Evaluation:
                 logits = probe(self.clip_features()[index])
             backend = f"CLIP-space probe {probe_path} on {self.clip_name()}"
         else:
-            from emogen_cli.encoder import load_encoder
+            from emogen_cli.encoder import encoder_pixels, load_encoder
 
             bundle = load_encoder(self.encoder_path)
             order = [bundle.config["emotions"].index(e) for e in EMOTIONS]
-            size = bundle.config["image_size"]
-            raw = _classify(bundle.model.to(self.device), [self.images[i].path for i in index], size,
-                            bundle.config["image_mean"], bundle.config["image_std"], self.device, self.batch)
+            raw = _classify(bundle.model.to(self.device), [self.images[i].path for i in index], self.device,
+                            self.batch, lambda p: encoder_pixels(load_rgb(p), bundle.config))
             logits = raw[:, order]
             backend = f"stage-1 classifier {self.encoder_path}"
         target = torch.tensor([t for _, t in targets])
@@ -212,13 +225,13 @@ class Evaluation:
         cfg = self.config.evaluate
         paths = [im.path for im in self.images]
         with progress(self.reporter, "Sem-C classifiers", 2 if cfg.scene_model else 1):
-            objects = _classify(load_image_classifier(cfg.object_model, self.device), paths, 224, IMAGENET_MEAN,
-                                IMAGENET_STD, self.device, self.batch, resize=256)
+            objects = _classify(load_image_classifier(cfg.object_model, self.device), paths, self.device, self.batch,
+                                semc_pixels)
             self.reporter.advance("Sem-C classifiers")
             scenes = None
             if cfg.scene_model:
-                scenes = _classify(load_image_classifier(cfg.scene_model, self.device), paths, 224, IMAGENET_MEAN,
-                                   IMAGENET_STD, self.device, self.batch, resize=256)
+                scenes = _classify(load_image_classifier(cfg.scene_model, self.device), paths, self.device, self.batch,
+                                   semc_pixels)
                 self.reporter.advance("Sem-C classifiers")
         clarity = M.semantic_clarity(objects, scenes)
         per = {g: clarity[idx].mean().item() for g, idx in self.groups.items()}
@@ -234,7 +247,7 @@ class Evaluation:
             import lpips
         except ImportError:
             raise Unavailable("LPIPS needs the lpips package.", "pip install lpips (it also installs torchvision), "
-                              "or pip install 'emogen[metrics]'.") from None
+                              "or pip install 'emogen-cli[metrics]'.") from None
         model = lpips.LPIPS(net="alex", verbose=False).to(self.device).eval()
         per = {}
         total = sum(len(self.pairs(g)) for g in self.groups)
@@ -257,7 +270,7 @@ class Evaluation:
     def fid(self) -> dict[str, Any]:
         cfg = self.config.evaluate
         if importlib.util.find_spec("torchmetrics") is None:
-            raise Unavailable("FID needs torchmetrics.", "pip install 'emogen[metrics]'.")
+            raise Unavailable("FID needs torchmetrics.", "pip install 'emogen-cli[metrics]'.")
         kind = cfg.fid_features
         if kind == "auto":
             kind = "inception" if importlib.util.find_spec("torch_fidelity") else "clip"

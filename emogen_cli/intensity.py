@@ -65,7 +65,7 @@ def intensity_conditioning(generator, request, seeds: list[int], alpha: float):
 
 def text_to_image(generator, prompt_embeds, seeds: list[int]) -> list:
     """SD images from prompt_embeds with the generator's settings and one seeded generator per image,
-    the same call as EmoGenerator.images."""
+    the same call as EmoGenPipeline.images with its default settings."""
     import torch
 
     g = generator.config.generate
@@ -119,11 +119,13 @@ def intensity(config, emotion: str, alphas: list[float], prompt: str = "{}", cou
               reporter: Reporter | None = None) -> dict[str, Any]:
     """`emogen intensity`: strips of `emotion` at each α, one per seed (runtime.seed + i, i < count)."""
     from emogen_cli.emotions import validate_emotion
-    from emogen_cli.generate import EmoGenerator, Request
+    from emogen_cli.pipeline import EmoGenPipeline, Request
 
-    template = prompt if "{}" in prompt else "{} " + prompt
+    from emogen_cli import validate
+
+    template = validate.template(prompt, "--prompt")
     request = Request((validate_emotion(emotion),), template, count)
     out = Path(out) if out is not None else Path(config.generate.output).parent / "intensity"
-    generator = EmoGenerator(config, mapper)
+    generator = EmoGenPipeline(config, mapper)
     seeds = [config.runtime.seed + i for i in range(count)]
     return intensity_strips(generator, request, alphas, seeds, out, reporter)

@@ -2,7 +2,9 @@
 
 A bundle folder holds config.json (class order, placeholder token, base/CLIP model ids, dims),
 mapper.safetensors, emotion_space.safetensors, text_projection.safetensors (CLIP's, for the
-semantic space) and attributes.json (the attribute names and their emotion confidence).
+semantic space) and attributes.json (the attribute names, their emotion confidence and the L_attr
+vocabulary with its source). config.json also records the semantic token, the attribute vocabulary
+kind and the emotion probe used (emotion_probe.safetensors beside it when there is one).
 """
 
 from __future__ import annotations
@@ -51,9 +53,10 @@ _TRAINED_WITH = {"pretrained": "base_model", "clip": "clip_model"}
 
 
 def trained_model(config: Config, key: str, bundle_config: dict[str, Any]) -> str:
-    """config.model.<key> ("pretrained" or "clip") if the user changed it, else the model the mapper was trained with."""
+    """config.model.<key> ("pretrained" or "clip") if the user set it (by file or option, even to the built-in
+    default), else the model the mapper was trained with."""
     configured = getattr(config.model, key)
-    if configured != getattr(Config().model, key):
+    if config.is_explicit(f"model.{key}"):
         return configured
     return bundle_config.get(_TRAINED_WITH[key]) or configured
 
@@ -69,6 +72,16 @@ class MapperBundle:
     @property
     def emotions(self) -> tuple[str, ...]:
         return tuple(self.config["emotions"])
+
+    @property
+    def semantic_token(self) -> str:
+        """Where the semantic vector is pooled; bundles written before it was recorded pooled at end-of-text."""
+        return self.config.get("semantic_token", "eos")
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """The L_attr classes the mapper was trained with (all attribute names for older bundles)."""
+        return list((self.attributes.get("vocabulary") or {}).get("names") or self.attributes.get("names") or [])
 
     def base_model(self, config: Config) -> str:
         return trained_model(config, "pretrained", self.config)

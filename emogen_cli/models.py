@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +22,40 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
 
 
+def _looks_like_path(name: str) -> bool:
+    """A name that can only be a local path: a hub id is `name` or `owner/name`, never `./x`, `/x`, `a/b/c`."""
+    return (name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+            or re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is None)
+
+
 def load(cls: Any, name_or_path: str, subfolder: str | None = None, **kwargs: Any) -> Any:
-    """`cls.from_pretrained` with errors turned into one actionable line."""
+    """`cls.from_pretrained` with errors turned into one actionable line: a missing local folder is
+    never reported as a connection failure, and offline the line names the `hf download` to run."""
+    from emogen_cli.errors import load_failure
+
     where = f"{name_or_path}/{subfolder}" if subfolder else name_or_path
     try:
         if subfolder:
             kwargs["subfolder"] = subfolder
         return cls.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        local = Path(name_or_path).exists()
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-        if local:
-            hint = f"Check that '{where}' holds a {cls.__name__} saved with save_pretrained."
-        elif offline:
-            hint = "HF_HUB_OFFLINE is set: download it first (`hf download ...`) or pass a local folder."
-        else:
-            hint = "Check the hub id (and your network / HF token), or pass a local folder."
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EmogenError(f"Cannot load {cls.__name__} from '{where}': {first[:300]}", hint) from None
+    except Exception as exc:
+        if not isinstance(exc, (OSError, ValueError, KeyError, RuntimeError, EOFError)) \
+                and type(exc).__name__ != "SafetensorError":
+            raise
+        name = cls.__name__
+        if Path(name_or_path).exists():
+            raise EmogenError(f"Cannot load {name} from '{where}': {load_failure(exc)}",
+                              f"Check that '{where}' holds a {name} saved with save_pretrained.") from None
+        if _looks_like_path(name_or_path):
+            raise EmogenError(f"Cannot load {name}: the local folder '{name_or_path}' does not exist.",
+                              "Check the path, or pass a Hugging Face hub id.") from None
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no"):
+            raise EmogenError(f"Cannot load {name}: '{name_or_path}' is neither a local folder nor in the local "
+                              "Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it.",
+                              f"Run `hf download {name_or_path}` where there is network, or pass a local folder.") from None
+        raise EmogenError(f"Cannot load {name} from '{where}': {load_failure(exc)}",
+                          f"Check the hub id (and your network / HF token), or run `hf download {name_or_path}` and "
+                          "pass the local folder.") from None
 
 
 def load_sd_components(pretrained: str, revision: str | None = None, *, vae: bool = True,

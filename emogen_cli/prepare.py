@@ -52,6 +52,8 @@ def prepare(config: Config, out: str | Path | None = None, cache_latents: bool =
             "total": len(rows),
             "per_emotion_before": {e: sum(r.emotion == e for r in originals) for e in EMOTIONS},
             "per_emotion_after": {e: sum(r.emotion == e for r in rows) for e in EMOTIONS},
+            "per_kind_after": {k: {e: sum(r.emotion == e and r.kind == k for r in rows) for e in EMOTIONS}
+                               for k in ("scene", "object")},
             "per_split": dict(Counter(r.split for r in originals)),
             "attributes": dict(sorted(Counter(r.attribute for r in originals).items(), key=lambda kv: (-kv[1], kv[0]))),
             "skipped": {reason: skipped[reason] for reason in sorted(skipped)},

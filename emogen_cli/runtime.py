@@ -13,12 +13,28 @@ from emogen_cli.errors import EmogenError
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: "str | torch.device" = "auto") -> torch.device:
+    """The torch device for a runtime.device name; one clear error for a name torch does not know or a
+    device this machine does not have (e.g. `cuda` without CUDA, `cuda:3` with two GPUs)."""
+    from emogen_cli.config import check_device_name
+
+    if isinstance(name, torch.device):
+        return name  # already resolved (e.g. a process's own device under accelerate launch)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not check_device_name(name):
+        raise EmogenError(f"Unknown device '{name}'.", "Use auto, cpu, mps, cuda or cuda:N.")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EmogenError(f"Device '{name}' was requested but CUDA is not available.", "Use --device cpu.")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EmogenError(f"Device '{name}' was requested but CUDA is not available on this machine.",
+                              "Use --device cpu (or auto).")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise EmogenError(f"Device '{name}' was requested but this machine has {torch.cuda.device_count()} "
+                              "CUDA device(s).", f"Use cuda:0 .. cuda:{torch.cuda.device_count() - 1}.")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise EmogenError(f"Device '{name}' was requested but MPS is not available on this machine.",
+                          "Use --device cpu (or auto).")
     return device
 
 
@@ -42,6 +58,7 @@ def make_accelerator(mixed_precision: str, device: str = "auto", gradient_accumu
     """An Accelerator for single-process, single-GPU or `accelerate launch` multi-GPU runs."""
     from accelerate import Accelerator
 
+    resolve_device(device)  # the same clear error as inference for `gpu`, or `cuda` without CUDA
     cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
     precision = resolve_precision(mixed_precision, torch.device("cpu" if cpu else "cuda"))
     return Accelerator(mixed_precision=precision, cpu=cpu, gradient_accumulation_steps=gradient_accumulation_steps)

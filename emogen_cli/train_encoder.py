@@ -2,13 +2,22 @@
 
 A readable loop: seeded and resumable (checkpoints every N steps; the data order, crops and
 dropout are functions of the seed and the step, so a resumed run equals an uninterrupted one),
-validation accuracy per epoch, best weights kept, then per-emotion Gaussians of the 768-d
-features over the training images.
+validation accuracy per epoch, best weights kept, then per-emotion Gaussians (mean, unbiased std)
+of the 768-d features over the images of `encoder.space_splits` (default: all of EmoSet, as the
+official emo_translate.py).
+
+Inputs (`encoder.preprocessing`): "official" is the official Resize(256) -> CenterCrop(224) ->
+Normalize(0.5, 0.5) for everything deterministic (validation, the emotion space, and wherever the
+bundle is applied later); "imagenet" is emogen's earlier bicubic resize-crop with ImageNet
+statistics. The official stage-1 training script is not released, so training images get a
+random square crop (35-100% of the area, resized, flipped half of the time) with the same
+normalisation: augmentation only, the evaluation transform stays the official one.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +33,25 @@ from emogen_cli.emoset import scan_emoset
 from emogen_cli.emotions import EMOTIONS
 from emogen_cli.encoder import EmotionClassifier, EmotionSpace, EncoderBundle, encoder_config
 from emogen_cli.errors import EmogenError, Interrupted, TrainingDiverged
-from emogen_cli.images import IMAGENET_MEAN, IMAGENET_STD
+from emogen_cli.images import load_rgb, random_resized_crop, stage1_image, stage1_stats, to_array
 from emogen_cli.reporting import Reporter, progress
 from emogen_cli.runtime import make_accelerator
+
+
+class Stage1Images(LabelledImages):
+    """LabelledImages with the configured stage-1 preprocessing for the deterministic (eval) path."""
+
+    def __init__(self, *args, preprocessing: str = "official", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.preprocessing = preprocessing
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = load_rgb(self.root / self.images[i])
+        if self.train:
+            image = random_resized_crop(image, self.size, random.Random(f"{self.seed}/{self.epoch}/{i}"))
+        else:
+            image = stage1_image(image, self.size, self.preprocessing)
+        return torch.from_numpy(to_array(image, self.mean, self.std)), self.labels[i]
 
 
 def _optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
@@ -81,9 +106,15 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
         raise EmogenError(f"No usable training image found under '{root}'.", "Check the EmoSet root.")
     index = {e: i for i, e in enumerate(EMOTIONS)}
 
+    mean, std = stage1_stats(cfg.preprocessing)
+    space_samples = [s for s in scan.samples if s.split in cfg.space_splits or s.split == "all"]
+    if not space_samples:
+        raise EmogenError(f"No image of the splits {', '.join(cfg.space_splits)} under '{root}' to build the "
+                          "emotion space from.", "Set encoder.space_splits to splits that exist (default: all).")
+
     def dataset(samples, training: bool) -> LabelledImages:
-        return LabelledImages(root, [s.image for s in samples], [index[s.emotion] for s in samples], cfg.image_size,
-                              IMAGENET_MEAN, IMAGENET_STD, training, seed)
+        return Stage1Images(root, [s.image for s in samples], [index[s.emotion] for s in samples], cfg.image_size,
+                            mean, std, training, seed, preprocessing=cfg.preprocessing)
 
     train_set = dataset(train, True)
     sampler = EpochSampler(len(train_set), seed)
@@ -166,12 +197,15 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
     if (ckpt_dir / "best.safetensors").is_file():
         final.load_state_dict(load_file(str(ckpt_dir / "best.safetensors")))
     with progress(reporter, "Building emotion space", None):
-        feats, logits, labels = _features(final, accelerator.prepare(eval_loader(train)), accelerator)
+        feats, logits, labels = _features(final, accelerator.prepare(eval_loader(space_samples)), accelerator)
     space = EmotionSpace.from_features(feats, labels, EMOTIONS)
-    train_acc = (logits.argmax(1) == labels).float().mean().item()
+    train_images = {s.image for s in train}
+    in_train = torch.tensor([s.image in train_images for s in space_samples])
+    train_acc = ((logits.argmax(1) == labels)[in_train].float().mean().item() if in_train.any() else None)
     bundle = EncoderBundle(
         encoder_config(final.backbone.config, cfg.backbone, cfg.emotion_dim, cfg.dropout, cfg.image_size,
-                       train_images=len(train), val_images=len(val), best_val_accuracy=best if val else None,
+                       preprocessing=cfg.preprocessing, space_splits=list(cfg.space_splits),
+                       space_images=len(space_samples), train_images=len(train), val_images=len(val), best_val_accuracy=best if val else None,
                        history=history, seed=seed),
         space, final.cpu().eval(),
     )
@@ -181,4 +215,5 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
     return {"path": str(out_dir), "steps": step, "final_loss": loss_value, "train_accuracy": train_acc,
             "best_val_accuracy": best if val else None, "history": history, "emotion_dim": cfg.emotion_dim,
             "emotions": list(EMOTIONS), "skipped": dict(scan.skipped), "train_images": len(train),
+            "space_images": len(space_samples), "preprocessing": cfg.preprocessing,
             "val_images": len(val)}

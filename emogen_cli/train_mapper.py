@@ -1,9 +1,12 @@
 """`emogen train-mapper`: stage 2, the mapping network from the emotion space to CLIP's text space.
 
 Per step: stage-1 emotion vectors -> mapper -> the "<emotion>" token's embedding -> frozen CLIP
-text encoder -> frozen UNet (LDM loss); the pooled end-of-text state -> CLIP's text_projection
--> the semantic vector (attribute loss over all attribute names, optional emotion loss), gated
-by the emotion confidence c of the image's (attribute, emotion).
+text encoder -> frozen UNet (LDM loss); the pooled state (mapper.semantic_token: the placeholder's
+final hidden state, as the official code, or end-of-text) -> CLIP's text_projection -> the semantic
+vector. The attribute loss is a cross-entropy over mapper.attribute_vocabulary (the official
+emotional attributes by default; samples whose attribute is outside it get none), the emotion
+loss a CLIP-space probe's cross-entropy; the attribute term is gated by the emotion confidence c of
+the image's (attribute, emotion).
 
 What makes it faster than the official loop: VAE latents come from `prepare --cache-latents`,
 stage-1 emotion vectors are computed once (the encoder is frozen and deterministic), attribute
@@ -12,7 +15,6 @@ text features once, batches > 1, mixed precision on CUDA.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,16 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
+from emogen_cli.card import write_model_card
 from emogen_cli.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from emogen_cli.conditioning import EmotionPromptEncoder, text_semantics
 from emogen_cli.config import Config
 from emogen_cli.datasets import EpochSampler, set_epoch
 from emogen_cli.emoset import Prepared, Row, load_prepared
 from emogen_cli.emotions import EMOTIONS, attribute_text
-from emogen_cli.encoder import EncoderBundle, load_encoder
+from emogen_cli.encoder import EncoderBundle, encoder_pixels, load_encoder
 from emogen_cli.errors import EmogenError, Interrupted, TrainingDiverged
+from emogen_cli.files import atomic_save_safetensors, atomic_write_json
 from emogen_cli.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
 from emogen_cli.mapper import FORMAT, MapperBundle, MappingNetwork, mapper_loss
 from emogen_cli.reporting import Reporter, progress
@@ -42,7 +46,7 @@ class MapperSamples(Dataset):
     def __init__(self, rows: list[Row], root: Path, vectors: dict[str, torch.Tensor], latents, resolution: int,
                  attributes: list[str], confidence: dict[str, list[float]]) -> None:
         self.rows, self.root, self.vectors, self.latents, self.resolution = rows, root, vectors, latents, resolution
-        self.attribute_index = {a: i for i, a in enumerate(attributes)}
+        self.attribute_index = {a: i for i, a in enumerate(attributes)}  # -1: outside the vocabulary (no L_attr)
         self.confidence = confidence
 
     def __len__(self) -> int:
@@ -51,7 +55,7 @@ class MapperSamples(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.rows[i]
         emotion = EMOTIONS.index(row.emotion)
-        item = {"vector": self.vectors[row.id], "emotion": emotion, "attribute": self.attribute_index[row.attribute],
+        item = {"vector": self.vectors[row.id], "emotion": emotion, "attribute": self.attribute_index.get(row.attribute, -1),
                 "confidence": torch.tensor(self.confidence.get(row.attribute, [0.0] * len(EMOTIONS))[emotion])}
         if self.latents is not None:
             item["latent_params"] = self.latents[row.id]
@@ -71,12 +75,11 @@ def _emotion_vectors(encoder: EncoderBundle, prepared: Prepared, cache: Path, de
         if all(i in stored for i, _ in ids):
             return stored
     model = encoder.model.to(device).eval()
-    size, mean, std = encoder.config["image_size"], encoder.config["image_mean"], encoder.config["image_std"]
     vectors: dict[str, torch.Tensor] = {}
     with progress(reporter, "Emotion vectors", len(ids)):
         for start in range(0, len(ids), 32):
             chunk = ids[start:start + 32]
-            pixels = torch.from_numpy(np.stack([to_array(resize_center_crop(load_rgb(prepared.root / rel), size), mean, std)
+            pixels = torch.from_numpy(np.stack([encoder_pixels(load_rgb(prepared.root / rel), encoder.config)
                                                 for _, rel in chunk]))
             feats = model.encode(pixels.to(device)).float().cpu()
             vectors.update({i: f.contiguous() for (i, _), f in zip(chunk, feats)})
@@ -86,26 +89,61 @@ def _emotion_vectors(encoder: EncoderBundle, prepared: Prepared, cache: Path, de
 
 
 def _confidence(config: Config, prepared: Prepared, out_dir: Path, clip, device, reporter: Reporter):
-    """The confidence table (given, cached, or computed with a CLIP probe) and the probe if any."""
+    """(confidence table, CLIP emotion probe or None, where the probe came from).
+
+    The table is mapper.confidence if given, else the cached one, else computed on the prepared images
+    with the probe: mapper.emotion_probe if set (e.g. the official Clip_emotion_classifier .pth), else
+    one trained here. With a given table, the probe is mapper.emotion_probe or none."""
     from emogen_cli.clipspace import clip_image_features
     from emogen_cli.confidence import confidence_table, load_confidence, load_probe, train_probe
 
+    given = load_probe(config.mapper.emotion_probe) if config.mapper.emotion_probe else None
+    source = str(config.mapper.emotion_probe) if given is not None else None
     if config.mapper.confidence:
-        return load_confidence(config.mapper.confidence), None
+        return load_confidence(config.mapper.confidence), given, source
     cached, probe_file = out_dir / "confidence.json", out_dir / "emotion_probe.safetensors"
     if cached.is_file() and probe_file.is_file():
-        return load_confidence(cached), load_probe(probe_file)
+        table = load_confidence(cached)
+        return table, given or load_probe(probe_file), source or table.get("probe_source", "trained by emogen")
     unique = prepared.unique_rows
     features = clip_image_features(clip, [prepared.root / r.image for r in unique], device, reporter=reporter)
-    labels = torch.tensor([EMOTIONS.index(r.emotion) for r in unique])
-    probe, accuracy = train_probe(features, labels, seed=config.runtime.seed)
-    reporter.info(f"CLIP emotion probe: held-out accuracy {accuracy:.3f}")
+    if given is not None:
+        probe, accuracy = given, None
+    else:
+        labels = torch.tensor([EMOTIONS.index(r.emotion) for r in unique])
+        probe, accuracy = train_probe(features, labels, seed=config.runtime.seed)
+        reporter.info(f"CLIP emotion probe: held-out accuracy {accuracy:.3f}")
+        source = "trained by emogen"
     table = {"emotions": list(EMOTIONS), "method": "mean probability of a CLIP-space emotion probe",
-             "probe_accuracy": accuracy, "attributes": confidence_table(probe, features, [r.attribute for r in unique])}
-    save_file({"fc.weight": probe.weight.detach().contiguous(), "fc.bias": probe.bias.detach().contiguous()},
-              str(probe_file))
-    cached.write_text(json.dumps(table, indent=1))
-    return table, probe
+             "probe_accuracy": accuracy, "probe_source": source,
+             "attributes": confidence_table(probe, features, [r.attribute for r in unique])}
+    _save_probe(probe, probe_file)
+    atomic_write_json(cached, table, indent=1)
+    return table, probe, source
+
+
+def _save_probe(probe: torch.nn.Linear, path: Path) -> None:
+    """The probe used, beside the bundle: evaluate's Emo-A reads it by default."""
+    atomic_save_safetensors(path, {"fc.weight": probe.weight.detach().cpu().contiguous(),
+                                   "fc.bias": probe.bias.detach().cpu().contiguous()})
+
+
+def _vocabulary(config: Config, prepared: Prepared, confidence: dict[str, list[float]]) -> dict[str, Any]:
+    """The classes of L_attr: every prepared attribute ("all") or the emotional ones ("emotional": the
+    official {object,scene}_attr.pkl lists via mapper.emotional_attributes, else derived from the
+    confidence table, see confidence.emotional_from_confidence)."""
+    from emogen_cli.confidence import emotional_from_confidence, read_emotional_attributes
+
+    cfg = config.mapper
+    if cfg.attribute_vocabulary == "all":
+        return {"kind": "all", "names": prepared.attributes, "source": "every attribute of the prepared data"}
+    emotional = (read_emotional_attributes(cfg.emotional_attributes) if cfg.emotional_attributes
+                 else emotional_from_confidence(confidence))
+    if not emotional["names"]:
+        raise EmogenError("The emotional attribute vocabulary is empty: no attribute is tied to one emotion.",
+                          "Pass the official lists with --import-official-attributes DIR, or set "
+                          "mapper.attribute_vocabulary: all.")
+    return {"kind": "emotional", **emotional}
 
 
 def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume: bool = False,
@@ -154,19 +192,35 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     if vae is not None:
         vae.to(device, weight_dtype)
 
-    table, probe = _confidence(config, prepared, out_dir, clip, device, reporter)
+    table, probe, probe_source = _confidence(config, prepared, out_dir, clip, device, reporter)
     confidence = table["attributes"]
+    if cfg.lambda_emo > 0 and probe is None:
+        raise EmogenError(f"mapper.lambda_emo is {cfg.lambda_emo} but there is no emotion probe for L_emo "
+                          "(a confidence table was given, so none is trained).",
+                          "Pass --emotion-probe FILE (the official Clip_emotion_classifier .pth or an "
+                          "emotion_probe.safetensors), or set --lambda-emo 0.")
+    if probe is not None and config.mapper.emotion_probe and accelerator.is_main_process:
+        _save_probe(probe, out_dir / "emotion_probe.safetensors")
     del clip
     vectors = _emotion_vectors(encoder, prepared, out_dir / "emotion_vectors.safetensors", device, reporter)
     encoder.model = None
 
-    prompts = EmotionPromptEncoder(tokenizer, text_encoder, [cfg.placeholder])
-    attributes = prepared.attributes
+    prompts = EmotionPromptEncoder(tokenizer, text_encoder, [cfg.placeholder], cfg.semantic_token)
+    vocabulary = _vocabulary(config, prepared, confidence)
+    attributes = vocabulary["names"]
+    vocabulary_set = set(attributes)
+    in_vocabulary = sum(r.attribute in vocabulary_set for r in prepared.unique_rows)
+    reporter.info(f"L_attr over {len(attributes)} {vocabulary['kind']} attributes ({vocabulary['source']}); "
+                  f"{in_vocabulary} of {len(prepared.unique_rows)} images have one.")
     proj = projection.to(device)
     attribute_features = text_semantics(prompts, [attribute_text(a) for a in attributes], proj)
     prompt_ids = prompts.tokenize([cfg.placeholder])
     if probe is not None:
         probe = probe.to(device)
+        if probe.in_features != projection.shape[0]:
+            raise EmogenError(f"The emotion probe takes {probe.in_features}-d inputs but the semantic vectors of "
+                              f"'{config.model.clip}' are {projection.shape[0]}-d.",
+                              "Use a probe trained on the same CLIP model.")
 
     dataset = MapperSamples(prepared.rows, prepared.root, vectors, latents, config.model.resolution, attributes,
                             confidence)
@@ -237,19 +291,28 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
             "resolution": config.model.resolution, "in_dim": encoder.space.dim, "hidden_dim": cfg.hidden_dim,
             "out_dim": text_encoder.config.hidden_size, "layers": cfg.layers, "steps": step, "seed": seed,
             "losses": {"lambda_attr": cfg.lambda_attr, "lambda_emo": cfg.lambda_emo, "threshold": cfg.threshold},
+            "semantic_token": cfg.semantic_token, "attribute_vocabulary": vocabulary["kind"],
+            "emotion_probe": {"source": probe_source, "used_by_loss": cfg.lambda_emo > 0,
+                              "file": "emotion_probe.safetensors" if probe_source else None},
             "encoder": str(cfg.encoder), "prepared": str(prepared.path),
         },
         mapper=accelerator.unwrap_model(mapper).cpu().float().eval(),
         space=encoder.space, projection=projection,
-        attributes={"names": attributes, "confidence": {a: confidence.get(a) for a in attributes},
-                    "confidence_method": table.get("method")},
+        attributes={"names": prepared.attributes,
+                    "confidence": {a: confidence.get(a) for a in dict.fromkeys(prepared.attributes + attributes)},
+                    "confidence_method": table.get("method"),
+                    "vocabulary": {"kind": vocabulary["kind"], "source": vocabulary["source"], "names": attributes,
+                                   "by_emotion": vocabulary.get("by_emotion")}},
     )
     if accelerator.is_main_process:
         bundle.save(out_dir)
+        write_model_card(out_dir, history[-1] if history else None)  # README.md: the bundle describes itself
     accelerator.wait_for_everyone()
     last = history[-1] if history else {}
     return {"path": str(out_dir), "steps": step, "final": last, "history": history[-50:],
             "cached_latents": latents is not None, "attributes": len(attributes),
+            "attribute_vocabulary": vocabulary["kind"], "semantic_token": cfg.semantic_token,
+            "emotion_probe": probe_source,
             "probe_accuracy": table.get("probe_accuracy")}
 
 
@@ -284,7 +347,8 @@ def _loss_terms(batch, g, mapper, prompts, prompt_ids, unet, vae, scheduler, sca
     l_ldm = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
     semantic = pooled.float() @ proj.T
     scores = F.normalize(semantic, dim=-1) @ attribute_features.T  # cosine similarities, as the official loss
-    l_attr = F.cross_entropy(scores, batch["attribute"], reduction="none")
+    target = batch["attribute"]  # -1: the attribute is outside the vocabulary, no L_attr (as the official loop)
+    l_attr = F.cross_entropy(scores, target.clamp(min=0), reduction="none") * (target >= 0).to(scores.dtype)
     l_emo = (F.cross_entropy(probe(semantic), batch["emotion"], reduction="none") if probe is not None
              else torch.zeros_like(l_ldm))
     return {"ldm": l_ldm, "attr": l_attr, "emo": l_emo}

@@ -63,7 +63,7 @@ def va_weights(valence: float, arousal: float, sigma: float = DEFAULT_SIGMA,
 def va_request(valence: float, arousal: float, sigma: float = DEFAULT_SIGMA, prompt: str = "{}", count: int = 1,
                emotions: tuple[str, ...] = EMOTIONS):
     """A `space`-fusion Request mixing every emotion with the point's kernel weights."""
-    from emogen_cli.generate import Request
+    from emogen_cli.pipeline import Request
 
     weights = va_weights(valence, arousal, sigma, emotions)
     return Request(tuple(weights), prompt, count, "space", tuple(weights.values()))
@@ -112,12 +112,14 @@ def grid(config, out: str | Path | None = None, valences: tuple[float, ...] = GR
          sigma: float = DEFAULT_SIGMA, prompt: str = "{}", mapper: str | Path | None = None,
          reporter: Reporter | None = None) -> dict[str, Any]:
     """`emogen grid --va`: the valence x arousal contact sheet with seed runtime.seed."""
-    from emogen_cli.generate import EmoGenerator
+    from emogen_cli.pipeline import EmoGenPipeline
 
     for value in (*valences, *arousals):
         if not 0 <= value <= 1:
             raise EmogenError(f"Valence and arousal lie in [0, 1] (the NRC VAD scale), got {value}.")
-    template = prompt if "{}" in prompt else "{} " + prompt
+    from emogen_cli import validate
+
+    template = validate.template(prompt, "--prompt")
     out = Path(out) if out is not None else Path(config.generate.output).parent / "va-grid"
-    generator = EmoGenerator(config, mapper)
+    generator = EmoGenPipeline(config, mapper)
     return va_grid(generator, out, config.runtime.seed, tuple(valences), tuple(arousals), sigma, template, reporter)

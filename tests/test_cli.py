@@ -44,3 +44,130 @@ def test_missing_root_is_a_clear_error(cli, tmp_path):
 def test_console_script_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "emogen_cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("emogen ")
+
+
+COMMANDS = ["prepare", "train-encoder", "train-mapper", "generate", "transfer", "fuse", "decompose", "evaluate"]
+
+
+def _flat(text: str) -> str:
+    """Help text without Rich's box drawing and line wrapping."""
+    return " ".join(text.replace("│", " ").split())
+
+
+@pytest.mark.parametrize("command", COMMANDS + ["dev tiny-bundle", "dev synthetic-emoset"])
+def test_help_shows_examples_and_config_keys(cli, command):
+    result = cli(*command.split(), "--help")
+    assert result.code == 0
+    text = _flat(result.out)
+    assert f"Examples emogen {command}" in text or f"Examples accelerate launch -m emogen_cli {command}" in text
+    assert "config: runtime.seed]" in text
+
+
+def test_help_defaults_come_from_the_config(cli):
+    text = _flat(cli("generate", "--help").out)
+    assert "[default: 50; config: generate.steps]" in text
+    assert "[default: unipc; one of: unipc, ddim, euler, dpm, pndm; config: generate.scheduler]" in text
+    assert "--size" not in text  # the hidden alias of --resolution
+    assert "[default: 0.01; config: mapper.lambda_attr]" in _flat(cli("train-mapper", "--help").out)
+
+
+def _keyed_commands():
+    from emogen_cli.cli import app
+    from emogen_cli.cli._utils import _keyed
+    from emogen_cli.cli.dev import app as dev_app
+
+    for info in app.registered_commands + dev_app.registered_commands:
+        yield info.name, _keyed(info.callback)
+
+
+def test_one_flag_name_per_config_key():
+    flags: dict[str, set[str]] = {}
+    for name, (signature, keyed) in _keyed_commands():
+        for param, (key, flag) in keyed.items():
+            meta = signature.parameters[param].annotation.__metadata__[0]
+            if not meta.hidden and flag != "--out":  # --out is every command's own output folder
+                flags.setdefault(key, set()).add(flag)
+    assert {key: names for key, names in flags.items() if len(names) > 1} == {}
+    assert flags["model.resolution"] == {"--resolution"}
+
+
+def test_command_bodies_build_no_overrides_by_hand():
+    from pathlib import Path
+
+    import emogen_cli.cli as package
+
+    for path in Path(package.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        assert "locals()" not in text, path
+        assert "overrides(" not in text or path.name == "_utils.py", path
+
+
+def test_options_become_config_and_remember_what_was_given(monkeypatch, tmp_path):
+    from emogen_cli.cli import infer
+    from emogen_cli.config import Config
+    from emogen_cli.mapper import trained_model
+
+    seen = {}
+    monkeypatch.setattr(infer, "_run", lambda requests, cfg, *rest: seen.update(cfg=cfg))
+    default = Config().model.pretrained
+    infer.generate(emotion="awe", num_images=1, mapper=None, out=tmp_path, steps=7, guidance=None, scheduler="DDIM",
+                   resolution=None, size=64, batch_size=None, baseline=False, model=default, overwrite=False,
+                   device=None, mixed_precision=None, seed=3, config=None, json_=False)
+    cfg = seen["cfg"]
+    assert (cfg.generate.steps, cfg.generate.scheduler, cfg.model.resolution, cfg.runtime.seed) == (7, "ddim", 64, 3)
+    assert cfg.generate.output == str(tmp_path) and cfg.generate.guidance == Config().generate.guidance
+    # an explicit --model equal to the built-in default wins over the model the bundle records
+    assert trained_model(cfg, "pretrained", {"base_model": "other/model"}) == default
+    assert trained_model(cfg, "clip", {"clip_model": "other/clip"}) == "other/clip"  # --clip not given
+
+
+def test_shell_completion_is_on_and_completes_choices(cli):
+    from emogen_cli.cli._utils import _completer
+    from emogen_cli.choices import METRICS, SCHEDULERS
+
+    assert "--install-completion" in cli("--help").out
+    assert _completer(SCHEDULERS, False)("d") == ["ddim", "dpm"]
+    assert _completer(METRICS, True)("fid,s") == ["fid,sem-c", "fid,sem-d"]
+
+
+def test_progress_keeps_its_bar_in_80_columns():
+    import io
+    import re
+
+    from rich.console import Console
+
+    from emogen_cli.cli._utils import RichReporter
+
+    buffer = io.StringIO()
+    with RichReporter(Console(file=buffer, width=80, force_terminal=True, color_system=None)) as reporter:
+        reporter.start("Training mapper", 20000)
+        reporter.advance("Training mapper", 10000, loss=0.123456, l_ldm=0.98765, l_attr=2.7654, l_emo=4.4321, epoch=3)
+        reporter.finish("Training mapper")
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue()).replace("\r", "\n")
+    lines = [line for line in plain.splitlines() if line.strip()]
+    bar = next(line for line in reversed(lines) if "Training mapper" in line)
+    assert "━" in bar and "10000/20000" in bar  # the bar, its count and times share one line
+    assert lines[-1].strip() == "loss 0.1235  l_ldm 0.9877  l_attr 2.765  l_emo 4.432  epoch 3"
+    assert all(len(line.rstrip()) <= 80 for line in lines)
+
+
+def test_work_of_unknown_length_shows_no_bar():
+    import io
+    import re
+
+    from rich.console import Console
+
+    from emogen_cli.cli._utils import RichReporter
+
+    buffer = io.StringIO()
+    with RichReporter(Console(file=buffer, width=80, force_terminal=True, color_system=None)) as reporter:
+        reporter.start("Building emotion space")
+        reporter.finish("Building emotion space")
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue())
+    assert "Building emotion space" in plain and "━" not in plain and "?" not in plain
+
+
+def test_plural():
+    from emogen_cli.cli._utils import plural
+
+    assert (plural(1, "image"), plural(2, "image"), plural(0, "image")) == ("1 image", "2 images", "0 images")

@@ -39,7 +39,7 @@ def test_overrides_win_and_none_is_ignored(tmp_path):
         ({"mapper": {"lamda_attr": 1}}, "Unknown config key 'mapper.lamda_attr'"),
         ({"mapper": {"lr": "fast"}}, "'mapper.lr' must be a number"),
         ({"encoder": {"batch_size": 1.5}}, "'encoder.batch_size' must be an integer"),
-        ({"data": {"balance": "maybe"}}, "'data.balance' must be true or false"),
+        ({"data": {"balance": "maybe"}}, "'data.balance' must be one of per_kind, union, none"),
         ({"generate": {"scheduler": "magic"}}, "'generate.scheduler' must be one of"),
         ({"generate": {"steps": 0}}, "'generate.steps' must be positive"),
         ({"bogus": {"x": 1}}, "Unknown config key 'bogus.x'"),

@@ -25,6 +25,10 @@ def _planted_bundle(mapper_config, tmp_path, word: str):
     weights[last] = torch.zeros_like(weights[last])
     weights[last.replace("weight", "bias")] = target.clone()
     save_file(weights, str(bundle / "mapper.safetensors"))
+    # A planted word matches its own text exactly only where both pool at end-of-text (the default
+    # placeholder pooling reads the state at the placeholder, one position earlier than "q"'s end-of-text).
+    config = json.loads((bundle / "config.json").read_text())
+    (bundle / "config.json").write_text(json.dumps({**config, "semantic_token": "eos"}))
     return bundle
 
 

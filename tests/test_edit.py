@@ -169,15 +169,15 @@ def test_best_of_ranking_and_scores():
 @pytest.fixture(scope="module")
 def generator(mapper_config):
     from emogen_cli.config import load_config
-    from emogen_cli.generate import EmoGenerator
+    from emogen_cli.pipeline import EmoGenPipeline
 
-    return EmoGenerator(load_config(mapper_config))
+    return EmoGenPipeline(load_config(mapper_config))
 
 
 def test_intensity_endpoints_are_exact(generator):
     import torch
 
-    from emogen_cli.generate import Request
+    from emogen_cli.pipeline import Request
     from emogen_cli.intensity import intensity_conditioning, neutral_conditioning, neutral_prompt
 
     request, seeds = Request(("awe",), "{} a street"), [3, 4]
@@ -197,7 +197,7 @@ def test_intensity_endpoints_are_exact(generator):
 
 
 def test_intensity_strips_alpha_one_is_plain_generation(generator, tmp_path):
-    from emogen_cli.generate import Request
+    from emogen_cli.pipeline import Request
     from emogen_cli.intensity import intensity_strips
 
     request = Request(("fear",), "{}", 2)
@@ -215,7 +215,7 @@ def test_intensity_strips_alpha_one_is_plain_generation(generator, tmp_path):
 def test_edit_keeps_size_metadata_and_strength_zero_is_exact(generator, inputs, tmp_path):
     from emogen_cli.edit import edit_images
     from emogen_cli.edit_metrics import file_sha256
-    from emogen_cli.generate import Request
+    from emogen_cli.pipeline import Request
 
     out = tmp_path / "out"
     result = edit_images(generator, [inputs], out, Request(("awe",)), "awe", strength=0.6, max_pixels=64 * 64)
@@ -242,7 +242,7 @@ def test_edit_keeps_size_metadata_and_strength_zero_is_exact(generator, inputs, 
 
 def test_edit_until_confident_with_the_bundle_probe(generator, inputs, tmp_path):
     from emogen_cli.edit import edit_images
-    from emogen_cli.generate import Request
+    from emogen_cli.pipeline import Request
 
     result = edit_images(generator, [inputs / "astronaut.png"], tmp_path, Request(("awe",)), "awe", strength=0.5,
                          until=1.0, min_ssim=0.0, strength_step=0.25)
@@ -257,7 +257,7 @@ def test_edit_until_confident_with_the_bundle_probe(generator, inputs, tmp_path)
 def test_best_of_keeps_the_top_candidate(generator, tmp_path):
     from emogen_cli.bestof import best_of, write_best_of
     from emogen_cli.edit_metrics import scorer_for
-    from emogen_cli.generate import Request
+    from emogen_cli.pipeline import Request
 
     request = Request(("awe",), "{}", 2)
     scorer = scorer_for(generator)
@@ -295,7 +295,7 @@ def test_cli_edit_reports_skips_and_evaluate_recognises_the_folder(cli, mapper_c
     both = cli("edit", inputs, "--emotion", "awe", "--va", "0.5,0.5", "--config", mapper_config)
     assert both.code == 1 and "one of them" in both.err
     strong = cli("edit", inputs, "--emotion", "awe", "--intensity", "9", "--config", mapper_config)
-    assert strong.code == 1 and "--intensity must lie in" in strong.err
+    assert strong.code == 2 and "--intensity" in strong.err  # a usage error: out of the option's range
 
 
 def test_cli_grid_va_and_intensity(cli, mapper_config, tmp_path):

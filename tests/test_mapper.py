@@ -62,8 +62,9 @@ def test_placeholder_injection_equals_writing_the_embedding_table(tiny_bundle):
             ref.get_input_embeddings().weight[prompts.placeholder_ids[0]] = values[b, 0]
             expected = ref(ids[b:b + 1])[0]
         assert torch.allclose(hidden[b:b + 1], expected, atol=1e-5)
-    eos = (ids == prompts.tokenizer.eos_token_id).int().argmax(-1)
-    assert torch.equal(pooled, hidden[torch.arange(2), eos])
+    # The semantic state is pooled at the placeholder by default (the official code's pooling).
+    at = (ids == prompts.placeholder_ids[0]).int().argmax(-1)
+    assert torch.equal(pooled, hidden[torch.arange(2), at])
     # Without a placeholder the wrapper is the plain encoder; with one but no values, it refuses.
     plain = prompts.tokenize(["a cup"])
     assert torch.allclose(prompts.encode(plain)[0], ref(plain)[0], atol=1e-6)

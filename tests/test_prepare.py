@@ -6,7 +6,8 @@ from emogen_cli.emotions import EMOTIONS
 def test_prepare_counts_filter_and_balance(cli, emoset, tmp_path):
     root, expected = emoset
     out = tmp_path / "prepared"
-    result = cli("prepare", "--data", root, "--out", out, "--json")
+    # The synthetic set's expected counts are for balancing the union (per-kind balancing: tests/test_faithful.py).
+    result = cli("prepare", "--data", root, "--out", out, "--balance", "union", "--json")
     assert result.code == 0, result.err
     summary = result.json
     assert summary["kept"] == expected["total_kept"] == 48

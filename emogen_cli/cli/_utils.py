@@ -1,50 +1,201 @@
-"""Shared CLI pieces: option types, the Rich progress reporter, result output and error rendering.
+"""Shared CLI pieces: options declared once with their config key, the command decorator that turns
+them into a Config, the Rich progress reporter, result output and error rendering.
 
 Heavy libraries (torch, diffusers, transformers) are imported inside commands only, so
 `emogen --help` stays fast.
+
+An option states its config key once, in its type:
+
+    steps: Annotated[int | None, opt("--steps", key="generate.steps", help="Denoising steps.")] = None
+
+and a command decorated with `@command(...)` receives `cfg`, the Config built from `--config` and
+every keyed option that was given; its --help shows `[default: 50; config: generate.steps]`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from emogen_cli.reporting import Reporter
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if value == "":
+        return '""'
+    return str(value)
+
+
+def _key_note(key: str) -> str:
+    """`[default: 50; config: generate.steps]`, read from Config() so help never drifts from the defaults."""
+    from emogen_cli.config import CHOICES, Config
+
+    section, name = key.split(".")
+    default = getattr(getattr(Config(), section), name)
+    parts = [] if default is None else [f"default: {_show(default)}"]
+    if key in CHOICES:
+        parts.append(f"one of: {', '.join(CHOICES[key])}")
+    parts.append(f"config: {key}")
+    return escape(f"[{'; '.join(parts)}]")
+
+
+def _completer(allowed: Sequence[str], as_list: bool) -> Callable[[str], list[str]]:
+    def complete(incomplete: str) -> list[str]:
+        head, _, last = incomplete.rpartition(",") if as_list else ("", "", incomplete)
+        return [f"{head}," * bool(head) + c for c in allowed if c.startswith(last)]
+
+    return complete
+
+
+def opt(*flags: str, key: str | None = None, help: str = "", **kwargs: Any) -> Any:
+    """A typer.Option; with `key`, the option sets that config key (see `command`), its help ends with the
+    default from Config() and the key, and its choices (emogen_cli.choices) complete in the shell."""
+    if key is None:
+        return typer.Option(*flags, help=help, **kwargs)
+    from emogen_cli.config import CHOICES, Config
+
+    allowed = CHOICES.get(key)
+    if allowed and "autocompletion" not in kwargs:
+        section, name = key.split(".")
+        kwargs["autocompletion"] = _completer(allowed, isinstance(getattr(getattr(Config(), section), name), list))
+    info = typer.Option(*flags, help=f"{help} {_key_note(key)}".strip(), show_default=False, **kwargs)
+    info.emogen_key = key  # read by `command`
+    return info
+
+
+def _keyed(fn: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, tuple[str, str]]]:
+    """fn's evaluated signature and {parameter: (config key, flag)} of its keyed options."""
+    signature = inspect.signature(fn, eval_str=True)
+    keyed: dict[str, tuple[str, str]] = {}
+    for name, param in signature.parameters.items():
+        for meta in getattr(param.annotation, "__metadata__", ()):
+            if key := getattr(meta, "emogen_key", None):
+                # in Annotated, Typer reads Option's first argument ("--steps") as a flag, not a default
+                decls = [d for d in (meta.default, *meta.param_decls) if isinstance(d, str) and d.startswith("-")]
+                keyed[name] = (key, next((d for d in decls if d.startswith("--")), decls[0]))
+    return signature, keyed
+
+
+Output = str | Callable[[dict[str, Any], Any], "str | Path | None"]
+
+
+def command(examples: str = "", writes: Iterable[Output] = ()) -> Callable[[F], F]:
+    """Turn a command's keyed options into its Config and check what can be checked before models load.
+
+    The decorated function may take `cfg` (not a CLI option): the Config from `--config` (the `config`
+    parameter) plus every keyed option that was given (None means "not given"). `writes` names the
+    command's output folders - a config key ("generate.output"), a parameter ("out"), or a function of
+    (parameters, cfg) - each checked for being writable, as the device is, before the body runs.
+    `examples` becomes the --help epilog."""
+
+    def decorate(fn: F) -> F:
+        signature, keyed = _keyed(fn)
+        takes_cfg = "cfg" in signature.parameters
+        outputs = list(writes)
+
+        @functools.wraps(fn)
+        def run(**params: Any) -> Any:
+            from emogen_cli.config import load_config
+            from emogen_cli.validate import preflight
+
+            given = {name: params[name] for name in keyed if params.get(name) is not None}
+            cfg = load_config(params.get("config"), {keyed[n][0]: v for n, v in given.items()},
+                              {keyed[n][0]: keyed[n][1] for n in given})
+            preflight(cfg.runtime.device, [_output(o, params, cfg) for o in outputs])
+            return fn(**params, cfg=cfg) if takes_cfg else fn(**params)
+
+        run.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[p for name, p in signature.parameters.items() if name != "cfg"])
+        run.emogen_examples = examples  # type: ignore[attr-defined]
+        return run  # type: ignore[return-value]
+
+    return decorate
+
+
+def _output(spec: Output, params: dict[str, Any], cfg: Any) -> str | Path | None:
+    if callable(spec):
+        return spec(params, cfg)
+    if "." in spec:
+        section, name = spec.split(".")
+        return getattr(getattr(cfg, section), name)
+    return params.get(spec)
+
+
+def epilog(fn: Callable[..., Any]) -> str | None:
+    """The examples a command declared with @command, as its --help epilog."""
+    text = getattr(fn, "emogen_examples", "")
+    return f"[bold]Examples[/bold]\n{escape(text.strip(chr(10)))}" if text else None
+
+
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file (see configs/default.yaml).", show_default=False)
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (progress stays on stderr).")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: runtime.seed = 0).", show_default=False)]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.", show_default=False)]
-PrecisionOpt = Annotated[
-    str | None, typer.Option("--mixed-precision", help="auto, no, fp16 or bf16 (auto: bf16 on CUDA).", show_default=False)
-]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option("--model", help="Stable Diffusion hub id or local diffusers folder (model.pretrained).", show_default=False),
-]
-ClipOpt = Annotated[
-    str | None, typer.Option("--clip", help="CLIP hub id or local folder (model.clip).", show_default=False)
-]
-ResolutionOpt = Annotated[int | None, typer.Option("--resolution", help="Image size in pixels.", show_default=False)]
+SeedOpt = Annotated[int | None, opt("--seed", key="runtime.seed", help="Random seed (0 .. 2**32-1).")]
+DeviceOpt = Annotated[str | None, opt("--device", key="runtime.device", help="auto, cpu, mps, cuda or cuda:N.")]
+PrecisionOpt = Annotated[str | None, opt("--mixed-precision", key="runtime.mixed_precision",
+                                         help="auto: bf16 (or fp16) on CUDA, fp32 on CPU.")]
+ModelOpt = Annotated[str | None, opt("--model", key="model.pretrained",
+                                     help="Stable Diffusion hub id or local diffusers folder.")]
+ClipOpt = Annotated[str | None, opt("--clip", key="model.clip", help="CLIP hub id or local folder.")]
+ResolutionOpt = Annotated[int | None, opt("--resolution", key="model.resolution",
+                                          help="Image size in pixels (a multiple of 8).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs instead of refusing.")]
 
 
 def is_main_process() -> bool:
     """False in the extra processes of `accelerate launch`, which stay silent."""
     return os.environ.get("RANK", "0") == "0"
+
+
+def plural(n: int, word: str) -> str:
+    """'1 image', '2 images'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+class _Bar(BarColumn):
+    """A bar only where the total is known; work of unknown length shows its elapsed time alone."""
+
+    def render(self, task: Any) -> Any:
+        return Text("") if task.total is None else super().render(task)
+
+
+class _Count(MofNCompleteColumn):
+    def render(self, task: Any) -> Text:
+        return Text("") if task.total is None else super().render(task)
+
+
+class _Bars(Progress):
+    """Rich progress whose metrics sit on their own line under the bars, so an 80-column terminal keeps
+    the bars whole however many loss terms a task reports."""
+
+    def get_renderables(self) -> Iterable[Any]:
+        yield self.make_tasks_table(self.tasks)
+        for task in self.tasks:
+            if task.fields.get("metrics"):
+                yield Text(f"  {task.fields['metrics']}", style="dim", no_wrap=True, overflow="ellipsis")
 
 
 class RichReporter(Reporter):
@@ -58,9 +209,10 @@ class RichReporter(Reporter):
 
     def _ensure(self) -> Progress:
         if self.progress is None:
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"), console=self.console, transient=False,
+            self.progress = _Bars(
+                TextColumn("{task.description}", markup=False, style="bold"), _Bar(bar_width=24), _Count(),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                transient=False,
             )
             self.progress.start()
         return self.progress
@@ -85,11 +237,11 @@ class RichReporter(Reporter):
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(f"[dim]{message}[/dim]")
+            self.console.print(f"[dim]{escape(message)}[/dim]", soft_wrap=True)
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(f"[yellow]Warning:[/yellow] {message}")
+            self.console.print(f"[yellow]Warning:[/yellow] {escape(message)}", soft_wrap=True)
 
     def close(self) -> None:
         if self.progress is not None:
@@ -103,17 +255,38 @@ class RichReporter(Reporter):
         self.close()
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN/inf float replaced by None (JSON has no NaN; `json.loads` elsewhere chokes)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
 def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], None]) -> None:
     """The command's result: JSON on stdout, or a human rendering (once, from the main process)."""
     if not is_main_process():
         return
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
-        sys.stdout.flush()
+        write_json(result)
     else:
         render(result)
 
 
+def say(text: str) -> None:
+    """One plain line of result on stdout; paths and names in it are never read as Rich markup."""
+    out_console.print(Text(text), soft_wrap=True)
+
+
 def overrides(**values: Any) -> dict[str, Any]:
-    """CLI option values keyed by config key ('mapper__lr' -> 'mapper.lr'); unset (None) options drop out."""
+    """Old style, kept for commands not yet declared with `opt(key=...)`: CLI option values keyed by config
+    key ('mapper__lr' -> 'mapper.lr'); unset (None) options drop out."""
     return {k.replace("__", "."): v for k, v in values.items() if v is not None}

@@ -12,17 +12,20 @@ from typing import Annotated
 
 import typer
 
-from emogen_cli.cli._utils import JsonOpt, SeedOpt, emit, out_console
+from emogen_cli.cli._utils import JsonOpt, SeedOpt, command, emit, epilog, say
+from emogen_cli.config import Config
 
 app = typer.Typer(help="Developer helpers: tiny models and synthetic data.", no_args_is_help=True)
 
 
-@app.command("tiny-bundle")
+@command(examples="emogen dev tiny-bundle runs/tiny\nemogen dev tiny-bundle runs/mid --size mid", writes=["out"])
 def tiny_bundle(
     out: Annotated[Path, typer.Argument(help="Folder to write the tiny models to.")],
     size: Annotated[str, typer.Option("--size", help="tiny (tests, demo) or mid (CPU benchmarks).")] = "tiny",
     seed: SeedOpt = None,
     json_: JsonOpt = False,
+    *,
+    cfg: Config,
 ) -> None:
     """Write tiny random-weight SD/CLIP/ResNet models in their real folder layouts."""
     from emogen_cli.errors import EmogenError
@@ -30,19 +33,25 @@ def tiny_bundle(
 
     if size not in SIZES:
         raise EmogenError(f"Unknown size '{size}'.", f"Choose one of: {', '.join(SIZES)}.")
-    path = build_tiny_bundle(out, seed=seed or 0, size=size)
-    emit({"path": str(path)}, json_, lambda r: out_console.print(f"Tiny model bundle written to {r['path']}"))
+    path = build_tiny_bundle(out, seed=cfg.runtime.seed, size=size)
+    emit({"path": str(path)}, json_, lambda r: say(f"Tiny model bundle written to {r['path']}"))
 
 
-@app.command("synthetic-emoset")
+@command(examples="emogen dev synthetic-emoset data/synthetic", writes=["out"])
 def synthetic_emoset(
     out: Annotated[Path, typer.Argument(help="Folder to write the dataset to.")],
     seed: SeedOpt = None,
     json_: JsonOpt = False,
+    *,
+    cfg: Config,
 ) -> None:
     """Write a small synthetic dataset in the real EmoSet layout (with a few broken entries)."""
     from emogen_cli.synthetic import make_synthetic_emoset
 
-    expected = make_synthetic_emoset(out, seed=seed or 0)
+    expected = make_synthetic_emoset(out, seed=cfg.runtime.seed)
     emit({"path": str(out), **expected}, json_,
-         lambda r: out_console.print(f"Synthetic EmoSet ({r['total_kept']} usable images) written to {r['path']}"))
+         lambda r: say(f"Synthetic EmoSet ({r['total_kept']} usable images) written to {r['path']}"))
+
+
+app.command("tiny-bundle", epilog=epilog(tiny_bundle))(tiny_bundle)
+app.command("synthetic-emoset", epilog=epilog(synthetic_emoset))(synthetic_emoset)

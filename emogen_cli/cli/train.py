@@ -14,49 +14,57 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from emogen_cli.cli._utils import (
-    ClipOpt, ConfigOpt, DeviceOpt, ModelOpt, ResolutionOpt, JsonOpt, PrecisionOpt, RichReporter, SeedOpt, emit, out_console, overrides,
+    ClipOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, ResolutionOpt, RichReporter, SeedOpt, command, emit,
+    opt, out_console, plural, say,
 )
+from emogen_cli.config import Config
 
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder.", show_default=False)]
-StepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps.", show_default=False)]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Images per step (per device).", show_default=False)]
-LrOpt = Annotated[float | None, typer.Option("--lr", help="Learning rate.", show_default=False)]
-EveryOpt = Annotated[int | None, typer.Option("--checkpoint-every", help="Steps between checkpoints.", show_default=False)]
+DataOpt = Annotated[Path | None, opt("--data", key="data.root", help="EmoSet root folder.")]
 
 
+@command(examples="""
+emogen train-encoder --data data/EmoSet --out runs/encoder
+emogen train-encoder --out runs/encoder --resume
+emogen train-encoder --import-official path/to/EmoGen --out runs/encoder
+accelerate launch -m emogen_cli train-encoder --data data/EmoSet --out runs/encoder
+""", writes=["encoder.output"])
 def train_encoder(
-    data: Annotated[Path | None, typer.Option("--data", help="EmoSet root (data.root).", show_default=False)] = None,
-    out: OutOpt = None,
-    backbone: Annotated[str | None, typer.Option("--backbone", help="ResNet hub id or folder.", show_default=False)] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs.", show_default=False)] = None,
-    max_steps: StepsOpt = None,
-    batch_size: BatchOpt = None,
-    lr: LrOpt = None,
-    checkpoint_every: EveryOpt = None,
+    data: DataOpt = None,
+    out: Annotated[Path | None, opt("--out", "-o", key="encoder.output", help="Output folder.")] = None,
+    backbone: Annotated[str | None, opt("--backbone", key="encoder.backbone", help="ResNet hub id or folder.")] = None,
+    epochs: Annotated[int | None, opt("--epochs", key="encoder.epochs", help="Training epochs.")] = None,
+    max_steps: Annotated[int | None, opt("--max-steps", key="encoder.max_steps",
+                                         help="Stop after this many optimizer steps.")] = None,
+    batch_size: Annotated[int | None, opt("--batch-size", key="encoder.batch_size",
+                                          help="Images per step (per device).")] = None,
+    lr: Annotated[float | None, opt("--lr", key="encoder.lr", help="Learning rate.")] = None,
+    checkpoint_every: Annotated[int | None, opt("--checkpoint-every", key="encoder.checkpoint_every",
+                                                help="Steps between checkpoints.")] = None,
     import_official: Annotated[
         Path | None,
         typer.Option("--import-official", help="Convert the official EmoGen emo_space/ (+ image_encoder .pth) instead of training.",
                      show_default=False),
     ] = None,
+    preprocessing: Annotated[str | None, opt("--preprocessing", key="encoder.preprocessing",
+                                             help="Stage-1 inputs. official: Resize(256) -> CenterCrop(224) -> "
+                                                  "Normalize(0.5, 0.5); imagenet: ImageNet statistics.")] = None,
+    space_splits: Annotated[str | None, opt("--space-splits", key="encoder.space_splits",
+                                            help="Comma-separated splits the emotion space is built from.")] = None,
     resume: ResumeOpt = False,
     device: DeviceOpt = None,
     mixed_precision: PrecisionOpt = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
     json_: JsonOpt = False,
+    *,
+    cfg: Config,
 ) -> None:
     """Stage 1: train the ResNet-50 emotion classifier and build the per-emotion Gaussians."""
-    from emogen_cli.config import load_config
-
-    cfg = load_config(config, overrides(data__root=data and str(data), encoder__output=out and str(out),
-                                        encoder__backbone=backbone, encoder__epochs=epochs, encoder__max_steps=max_steps,
-                                        encoder__batch_size=batch_size, encoder__lr=lr,
-                                        encoder__checkpoint_every=checkpoint_every, runtime__device=device,
-                                        runtime__mixed_precision=mixed_precision, runtime__seed=seed))
     if import_official is not None:
         from emogen_cli.encoder import import_official as run_import
         from emogen_cli.errors import EmogenError
@@ -66,8 +74,9 @@ def train_encoder(
             raise EmogenError(f"'{target}' already holds an encoder.", "Choose another --out.")
         bundle = run_import(import_official, target, cfg.encoder.image_size)
         result = {"path": str(target), "imported_from": str(import_official), "emotions": list(bundle.emotions),
-                  "emotion_dim": bundle.space.dim, "has_classifier": bundle.model is not None}
-        emit(result, json_, lambda r: out_console.print(
+                  "emotion_dim": bundle.space.dim, "has_classifier": bundle.model is not None,
+                  "preprocessing": bundle.config["preprocessing"]}
+        emit(result, json_, lambda r: say(
             f"Imported the official emotion space ({r['emotion_dim']}-d"
             f"{', with classifier' if r['has_classifier'] else ''}) into {r['path']}"))
         return
@@ -79,7 +88,7 @@ def train_encoder(
 
 
 def _render_encoder(result: dict[str, Any]) -> None:
-    table = Table(title=f"Emotion encoder ({result['emotion_dim']}-d) -> {result['path']}")
+    table = Table(title=escape(f"Emotion encoder ({result['emotion_dim']}-d) -> {result['path']}"))
     table.add_column("epoch", justify="right")
     table.add_column("step", justify="right")
     table.add_column("loss", justify="right")
@@ -88,28 +97,51 @@ def _render_encoder(result: dict[str, Any]) -> None:
         acc = "-" if row["val_accuracy"] is None else f"{row['val_accuracy']:.3f}"
         table.add_row(str(row["epoch"]), str(row["step"]), f"{row['loss']:.4f}", acc)
     out_console.print(table)
-    out_console.print(f"Train accuracy {result['train_accuracy']:.3f} on {result['train_images']} images.")
+    if result["train_accuracy"] is not None:
+        say(f"Train accuracy {result['train_accuracy']:.3f} on {plural(result['train_images'], 'image')}.")
 
 
+@command(examples="""
+emogen train-mapper --prepared runs/prepared --encoder runs/encoder --out runs/mapper
+emogen train-mapper --out runs/mapper --resume
+emogen train-mapper --lambda-attr 0.01 --max-steps 5000 --batch-size 8 --gradient-checkpointing
+emogen train-mapper --import-official-confidence path/to/EmoGen --out runs/mapper
+""", writes=["mapper.output"])
 def train_mapper(
-    prepared: Annotated[Path | None, typer.Option("--prepared", help="`emogen prepare` output (data.prepared).",
-                                                  show_default=False)] = None,
-    encoder: Annotated[Path | None, typer.Option("--encoder", help="Stage-1 folder (mapper.encoder).", show_default=False)] = None,
-    out: OutOpt = None,
-    max_steps: StepsOpt = None,
-    batch_size: BatchOpt = None,
-    lr: LrOpt = None,
-    checkpoint_every: EveryOpt = None,
-    lambda_attr: Annotated[float | None, typer.Option("--lambda-attr", help="Attribute-loss weight (0.01).", show_default=False)] = None,
-    lambda_emo: Annotated[float | None, typer.Option("--lambda-emo", help="Emotion-loss weight (0).", show_default=False)] = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Confidence below this counts as 0.", show_default=False)] = None,
-    confidence: Annotated[Path | None, typer.Option("--confidence", help="Emotion-confidence JSON to use instead of computing it.",
-                                                    show_default=False)] = None,
+    prepared: Annotated[Path | None, opt("--prepared", key="data.prepared", help="`emogen prepare` output folder.")] = None,
+    encoder: Annotated[Path | None, opt("--encoder", key="mapper.encoder", help="Stage-1 output folder.")] = None,
+    out: Annotated[Path | None, opt("--out", "-o", key="mapper.output", help="Output folder.")] = None,
+    max_steps: Annotated[int | None, opt("--max-steps", key="mapper.max_steps",
+                                         help="Stop after this many optimizer steps.")] = None,
+    batch_size: Annotated[int | None, opt("--batch-size", key="mapper.batch_size",
+                                          help="Images per step (per device).")] = None,
+    lr: Annotated[float | None, opt("--lr", key="mapper.lr", help="Learning rate.")] = None,
+    checkpoint_every: Annotated[int | None, opt("--checkpoint-every", key="mapper.checkpoint_every",
+                                                help="Steps between checkpoints.")] = None,
+    lambda_attr: Annotated[float | None, opt("--lambda-attr", key="mapper.lambda_attr", help="Attribute-loss weight.")] = None,
+    lambda_emo: Annotated[float | None, opt("--lambda-emo", key="mapper.lambda_emo", help="Emotion-loss weight.")] = None,
+    threshold: Annotated[float | None, opt("--threshold", key="mapper.threshold",
+                                           help="Confidence below this counts as 0 (0 .. 1).")] = None,
+    confidence: Annotated[Path | None, opt("--confidence", key="mapper.confidence",
+                                           help="Emotion-confidence JSON to use instead of computing it.")] = None,
     import_official_confidence: Annotated[
         Path | None, typer.Option("--import-official-confidence", help="Convert the official attr_coefficient_*.pkl tables and exit.",
                                   show_default=False)] = None,
-    gradient_checkpointing: Annotated[bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing",
-                                                                help="Trade compute for memory.", show_default=False)] = None,
+    attribute_vocabulary: Annotated[str | None, opt("--attribute-vocabulary", key="mapper.attribute_vocabulary",
+                                                    help="L_attr classes: the emotional attributes (official) or all.")] = None,
+    import_official_attributes: Annotated[Path | None, opt(
+        "--import-official-attributes", key="mapper.emotional_attributes",
+        help="Emotional vocabulary: the official dataset_balance/ folder (or repo root) with {object,scene}_attr.pkl, "
+             "a JSON list, or a bundle's attributes.json.")] = None,
+    semantic_token: Annotated[str | None, opt("--semantic-token", key="mapper.semantic_token",
+                                              help="Where the semantic vector is pooled: the placeholder (official) or "
+                                                   "end-of-text.")] = None,
+    emotion_probe: Annotated[Path | None, opt("--emotion-probe", key="mapper.emotion_probe",
+                                              help="CLIP emotion probe for L_emo (official Clip_emotion_classifier "
+                                                   ".pth or .safetensors).")] = None,
+    gradient_checkpointing: Annotated[bool | None, opt("--gradient-checkpointing/--no-gradient-checkpointing",
+                                                       key="mapper.gradient_checkpointing",
+                                                       help="Trade compute for memory.")] = None,
     model: ModelOpt = None,
     clip: ClipOpt = None,
     resolution: ResolutionOpt = None,
@@ -119,21 +151,10 @@ def train_mapper(
     seed: SeedOpt = None,
     config: ConfigOpt = None,
     json_: JsonOpt = False,
+    *,
+    cfg: Config,
 ) -> None:
     """Stage 2: train the mapping network from the emotion space to CLIP's text space."""
-    from emogen_cli.config import load_config
-    from emogen_cli.train_mapper import train_mapper as run
-
-    cfg = load_config(config, overrides(data__prepared=prepared and str(prepared), mapper__encoder=encoder and str(encoder),
-                                        mapper__output=out and str(out), mapper__max_steps=max_steps,
-                                        mapper__batch_size=batch_size, mapper__lr=lr,
-                                        mapper__checkpoint_every=checkpoint_every, mapper__lambda_attr=lambda_attr,
-                                        mapper__lambda_emo=lambda_emo, mapper__threshold=threshold,
-                                        mapper__confidence=confidence and str(confidence),
-                                        mapper__gradient_checkpointing=gradient_checkpointing,
-                                        model__pretrained=model, model__clip=clip, model__resolution=resolution,
-                                        runtime__device=device, runtime__mixed_precision=mixed_precision,
-                                        runtime__seed=seed))
     if import_official_confidence is not None:
         from emogen_cli.confidence import import_official_confidence as run_import
 
@@ -141,9 +162,11 @@ def train_mapper(
         target.parent.mkdir(parents=True, exist_ok=True)
         table = run_import(import_official_confidence, target)
         emit({"path": str(target), "attributes": len(table["attributes"])}, json_,
-             lambda r: out_console.print(f"Converted {r['attributes']} official confidence rows to {r['path']}; "
-                                         f"train with --confidence {r['path']}"))
+             lambda r: say(f"Converted {r['attributes']} official confidence rows to {r['path']}; "
+                           f"train with --confidence {r['path']}"))
         return
+    from emogen_cli.train_mapper import train_mapper as run
+
     with RichReporter() as reporter:
         result = run(cfg, resume=resume, reporter=reporter)
     emit(result, json_, _render_mapper)
@@ -151,11 +174,12 @@ def train_mapper(
 
 def _render_mapper(result: dict[str, Any]) -> None:
     final = result["final"]
-    table = Table(title=f"Mapper trained for {result['steps']} steps -> {result['path']}")
+    table = Table(title=escape(f"Mapper trained for {plural(result['steps'], 'step')} -> {result['path']}"))
     for name in ("loss", "l_ldm", "l_attr", "l_emo"):
         table.add_column(name, justify="right")
     if final:
         table.add_row(*(f"{final[k]:.4f}" for k in ("loss", "l_ldm", "l_attr", "l_emo")))
     out_console.print(table)
     latents = "cached VAE latents" if result["cached_latents"] else "on-the-fly VAE encoding"
-    out_console.print(f"{result['attributes']} attributes; {latents}.")
+    say(f"L_attr over {plural(result['attributes'], result.get('attribute_vocabulary', '') + ' attribute')}; "
+        f"semantic vector at the {result.get('semantic_token', 'eos')} token; {latents}.")

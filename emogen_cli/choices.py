@@ -1,0 +1,47 @@
+"""Every closed set of option values, in one light module (no torch) shared by config, core and help.
+
+Config validation (`config.CHOICES`), the CLI's help texts and shell completion, and the core's
+lookups all read these tuples, so a new scheduler or metric is added in one place.
+"""
+
+from __future__ import annotations
+
+# generate.scheduler -> the diffusers class that implements it
+SCHEDULER_CLASSES: dict[str, str] = {
+    "unipc": "UniPCMultistepScheduler", "ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",
+    "dpm": "DPMSolverMultistepScheduler", "pndm": "PNDMScheduler",
+}
+SCHEDULERS: tuple[str, ...] = tuple(SCHEDULER_CLASSES)
+FUSION_MODES: tuple[str, ...] = ("tokens", "embedding", "space")
+MIXED_PRECISION: tuple[str, ...] = ("auto", "no", "fp16", "bf16")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+METRICS: tuple[str, ...] = ("fid", "lpips", "emo-a", "sem-c", "sem-d")
+FID_FEATURES: tuple[str, ...] = ("auto", "inception", "clip")
+EMOTION_CLASSIFIERS: tuple[str, ...] = ("clip", "encoder")
+# runtime.device: these names, or "cuda:N" (checked by config.check_device_name)
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+BALANCE: tuple[str, ...] = ("per_kind", "union", "none")  # official: per_kind
+PREPROCESSING: tuple[str, ...] = ("official", "imagenet")  # stage-1 inputs; official: Resize 256, crop 224, 0.5/0.5
+ATTRIBUTE_VOCABULARIES: tuple[str, ...] = ("emotional", "all")  # official: emotional
+SEMANTIC_TOKENS: tuple[str, ...] = ("placeholder", "eos")  # official: placeholder
+
+# Config keys whose values (or list items) must be one of a closed set.
+BY_KEY: dict[str, tuple[str, ...]] = {
+    "encoder.optimizer": OPTIMIZERS,
+    "generate.scheduler": SCHEDULERS,
+    "runtime.mixed_precision": MIXED_PRECISION,
+    "data.splits": SPLITS,
+    "evaluate.metrics": METRICS,
+    "evaluate.fid_features": FID_FEATURES,
+    "evaluate.emotion_classifier": EMOTION_CLASSIFIERS,
+    "data.balance": BALANCE,
+    "encoder.preprocessing": PREPROCESSING,
+    "encoder.space_splits": SPLITS,
+    "mapper.attribute_vocabulary": ATTRIBUTE_VOCABULARIES,
+    "mapper.semantic_token": SEMANTIC_TOKENS,
+}
+
+# Limits users can read in --help and the README ("Exit codes and errors").
+MAX_SEED = 2**32 - 1  # seeds are 0 .. 2**32-1 (numpy's range; torch accepts more)
+MAX_IMAGES = 10_000  # -n: images per emotion and prompt in one run

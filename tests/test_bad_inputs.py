@@ -1,0 +1,292 @@
+"""Bad-input battery: every case fails before any model loads, with the right exit code, exactly one
+error line (plus an optional hint line), no traceback, and without touching files that must survive.
+
+Cases run in-process through the real entry point (`cli` fixture), so the whole battery takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+GEN = ["generate", "-e", "awe"]
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# (id, arguments, exit code, text the error line must hold). {tmp} is the test's folder, {file} a regular
+# file in it, {keep} an output folder holding a file that must survive.
+CASES = [
+    # Rich markup in user text is shown, never interpreted (and never crashes the error display)
+    ("markup-emotion", ["generate", "-e", "[red]joy"], 1, "'[red]joy'"),
+    ("markup-closing-tag", ["generate", "-e", "[/x]"], 1, "'[/x]'"),
+    ("markup-in-path", [*GEN, "--out", "{file}/[v2]out"], 1, "afile/[v2]out': '"),
+    # NaN / inf / negative numbers, named by their option
+    ("guidance-nan", [*GEN, "--guidance", "nan"], 1, "--guidance must be a finite number"),
+    ("guidance-inf", [*GEN, "--guidance", "inf"], 1, "--guidance must be a finite number"),
+    ("guidance-negative", [*GEN, "--guidance", "-1"], 1, "--guidance must not be negative"),
+    ("fuse-weights-nan", ["fuse", "awe", "fear", "--mode", "embedding", "--weights", "nan,1"], 1,
+     "--weights must be finite numbers"),
+    ("fuse-weights-text", ["fuse", "awe", "fear", "--mode", "embedding", "--weights", "a,b"], 1,
+     "--weights must be numbers"),
+    ("lr-zero", ["train-mapper", "--lr", "0"], 1, "--lr must be positive"),
+    ("encoder-lr-negative", ["train-encoder", "--lr", "-0.1"], 1, "--lr must be positive"),
+    ("lr-nan", ["train-mapper", "--lr", "nan"], 1, "--lr must be a finite number"),
+    ("lambda-attr-negative", ["train-mapper", "--lambda-attr", "-1"], 1, "--lambda-attr must not be negative"),
+    ("lambda-emo-inf", ["train-mapper", "--lambda-emo", "inf"], 1, "--lambda-emo must be a finite number"),
+    ("threshold-negative", ["train-mapper", "--threshold", "-0.1"], 1, "--threshold must not be negative"),
+    ("threshold-above-one", ["train-mapper", "--threshold", "2"], 1, "--threshold must be at most 1"),
+    ("steps-zero", [*GEN, "--steps", "0"], 1, "--steps must be positive"),
+    ("max-steps-zero", ["train-mapper", "--max-steps", "0"], 1, "--max-steps must be positive"),
+    ("encoder-max-steps-zero", ["train-encoder", "--max-steps", "0"], 1, "--max-steps must be positive"),
+    ("epochs-zero", ["train-encoder", "--epochs", "0"], 1, "--epochs must be positive"),
+    ("batch-zero", [*GEN, "--batch-size", "0"], 1, "--batch-size must be positive"),
+    ("pairs-zero", ["evaluate", "{tmp}", "--pairs", "0"], 1, "--pairs must be positive"),
+    # seeds: 0 .. 2**32-1
+    ("seed-negative", [*GEN, "--seed", "-1"], 1, "--seed must not be negative"),
+    ("seed-too-large", [*GEN, "--seed", str(2**32)], 1, "--seed must be at most 4_294_967_295"),
+    ("seed-train", ["train-mapper", "--seed", "-5"], 1, "--seed must not be negative"),
+    # resolution: a multiple of 8, one flag name (--size is a hidden alias)
+    ("resolution-500", [*GEN, "--resolution", "500"], 1, "--resolution must be a multiple of 8"),
+    ("size-alias-500", [*GEN, "--size", "500"], 1, "--size must be a multiple of 8"),
+    ("resolution-train", ["train-mapper", "--resolution", "100"], 1, "--resolution must be a multiple of 8"),
+    # devices, for inference and training alike
+    ("device-gpu", [*GEN, "--device", "gpu"], 1, "--device must be auto, cpu, mps, cuda or cuda:N"),
+    ("device-gpu-train", ["train-encoder", "--device", "gpu"], 1, "--device must be auto"),
+    pytest.param([*GEN, "--device", "cuda"], 1, "CUDA is not available", id="device-cuda",
+                 marks=pytest.mark.skipif("_cuda()")),
+    pytest.param(["train-encoder", "--device", "cuda"], 1, "CUDA is not available", id="device-cuda-train-encoder",
+                 marks=pytest.mark.skipif("_cuda()")),
+    pytest.param(["train-mapper", "--device", "cuda:0"], 1, "CUDA is not available", id="device-cuda-train-mapper",
+                 marks=pytest.mark.skipif("_cuda()")),
+    # closed sets
+    ("scheduler", [*GEN, "--scheduler", "magic"], 1, "--scheduler must be one of unipc"),
+    ("precision", [*GEN, "--mixed-precision", "fp8"], 1, "--mixed-precision must be one of"),
+    ("metrics", ["evaluate", "{tmp}", "--metrics", "fid,bogus"], 1, "--metrics must be one of"),
+    ("splits", ["prepare", "--splits", "train,bogus", "--out", "{tmp}/prep"], 1, "--splits must be one of"),
+    ("fusion-mode", ["fuse", "awe", "fear", "--mode", "blend"], 1, "Unknown fusion mode 'blend'"),
+    # prompt templates
+    ("template-named-field", ["transfer", "-e", "awe", "--template", "{red} cup"], 1, "placeholder '{red}'"),
+    ("template-two-fields", ["transfer", "-e", "awe", "{} and {}"], 1, "has 2 {} placeholders"),
+    ("template-index", ["transfer", "-e", "awe", "--template", "{0} bag"], 1, "placeholder '{0}'"),
+    ("template-unbalanced", ["transfer", "-e", "awe", "a { cup"], 1, "is not a valid template"),
+    ("fuse-prompt", ["fuse", "awe", "fear", "--prompt", "{x} street"], 1, "--prompt '{x} street'"),
+    ("prompt-file-missing", ["transfer", "-e", "awe", "--prompt-file", "{tmp}/nope.txt"], 1, "does not exist"),
+    ("no-prompt", ["transfer", "-e", "awe"], 1, "No prompt given"),
+    # output folders that cannot be written, for every command
+    ("out-under-file-generate", [*GEN, "--out", "{file}/x"], 1, "is a file, not a folder"),
+    ("out-under-file-transfer", ["transfer", "-e", "awe", "a cup", "--out", "{file}/x"], 1, "is a file, not a folder"),
+    ("out-under-file-fuse", ["fuse", "awe", "fear", "--out", "{file}/x"], 1, "is a file, not a folder"),
+    ("out-is-file-prepare", ["prepare", "--out", "{file}"], 1, "it is a file, not a folder"),
+    ("out-under-file-train-encoder", ["train-encoder", "--out", "{file}/enc"], 1, "is a file, not a folder"),
+    ("out-under-file-train-mapper", ["train-mapper", "--out", "{file}/map"], 1, "is a file, not a folder"),
+    ("out-under-file-evaluate", ["evaluate", "{tmp}", "--out", "{file}/eval"], 1, "is a file, not a folder"),
+    ("images-is-file-decompose", ["decompose", "--images", "{file}"], 1, "is a file, not a folder"),
+    ("out-under-file-dev", ["dev", "tiny-bundle", "{file}/tiny"], 1, "is a file, not a folder"),
+    # usage errors: exit code 2
+    ("huge-n", [*GEN, "-n", "100000000"], 2, "less than or equal to 10000"),
+    ("zero-n", [*GEN, "-n", "0"], 2, "--num-images"),
+    ("unknown-option", [*GEN, "--bogus"], 2, "No such option: --bogus"),
+    ("not-an-int", [*GEN, "--steps", "abc"], 2, "Invalid value for '--steps'"),
+    ("missing-argument", ["fuse"], 2, "Missing argument"),
+    ("unknown-command", ["generat"], 2, "No such command"),
+    # other bad state
+    ("fuse-one-emotion", ["fuse", "awe"], 1, "two or more different emotions"),
+    ("unknown-emotion", ["generate", "-e", "sadnes"], 1, "Unknown emotion 'sadnes'"),
+]
+
+
+@pytest.fixture
+def place(tmp_path: Path):
+    """Fill {tmp}/{file}/{keep} into a case's arguments; keep/ holds a file and a config that must survive."""
+    (tmp_path / "afile").write_text("not a folder")
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "awe-00000.png").write_bytes(b"precious")
+
+    def fill(args: list[str]) -> list[str]:
+        names = {"{tmp}": tmp_path, "{file}": tmp_path / "afile", "{keep}": keep}
+        for name, value in names.items():
+            args = [a.replace(name, str(value)) for a in args]
+        return args
+
+    return fill
+
+
+def assert_one_error(result, code: int, text: str) -> list[str]:
+    """The exit code, and stderr holding exactly one error line (holding `text`) plus at most a hint line."""
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert result.code == code, result.err
+    assert 1 <= len(lines) <= 2, result.err
+    assert lines[0].startswith("Error: "), result.err
+    assert text in lines[0], result.err
+    assert "Traceback" not in result.err + result.out
+    return lines
+
+
+@pytest.mark.parametrize("args, code, text",
+                         [pytest.param(*c[1:], id=c[0]) if type(c) is tuple else c for c in CASES])
+def test_bad_input_is_one_line_before_models_load(cli, place, tmp_path, monkeypatch, args, code, text):
+    monkeypatch.chdir(tmp_path)  # default output folders (runs/...) land here, never in the repository
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = cli(*place(args))
+    assert_one_error(result, code, text)
+    assert (tmp_path / "keep" / "awe-00000.png").read_bytes() == b"precious"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, "a failed command left files"
+
+
+@pytest.mark.parametrize("args, code", [
+    ([*GEN, "--steps", "0"], 1),
+    ([*GEN, "--guidance", "nan"], 1),
+    ([*GEN, "--bogus"], 2),
+    (["generate", "-e", "[/x]"], 1),
+])
+def test_json_failure_shape(cli, tmp_path, monkeypatch, args, code):
+    monkeypatch.chdir(tmp_path)
+    result = cli(*args, "--json")
+    assert result.code == code
+    payload = json.loads(result.out)  # strict JSON: bare NaN would not parse with parse_constant below
+    json.loads(result.out, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    assert set(payload) == {"error", "hint", "exit_code"}
+    assert payload["exit_code"] == code and payload["error"] and "Traceback" not in result.err
+
+
+def test_config_file_values_are_checked_like_options(cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generate: {guidance: .nan}\n")
+    assert_one_error(cli(*GEN, "--config", bad), 1, "Config key 'generate.guidance' must be a finite number")
+    bad.write_text("runtime: {device: gpu}\n")
+    assert_one_error(cli(*GEN, "--config", bad), 1, "Config key 'runtime.device' must be auto")
+    bad.write_text("mapper: {lambda_attr: -0.5}\n")
+    assert_one_error(cli("train-mapper", "--config", bad), 1, "'mapper.lambda_attr' must not be negative")
+    assert bad.read_text() == "mapper: {lambda_attr: -0.5}\n"
+
+
+def test_existing_output_survives_a_rejected_run(cli, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "awe-00000.png").write_bytes(b"precious")
+    (out / "index.jsonl").write_text('{"path": "awe-00000.png"}\n')
+    assert_one_error(cli(*GEN, "--out", out, "--overwrite", "--steps", "0"), 1, "--steps must be positive")
+    assert (out / "awe-00000.png").read_bytes() == b"precious"
+    assert (out / "index.jsonl").read_text() == '{"path": "awe-00000.png"}\n'
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+
+
+BROKEN_COMMAND = """
+    from emogen_cli.cli import app, main
+
+    @app.command("broken")
+    def broken(json_: bool = False):
+        try:
+            {}["missing"]
+        except KeyError as exc:
+            raise RuntimeError("state went wrong") from None
+
+    main(["broken", *__import__("sys").argv[1:]])
+"""
+
+
+def test_internal_error_is_one_line_with_its_own_exit_code():
+    result = _python(BROKEN_COMMAND, EMOGEN_DEBUG="0")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 4, result.stderr
+    assert lines[0] == "Error: Internal error: RuntimeError: state went wrong" and len(lines) == 2
+    assert "EMOGEN_DEBUG=1" in lines[1] and "Traceback" not in result.stderr
+
+
+def test_debug_prints_the_traceback_with_its_causes():
+    result = _python(BROKEN_COMMAND, EMOGEN_DEBUG="1")
+    assert result.returncode == 4
+    assert "Traceback" in result.stderr
+    assert "KeyError: 'missing'" in result.stderr  # the context `from None` hid is shown again
+    assert "RuntimeError: state went wrong" in result.stderr
+
+
+SIGTERM_COMMAND = """
+    import os, signal, time
+    from emogen_cli.cli import app, main
+    from emogen_cli.errors import Interrupted
+
+    @app.command("slow")
+    def slow(keep: bool = False):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+        except KeyboardInterrupt:
+            if keep:  # what generate and training do: keep the finished work, then say so
+                raise Interrupted("Interrupted after 3 images; they are in out/.") from None
+            raise
+
+    main(["slow", *__import__("sys").argv[1:]])
+"""
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_sigterm_takes_the_ctrl_c_path(keep):
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(SIGTERM_COMMAND), *(["--keep"] if keep else [])],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == (["Interrupted after 3 images; they are in out/."] if keep else ["Interrupted."])
+
+
+def test_json_output_never_holds_bare_nan(capsys):
+    from emogen_cli.cli._utils import emit
+
+    emit({"fid": float("nan"), "values": [1.0, float("inf")], "nested": {"x": float("-inf")}}, True, print)
+    text = capsys.readouterr().out
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
+        "fid": None, "values": [1.0, None], "nested": {"x": None}}
+
+
+def test_torch_advice_to_disable_weights_only_never_reaches_the_user():
+    import pickle
+
+    from emogen_cli.cli import _one_line
+    from emogen_cli.errors import load_failure
+
+    advice = ("Weights only load failed. This file can still be loaded, to do so you have two options, do those "
+              "steps only if you trust the source of the checkpoint.\n(1) In PyTorch 2.6, we changed the default "
+              "value of the `weights_only` argument in `torch.load` from `False` to `True`. Re-running `torch.load` "
+              "with `weights_only` set to `False` will likely succeed")
+    reason = load_failure(pickle.UnpicklingError(advice))
+    assert "would run code" in reason and "weights_only" not in reason
+    line = _one_line(f"Cannot read 'x.pt' as a plain tensor file: {advice}")
+    assert line.startswith("Cannot read 'x.pt' as a plain tensor file: refused") and "weights_only" not in line
+    assert "\n" not in line
+
+
+def test_missing_local_model_folder_is_not_a_connection_failure(tmp_path, monkeypatch):
+    from emogen_cli.errors import EmogenError
+    from emogen_cli.models import load
+
+    class Model:
+        @classmethod
+        def from_pretrained(cls, name, **kwargs):
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    with pytest.raises(EmogenError) as info:
+        load(Model, str(tmp_path / "missing" / "model"))
+    assert "local folder" in info.value.message and "does not exist" in info.value.message
+    assert "connect" not in str(info.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(EmogenError) as info:
+        load(Model, "someone/some-model", "unet")
+    assert "'someone/some-model'" in info.value.message and "HF_HUB_OFFLINE=1" in info.value.message
+    assert "`hf download someone/some-model`" in info.value.hint
