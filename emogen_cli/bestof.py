@@ -99,12 +99,12 @@ def write_best_of(generator, request, selections: list[Selection], out_dir: str 
             meta = {**generator.metadata(request, cand.seed),
                     "best_of": {"k": k, "rank": cand.rank, "probe_score": cand.score,
                                 "candidate_seeds": sorted(c.seed for c in sel.candidates), "kept": cand.rank == 1}}
+            infotext = f"{generator.infotext(request, cand.seed)}, Emogen best of: {cand.rank}/{k} ({cand.score:.3f})"
             if cand.rank == 1:
-                kept_records.append(save_png(out / f"{stem}-{start + n:05d}.png", cand.image, meta,
-                                             f"{request.name}, best of {k} (probe {cand.score:.3f}), seed {cand.seed}"))
+                kept_records.append(save_png(out / f"{stem}-{start + n:05d}.png", cand.image, meta, infotext))
             else:
                 rejected_records.append(save_png(reject_dir / f"{stem}-{start + n:05d}-rank{cand.rank}.png", cand.image,
-                                                 meta, f"{request.name}, rank {cand.rank} of {k}, seed {cand.seed}"))
+                                                 meta, infotext))
     append_index(out, kept_records)
     if rejected_records:
         append_index(reject_dir, rejected_records)

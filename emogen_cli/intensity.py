@@ -105,7 +105,7 @@ def intensity_strips(generator, request, alphas: list[float], seeds: list[int], 
             meta = {**generator.metadata(request, seed), "intensity": alpha,
                     "neutral_prompt": neutral_prompt(request.prompt)}
             records.append(save_png(out / f"{stem}-{n:05d}.png", images[(alpha, seed)], meta,
-                                    f"{request.name} at intensity {alpha:g}, seed {seed}"))
+                                    f"{generator.infotext(request, seed)}, Emogen intensity: {alpha:g}"))
             n += 1
         strips.append(save_sheet(out / f"grid-intensity-{slug(stem)}-seed{seed}-{start:05d}.png",
                                  [[images[(a, seed)] for a in alphas]]))

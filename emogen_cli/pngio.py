@@ -1,21 +1,20 @@
 """Output files of the edit / intensity / valence-arousal / best-of commands.
 
 PNGs carry their parameters as JSON in the "emogen" text chunk (what `emogen evaluate` reads);
-`index.jsonl` lists them; contact sheets are named `grid-*` so galleries skip them. Every file is
-written atomically (files.py), so an interrupted run never leaves a truncated image behind.
+`index.jsonl` lists them (both through writer.py, as `generate` writes them); contact sheets,
+several rows of images scaled to one height, are named `grid-*` so galleries skip them. Every file is
+written atomically, so an interrupted run never leaves a truncated image behind.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
-from emogen_cli.files import atomic_save_image, atomic_write_text
+from emogen_cli.files import atomic_save_image
 
 SHEET_HEIGHT = 256  # pixels per row of a contact sheet (big photos are shown scaled down)
 
@@ -32,25 +31,20 @@ def next_number(out_dir: Path, stem: str) -> int:
     return max(found, default=-1) + 1
 
 
-def save_png(path: Path, image: Image.Image, meta: dict[str, Any], summary: str | None = None) -> dict[str, Any]:
-    """Write `image` with `meta` in its text chunks; returns the index record."""
-    info = PngInfo()
-    info.add_text("emogen", json.dumps(meta))
-    if summary:
-        info.add_text("parameters", summary)
-    atomic_save_image(path, image, format="PNG", pnginfo=info)
+def save_png(path: Path, image: Image.Image, meta: dict[str, Any], summary: str = "") -> dict[str, Any]:
+    """Write `image` with `meta` in its text chunks (writer.save_png: atomic); returns the index record."""
+    from emogen_cli.writer import save_png as write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path, image, meta, summary)
     return {"path": str(path), **meta}
 
 
 def append_index(out_dir: Path, records: list[dict[str, Any]]) -> None:
-    """Add `records` to out_dir/index.jsonl (rewritten atomically; entries of rewritten paths replaced)."""
-    if not records:
-        return
-    index = out_dir / "index.jsonl"
-    new = {r["path"] for r in records}
-    kept = [line for line in (index.read_text().splitlines() if index.is_file() else [])
-            if line.strip() and json.loads(line).get("path") not in new]
-    atomic_write_text(index, "".join(line + "\n" for line in kept + [json.dumps(r, default=str) for r in records]))
+    """Add `records` to out_dir/index.jsonl (writer.merge_index: under the folder lock, atomically)."""
+    from emogen_cli.writer import merge_index
+
+    merge_index(out_dir, records)
 
 
 def _fit(image: Image.Image, height: int) -> Image.Image:

@@ -96,8 +96,8 @@ def va_grid(generator, out_dir: str | Path, seed: int = 0, valences: tuple[float
                 meta = {**generator.metadata(request, seed), "emotion": dominant(weights),
                         "va": {"valence": v, "arousal": a, "sigma": sigma, "weights": weights,
                                "coordinates": "NRC VAD Lexicon v1.0 (Mohammad 2018)"}}
-                records.append(save_png(out / f"va-{n:05d}.png", image, meta,
-                                        f"valence {v:g}, arousal {a:g} (sigma {sigma:g}), seed {seed}"))
+                records.append(save_png(out / f"va-{n:05d}.png", image, meta, f"{generator.infotext(request, seed)}, "
+                                                                           f"Emogen valence-arousal: {v:g}/{a:g}"))
                 cells[(v, a)] = image
                 n += 1
                 reporter.advance("Valence-arousal grid")
