@@ -366,3 +366,22 @@ def test_edit_metrics_without_a_probe_are_reported_unavailable(tmp_path):
     evaluation = SimpleNamespace(config=SimpleNamespace(evaluate=SimpleNamespace(probe=None)), mapper_path=tmp_path)
     result = evaluate_edit_folder(evaluation, [], Capture())
     assert result["edits"] == 0 and "no CLIP emotion probe" in result["unavailable"] and warnings
+
+
+def test_python_api_from_pretrained(mapper_config, tmp_path):
+    """The README's Python example: the features are functions over EmoGenPipeline.from_pretrained."""
+    import torch
+
+    from emogen_cli import EmoGenPipeline
+    from emogen_cli.config import load_config
+    from emogen_cli.edit import edit_images
+    from emogen_cli.intensity import intensity_conditioning
+    from emogen_cli.va import va_request
+
+    pipe = EmoGenPipeline.from_pretrained(load_config(mapper_config).generate.mapper, config=load_config(mapper_config))
+    photo("coffee", (0, 0, 45, 30)).save(tmp_path / "coffee.jpg")
+    result = edit_images(pipe, [tmp_path / "coffee.jpg"], tmp_path / "edits", pipe.request("awe"), "awe", strength=0.6)
+    assert result["count"] == 1 and Image.open(result["edited"][0]["output"]).size == (45, 30)
+    request = pipe.request("fear", "{} street")
+    assert torch.equal(intensity_conditioning(pipe, request, [0], 1.0), pipe.conditioning(request, [0]))
+    assert len(pipe.images(va_request(0.8, 0.3), [0])) == 1
