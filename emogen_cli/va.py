@@ -1,6 +1,6 @@
 """Valence-arousal control on a category model: a (V, A) point -> weights over the eight emotions.
 
-The emotions sit at their published coordinates (data/mikels_va.json: the NRC VAD Lexicon v1.0,
+The emotions sit at their published coordinates (resources/mikels_va.json: the NRC VAD Lexicon v1.0,
 Mohammad 2018, both axes on 0..1). A point's weights are a Gaussian kernel over its Euclidean
 distances to them, normalised to sum to 1:
     w_e ∝ exp(-|p - p_e|² / (2 σ²)),   σ = 0.15 by default
@@ -31,7 +31,7 @@ GRID = (0.1, 0.3, 0.5, 0.7, 0.9)  # centres of five equal bins of [0, 1]
 @lru_cache(maxsize=1)
 def coordinates() -> dict[str, tuple[float, float]]:
     """{emotion: (valence, arousal)} from the packaged data file."""
-    data = json.loads(resources.files("emogen_cli").joinpath("data/mikels_va.json").read_text())
+    data = json.loads(resources.files("emogen_cli").joinpath("resources/mikels_va.json").read_text())
     return {e: (float(v["valence"]), float(v["arousal"])) for e, v in data["emotions"].items()}
 
 
