@@ -358,6 +358,10 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
     result = {"folder": str(folder), "images": len(images), "unreadable": broken,
               "groups": {g: len(idx) for g, idx in run.groups.items()}, "metrics": results, "paper": PAPER,
               "seed": config.runtime.seed}
+    from emogen_cli.edit_metrics import evaluate_edit_folder, is_edit_folder
+
+    if is_edit_folder(images):  # written by `emogen edit`: structure kept and emotion shift, per edit
+        result["edit"] = evaluate_edit_folder(run, images, reporter)
     result["files"] = write_report(result, out_dir)
     if failed:
         first = results[failed[0]]["failed"]

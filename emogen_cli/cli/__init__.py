@@ -24,6 +24,7 @@ import typer
 from rich.markup import escape
 
 from emogen_cli.cli import data, dev, infer, train
+from emogen_cli.cli import edit as edit_cli
 from emogen_cli.cli import evaluate as evaluate_cli
 from emogen_cli.cli import export as export_cli
 from emogen_cli.cli._utils import epilog, err_console, write_json
@@ -46,6 +47,7 @@ app.command(name="fuse", epilog=epilog(infer.fuse))(infer.fuse)
 app.command(name="decompose", epilog=epilog(infer.decompose))(infer.decompose)
 app.command(name="evaluate", epilog=epilog(evaluate_cli.evaluate))(evaluate_cli.evaluate)
 app.command(name="export", epilog=epilog(export_cli.export))(export_cli.export)
+edit_cli.register(app)
 app.add_typer(dev.app, name="dev", hidden=True)
 
 

@@ -16,6 +16,7 @@ import typer
 
 from emogen_cli.cli._utils import (
     ClipOpt, ConfigOpt, DeviceOpt, JsonOpt, OverwriteOpt, RichReporter, SeedOpt, command, emit, opt, out_console,
+    say,
 )
 from emogen_cli.config import Config
 
@@ -98,3 +99,12 @@ def _render(result: dict) -> None:
     for name in names:
         if note := result["metrics"][name].get("unavailable"):
             out_console.print(f"[yellow]{LABELS[name]} not computed:[/yellow] {escape(note)}", soft_wrap=True)
+    if (edit := result.get("edit")) and "mean" in edit:
+        m = edit["mean"]
+
+        def f(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3f}"
+
+        say(f"Edits ({edit['edits']} with their source): SSIM {f(m['ssim'])}, LPIPS {f(m['lpips'])}, CLIP "
+            f"similarity {f(m['clip_similarity'])}, p(target) {f(m['p_target_before'])} -> "
+            f"{f(m['p_target_after'])}, S_emo {f(m['s_emo'])}")

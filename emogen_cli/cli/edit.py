@@ -1,0 +1,242 @@
+"""`emogen edit`, `intensity`, `grid --va` and `best-of`: beyond the paper.
+
+Usage examples:
+    emogen edit photo.jpg --emotion awe --strength 0.5
+    emogen edit photos/ --emotion fear --prompt "{} a street" --until-confident 0.6 --min-ssim 0.4
+    emogen edit photo.jpg --va 0.8,0.3 --intensity 1.5
+    emogen intensity --emotion awe --intensity 0,0.5,1,1.5 -n 2
+    emogen grid --va
+    emogen best-of --emotion awe -k 8 -n 4 --keep-all
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emogen_cli.cli._utils import (
+    ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, RichReporter, SeedOpt, command, emit, opt, out_console,
+    plural, say,
+)
+from emogen_cli.config import Config
+
+MapperOpt = Annotated[Path | None, opt("--mapper", "-m", key="generate.mapper", help="Mapper bundle folder.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder.", show_default=False)]
+StepsOpt = Annotated[int | None, opt("--steps", key="generate.steps", help="Denoising steps.")]
+GuidanceOpt = Annotated[float | None, opt("--guidance", key="generate.guidance",
+                                          help="Classifier-free guidance scale (0 or more; 1 or less turns it off).")]
+PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="Template with {} for the emotion, e.g. '{} a street'.")]
+ProbeOpt = Annotated[Path | None, typer.Option("--probe", help="CLIP emotion probe (default: the mapper bundle's "
+                                               "emotion_probe.safetensors).", show_default=False)]
+SigmaOpt = Annotated[float | None, typer.Option("--sigma", help="Width of the valence-arousal kernel (0.15).",
+                                                show_default=False)]
+
+
+def _default_out(name: str):
+    """The command's output folder for the writability check: --out, else runs/<name> beside generate.output."""
+    return lambda params, cfg: params["out"] or Path(cfg.generate.output).parent / name
+
+
+@command(examples="""
+emogen edit photo.jpg --emotion awe --strength 0.5 --out runs/edits
+emogen edit photos/ --emotion fear --prompt "{} a street" --until-confident 0.6 --min-ssim 0.4
+emogen edit photo.jpg --va 0.8,0.3 --intensity 1.5
+emogen edit photo.jpg --emotion sadness --best-of 4 --keep-all --json
+""", writes=[_default_out("edits")])
+def edit(
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.", show_default=False)],
+    emotion: Annotated[str | None, typer.Option("--emotion", "-e", help="Target emotion.", show_default=False)] = None,
+    va: Annotated[str | None, typer.Option("--va", help="Target valence,arousal in [0, 1] instead of --emotion, "
+                                           "e.g. 0.8,0.3.", show_default=False)] = None,
+    strength: Annotated[float, typer.Option("--strength", "-s", help="How much to change: 0 keeps the image, "
+                                            "1 regenerates it.", min=0.0, max=1.0)] = 0.5,
+    prompt: PromptOpt = "{}",
+    intensity: Annotated[float, typer.Option("--intensity", help="Emotion strength: 0 none, 1 EmoGen's, >1 stronger.",
+                                             min=0.0, max=4.0)] = 1.0,
+    until_confident: Annotated[float | None, typer.Option("--until-confident", help="Raise the strength until the "
+                                                          "emotion probe gives the target this probability.",
+                                                          show_default=False)] = None,
+    min_ssim: Annotated[float, typer.Option("--min-ssim", help="With --until-confident: stop before the SSIM to the "
+                                            "source falls below this.")] = 0.5,
+    strength_step: Annotated[float, typer.Option("--strength-step", help="With --until-confident: strength "
+                                                 "increment.")] = 0.1,
+    best_of: Annotated[int, typer.Option("--best-of", "-k", help="Edit K times (seeds S..S+K-1), keep the one the "
+                                         "probe rates highest.", min=1)] = 1,
+    keep_all: Annotated[bool, typer.Option("--keep-all", help="With --best-of: keep the others in rejected/.")] = False,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Refuse larger images (width x height).")] = 4194304,
+    sigma: SigmaOpt = None,
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
+    probe: ProbeOpt = None,
+    mapper: MapperOpt = None,
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    mixed_precision: PrecisionOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    *,
+    cfg: Config,
+) -> None:
+    """Edit photographs toward an emotion (img2img with the mapped emotion token); keeps their size."""
+    from emogen_cli.edit import edit as run
+    from emogen_cli.va import parse_point
+
+    point = parse_point(va) if va else None
+    with RichReporter() as reporter:
+        result = run(cfg, images, out, emotion, point, sigma, prompt, None, reporter, strength=strength,
+                     intensity=intensity, until=until_confident, min_ssim=min_ssim, strength_step=strength_step,
+                     best_of=best_of, keep_all=keep_all, max_pixels=max_pixels, probe=probe)
+    emit(result, json_, _render_edit)
+
+
+def _render_edit(result: dict) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(f"Edited {plural(result['count'], 'image')} toward {result.get('label')} into "
+                               f"{result['out']}"), title_justify="left")
+    for column in ("source", "strength", "SSIM", "p(target) before", "after", "stop"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    for e in result["edited"]:
+        table.add_row(escape(e["source"]), f"{e['strength']:.2f}", fmt(e["ssim"]), fmt(e["p_target_before"]),
+                      fmt(e["p_target_after"]), e["stop"] or "-")
+    out_console.print(table)
+    if result["skipped"]:
+        say(f"Skipped {plural(len(result['skipped']), 'input')}:")
+        for s in result["skipped"]:
+            say(f"  {s['path']}: {s['reason']}")
+
+
+@command(examples="""
+emogen intensity --emotion awe --intensity 0,0.5,1,1.5 -n 4
+emogen intensity --emotion fear --prompt "{} a street" --intensity 0,1,2 --json
+""", writes=[_default_out("intensity")])
+def intensity(
+    emotion: Annotated[str, typer.Option("--emotion", "-e", help="Emotion name.")],
+    intensity: Annotated[str, typer.Option("--intensity", help="Comma-separated strengths: 0 none, 1 EmoGen's, "
+                                           ">1 stronger.")] = "0,0.5,1,1.5",
+    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Strips (one per seed).", min=1,
+                                            max=10_000)] = 1,
+    prompt: PromptOpt = "{}",
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
+    mapper: MapperOpt = None,
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    mixed_precision: PrecisionOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    *,
+    cfg: Config,
+) -> None:
+    """Generate an emotion at several strengths, one strip per seed (generate --intensity)."""
+    from emogen_cli.intensity import intensity as run
+    from emogen_cli.intensity import parse_intensities
+
+    alphas = parse_intensities(intensity)
+    with RichReporter() as reporter:
+        result = run(cfg, emotion, alphas, prompt, num_images, out, None, reporter)
+    emit(result, json_, lambda r: say(f"Wrote {plural(r['count'], 'image')} and {plural(len(r['strips']), 'strip')} "
+                                      f"to {r['out']}"))
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    from emogen_cli.validate import numbers
+
+    return None if text is None else tuple(numbers(text, option))
+
+
+@command(examples="""
+emogen grid --va
+emogen grid --va --valence 0.1,0.5,0.9 --arousal 0.3,0.8 --sigma 0.1 --prompt "{} a house"
+""", writes=[_default_out("va-grid")])
+def grid(
+    va: Annotated[bool, typer.Option("--va", help="A valence x arousal contact sheet (the only grid for now).")] = False,
+    valence: Annotated[str | None, typer.Option("--valence", help="Valence columns (default 0.1,0.3,0.5,0.7,0.9).",
+                                                show_default=False)] = None,
+    arousal: Annotated[str | None, typer.Option("--arousal", help="Arousal rows (default 0.1,0.3,0.5,0.7,0.9).",
+                                                show_default=False)] = None,
+    sigma: SigmaOpt = None,
+    prompt: PromptOpt = "{}",
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
+    mapper: MapperOpt = None,
+    out: OutOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    mixed_precision: PrecisionOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    *,
+    cfg: Config,
+) -> None:
+    """Contact sheets; --va: valence (left to right) x arousal (bottom to top) by mixing the emotions."""
+    from emogen_cli.errors import EmogenError
+    from emogen_cli.va import DEFAULT_SIGMA, GRID
+    from emogen_cli.va import grid as run
+
+    if not va:
+        raise EmogenError("Choose the grid to draw.", "For example: emogen grid --va.")
+    with RichReporter() as reporter:
+        result = run(cfg, out, _floats(valence, "--valence") or GRID, _floats(arousal, "--arousal") or GRID,
+                     DEFAULT_SIGMA if sigma is None else sigma, prompt, None, reporter)
+    emit(result, json_, lambda r: say(f"Wrote {plural(r['count'], 'image')} and the sheet {r['sheet']}"))
+
+
+@command(examples="""
+emogen best-of --emotion awe -n 4 --best-of 8 --keep-all
+emogen best-of --emotion all --best-of 4 --out runs/best
+""", writes=["generate.output"])
+def best_of(
+    emotion: Annotated[str, typer.Option("--emotion", "-e", help="Emotion name, a comma-separated list, or "
+                                         "'all'.")] = "all",
+    k: Annotated[int, typer.Option("--best-of", "-k", help="Candidates per kept image.", min=1, max=1000)] = 4,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Kept images per emotion.", min=1,
+                                            max=10_000)] = 1,
+    keep_all: Annotated[bool, typer.Option("--keep-all", help="Keep the rejected candidates in rejected/.")] = False,
+    prompt: PromptOpt = "{}",
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
+    probe: ProbeOpt = None,
+    mapper: MapperOpt = None,
+    out: Annotated[Path | None, opt("--out", "-o", key="generate.output", help="Output folder.")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    mixed_precision: PrecisionOpt = None,
+    seed: SeedOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+    *,
+    cfg: Config,
+) -> None:
+    """Generate K candidates per image and keep those the emotion probe rates highest (generate --best-of)."""
+    from emogen_cli.bestof import generate_best_of as run
+    from emogen_cli.emotions import parse_emotions
+    from emogen_cli.pipeline import Request
+    from emogen_cli.validate import template
+
+    text = template(prompt, "--prompt")
+    requests = [Request((e,), text, num_images) for e in parse_emotions([emotion])]
+    with RichReporter() as reporter:
+        result = run(cfg, requests, k, None, keep_all, None, probe, reporter)
+    emit(result, json_, lambda r: say(f"Kept {plural(r['count'], 'image')}, each the best of {r['k']}, in {r['out']}"
+                                      + (f" ({r['rejected']} rejected in rejected/)" if r["rejected"] else "")))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this file's commands to the `emogen` app (one line in cli/__init__.py)."""
+    from emogen_cli.cli._utils import epilog
+
+    for name, fn in (("edit", edit), ("intensity", intensity), ("grid", grid), ("best-of", best_of)):
+        app.command(name=name, epilog=epilog(fn))(fn)
