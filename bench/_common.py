@@ -55,12 +55,12 @@ def workspace(root: Path, size: str, mapper_steps: int = 1, batch_size: int = 4)
     config_path = root / f"{size}.yaml"
     if config_path.is_file():
         return config_path
-    from emogen_cli.config import load_config
-    from emogen_cli.prepare import prepare
-    from emogen_cli.synthetic import make_synthetic_emoset
-    from emogen_cli.tiny import SIZES, build_tiny_bundle
-    from emogen_cli.train_encoder import train_encoder
-    from emogen_cli.train_mapper import train_mapper
+    from emogen_cli.core.config import load_config
+    from emogen_cli.data.prepare import prepare
+    from emogen_cli.testing.synthetic import make_synthetic_emoset
+    from emogen_cli.testing.tiny import SIZES, build_tiny_bundle
+    from emogen_cli.stage1.train_encoder import train_encoder
+    from emogen_cli.stage2.train_mapper import train_mapper
 
     res = SIZES[size]["resolution"]
     bundle = build_tiny_bundle(root / f"models-{size}", size=size)

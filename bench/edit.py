@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from PIL import Image
 
-    from emogen_cli.config import load_config
-    from emogen_cli.edit import DEFAULT_STRENGTH, Editor
+    from emogen_cli.core.config import load_config
+    from emogen_cli.inference.edit import DEFAULT_STRENGTH, Editor
     from emogen_cli.pipeline import EmoGenPipeline, Request
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> dict:
     import diffusers
     import torch
 
-    from emogen_cli.config import load_config
-    from emogen_cli.generate import SCHEDULERS, EmoGenerator, Request
+    from emogen_cli.core.config import load_config
+    from emogen_cli.pipeline import SCHEDULERS, EmoGenerator, Request
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"generate.steps": args.steps, "generate.batch_size": args.batch}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from _common import cuda_sync, emit, median, parser, workspace
 
-from emogen_cli.reporting import Reporter
+from emogen_cli.core.reporting import Reporter
 
 
 class StepClock(Reporter):
@@ -34,7 +34,7 @@ class StepClock(Reporter):
 
 def ours(cfg, out: Path, steps: int, batch: int) -> float:
     """Median seconds per step of the real train_mapper."""
-    from emogen_cli.train_mapper import train_mapper
+    from emogen_cli.stage2.train_mapper import train_mapper
 
     run = dataclasses.replace(cfg, mapper=dataclasses.replace(cfg.mapper, output=str(out), max_steps=steps + 3,
                                                               batch_size=batch, checkpoint_every=10**9))
@@ -48,13 +48,13 @@ def official_style(cfg, steps: int) -> float:
     import torch
     import torch.nn.functional as F
 
-    from emogen_cli.conditioning import EmotionPromptEncoder
-    from emogen_cli.emoset import load_prepared
-    from emogen_cli.encoder import load_encoder
-    from emogen_cli.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
-    from emogen_cli.mapper import MappingNetwork
-    from emogen_cli.models import freeze, load_sd_components
-    from emogen_cli.runtime import resolve_device
+    from emogen_cli.stage2.conditioning import EmotionPromptEncoder
+    from emogen_cli.data.emoset import load_prepared
+    from emogen_cli.stage1.encoder import load_encoder
+    from emogen_cli.core.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
+    from emogen_cli.stage2.mapper import MappingNetwork
+    from emogen_cli.core.pretrained import freeze, load_sd_components
+    from emogen_cli.core.runtime import resolve_device
 
     device = resolve_device(cfg.runtime.device)
     parts = load_sd_components(cfg.model.pretrained)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.size, args.steps, args.batch = "tiny", 6, 4
 
-    from emogen_cli.config import load_config
+    from emogen_cli.core.config import load_config
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.workdir or tmp)

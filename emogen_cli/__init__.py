@@ -18,8 +18,8 @@ _LAZY = {
     "EmoGenOutput": "emogen_cli.pipeline",
     "Request": "emogen_cli.pipeline",
     "fusion_request": "emogen_cli.pipeline",
-    "export_embeddings": "emogen_cli.export",
-    "EmogenError": "emogen_cli.errors",
+    "export_embeddings": "emogen_cli.inference.export",
+    "EmogenError": "emogen_cli.core.errors",
 }
 __all__ = ["__version__", *_LAZY]
 

@@ -32,13 +32,13 @@ import torch
 from PIL import Image
 
 from emogen_cli import __version__
-from emogen_cli.conditioning import EmotionPromptEncoder
-from emogen_cli.config import Config
-from emogen_cli.emotions import validate_emotion
-from emogen_cli.errors import EmogenError
-from emogen_cli.mapper import MapperBundle, load_mapper
-from emogen_cli.reporting import Reporter
-from emogen_cli.runtime import DTYPES, resolve_device, resolve_precision
+from emogen_cli.stage2.conditioning import EmotionPromptEncoder
+from emogen_cli.core.config import Config
+from emogen_cli.core.emotions import validate_emotion
+from emogen_cli.core.errors import EmogenError
+from emogen_cli.stage2.mapper import MapperBundle, load_mapper
+from emogen_cli.core.reporting import Reporter
+from emogen_cli.core.runtime import DTYPES, resolve_device, resolve_precision
 
 SCHEDULERS = {"unipc": "UniPCMultistepScheduler", "ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",
               "dpm": "DPMSolverMultistepScheduler", "pndm": "PNDMScheduler"}
@@ -164,7 +164,7 @@ class EmoGenPipeline:
     def __init__(self, config: Config | None = None, mapper: str | Path | None = None, baseline: bool = False,
                  tokens: int = 1, device: torch.device | str | None = None, *, torch_dtype: torch.dtype | None = None,
                  base_model: str | None = None, reporter: Reporter | None = None) -> None:
-        from emogen_cli.models import load, quiet_libraries
+        from emogen_cli.core.pretrained import load, quiet_libraries
 
         quiet_libraries()
         from diffusers import StableDiffusionPipeline
@@ -408,7 +408,7 @@ class EmoGenPipeline:
     def save(self, image: Image.Image, path: Path, request: Request, seed: int,
              settings: Settings | None = None) -> dict[str, Any]:
         """Write one PNG (atomically) with its parameters in text chunks; returns its index record."""
-        from emogen_cli.writer import save_png
+        from emogen_cli.inference.writer import save_png
 
         meta = self.metadata(request, seed, settings)
         save_png(path, image, meta, self.infotext(request, seed, settings))

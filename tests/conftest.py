@@ -15,14 +15,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
-    from emogen_cli.tiny import build_tiny_bundle
+    from emogen_cli.testing.tiny import build_tiny_bundle
 
     return build_tiny_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
 
 
 @pytest.fixture(scope="session")
 def emoset(tmp_path_factory) -> tuple[Path, dict]:
-    from emogen_cli.synthetic import make_synthetic_emoset
+    from emogen_cli.testing.synthetic import make_synthetic_emoset
 
     root = tmp_path_factory.mktemp("emoset") / "EmoSet"
     return root, make_synthetic_emoset(root)
@@ -31,12 +31,12 @@ def emoset(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def mapper_config(tmp_path_factory) -> Path:
     """A config whose generate.mapper is a trained tiny mapper bundle (built once per session)."""
-    from emogen_cli.config import load_config
-    from emogen_cli.prepare import prepare
-    from emogen_cli.synthetic import make_synthetic_emoset
-    from emogen_cli.tiny import build_tiny_bundle
-    from emogen_cli.train_encoder import train_encoder
-    from emogen_cli.train_mapper import train_mapper
+    from emogen_cli.core.config import load_config
+    from emogen_cli.data.prepare import prepare
+    from emogen_cli.testing.synthetic import make_synthetic_emoset
+    from emogen_cli.testing.tiny import build_tiny_bundle
+    from emogen_cli.stage1.train_encoder import train_encoder
+    from emogen_cli.stage2.train_mapper import train_mapper
 
     base = tmp_path_factory.mktemp("gen")
     bundle = build_tiny_bundle(base / "tiny")

@@ -220,7 +220,7 @@ def test_debug_prints_the_traceback_with_its_causes():
 SIGTERM_COMMAND = """
     import os, signal, time
     from emogen_cli.cli import app, main
-    from emogen_cli.errors import Interrupted
+    from emogen_cli.core.errors import Interrupted
 
     @app.command("slow")
     def slow(keep: bool = False):
@@ -259,7 +259,7 @@ def test_torch_advice_to_disable_weights_only_never_reaches_the_user():
     import pickle
 
     from emogen_cli.cli import _one_line
-    from emogen_cli.errors import load_failure
+    from emogen_cli.core.errors import load_failure
 
     advice = ("Weights only load failed. This file can still be loaded, to do so you have two options, do those "
               "steps only if you trust the source of the checkpoint.\n(1) In PyTorch 2.6, we changed the default "
@@ -273,8 +273,8 @@ def test_torch_advice_to_disable_weights_only_never_reaches_the_user():
 
 
 def test_missing_local_model_folder_is_not_a_connection_failure(tmp_path, monkeypatch):
-    from emogen_cli.errors import EmogenError
-    from emogen_cli.models import load
+    from emogen_cli.core.errors import EmogenError
+    from emogen_cli.core.pretrained import load
 
     class Model:
         @classmethod

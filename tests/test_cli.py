@@ -104,8 +104,8 @@ def test_command_bodies_build_no_overrides_by_hand():
 
 def test_options_become_config_and_remember_what_was_given(monkeypatch, tmp_path):
     from emogen_cli.cli import infer
-    from emogen_cli.config import Config
-    from emogen_cli.mapper import trained_model
+    from emogen_cli.core.config import Config
+    from emogen_cli.stage2.mapper import trained_model
 
     seen = {}
     monkeypatch.setattr(infer, "_run", lambda requests, cfg, *rest: seen.update(cfg=cfg))
@@ -123,7 +123,7 @@ def test_options_become_config_and_remember_what_was_given(monkeypatch, tmp_path
 
 def test_shell_completion_is_on_and_completes_choices(cli):
     from emogen_cli.cli._utils import _completer
-    from emogen_cli.choices import METRICS, SCHEDULERS
+    from emogen_cli.core.choices import METRICS, SCHEDULERS
 
     assert "--install-completion" in cli("--help").out
     assert _completer(SCHEDULERS, False)("d") == ["ddim", "dpm"]

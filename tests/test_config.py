@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emogen_cli.config import Config, load_config
-from emogen_cli.emotions import EMOTIONS, normalise_attribute, parse_emotions, validate_emotion
-from emogen_cli.errors import EmogenError
+from emogen_cli.core.config import Config, load_config
+from emogen_cli.core.emotions import EMOTIONS, normalise_attribute, parse_emotions, validate_emotion
+from emogen_cli.core.errors import EmogenError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,14 +5,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from emogen_cli.config import load_config
+from emogen_cli.core.config import load_config
 
 
 def _planted_bundle(mapper_config, tmp_path, word: str):
     """A copy of the trained bundle whose mapper always outputs `word`'s token embedding."""
     from safetensors.torch import load_file
 
-    from emogen_cli.models import load_sd_components
+    from emogen_cli.core.pretrained import load_sd_components
 
     cfg = load_config(mapper_config)
     bundle = tmp_path / "planted"

@@ -12,11 +12,11 @@ from PIL import Image
 
 skdata = pytest.importorskip("skimage.data")
 
-from emogen_cli.edit import (  # noqa: E402
+from emogen_cli.inference.edit import (  # noqa: E402
     Skip, collect_inputs, denoising_steps, load_source, model_size, strength_schedule, until_confident,
 )
-from emogen_cli.edit_metrics import emotion_shift, kl_divergence, ssim  # noqa: E402
-from emogen_cli.emotions import EMOTIONS  # noqa: E402
+from emogen_cli.evaluation.edit_metrics import emotion_shift, kl_divergence, ssim  # noqa: E402
+from emogen_cli.core.emotions import EMOTIONS  # noqa: E402
 
 
 def photo(name: str = "astronaut", box: tuple[int, int, int, int] | None = None) -> Image.Image:
@@ -135,7 +135,7 @@ def test_bad_inputs_are_skipped_one_line_each(inputs):
 
 # -- valence-arousal ------------------------------------------------------------------------------------------
 def test_va_coordinates_and_kernel():
-    from emogen_cli.va import coordinates, dominant, va_request, va_weights
+    from emogen_cli.inference.va import coordinates, dominant, va_request, va_weights
 
     coords = coordinates()
     assert set(coords) == set(EMOTIONS)
@@ -153,7 +153,7 @@ def test_va_coordinates_and_kernel():
 
 # -- best-of ranking -------------------------------------------------------------------------------------------
 def test_best_of_ranking_and_scores():
-    from emogen_cli.bestof import candidate_seeds, rank, target_score
+    from emogen_cli.inference.bestof import candidate_seeds, rank, target_score
 
     assert candidate_seeds(10, 0, 3) == [10, 11, 12] and candidate_seeds(10, 2, 3) == [16, 17, 18]
     sel = rank(["a", "b", "c", "d"], [0, 1, 2, 3], [0.2, 0.9, 0.5, 0.9])
@@ -168,7 +168,7 @@ def test_best_of_ranking_and_scores():
 # -- on the trained tiny chain ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def generator(mapper_config):
-    from emogen_cli.config import load_config
+    from emogen_cli.core.config import load_config
     from emogen_cli.pipeline import EmoGenPipeline
 
     return EmoGenPipeline(load_config(mapper_config))
@@ -178,7 +178,7 @@ def test_intensity_endpoints_are_exact(generator):
     import torch
 
     from emogen_cli.pipeline import Request
-    from emogen_cli.intensity import intensity_conditioning, neutral_conditioning, neutral_prompt
+    from emogen_cli.inference.intensity import intensity_conditioning, neutral_conditioning, neutral_prompt
 
     request, seeds = Request(("awe",), "{} a street"), [3, 4]
     full = generator.conditioning(request, seeds)
@@ -198,7 +198,7 @@ def test_intensity_endpoints_are_exact(generator):
 
 def test_intensity_strips_alpha_one_is_plain_generation(generator, tmp_path):
     from emogen_cli.pipeline import Request
-    from emogen_cli.intensity import intensity_strips
+    from emogen_cli.inference.intensity import intensity_strips
 
     request = Request(("fear",), "{}", 2)
     result = intensity_strips(generator, request, [0.0, 1.0, 1.5], [0, 1], tmp_path)
@@ -213,8 +213,8 @@ def test_intensity_strips_alpha_one_is_plain_generation(generator, tmp_path):
 
 
 def test_edit_keeps_size_metadata_and_strength_zero_is_exact(generator, inputs, tmp_path):
-    from emogen_cli.edit import edit_images
-    from emogen_cli.edit_metrics import file_sha256
+    from emogen_cli.inference.edit import edit_images
+    from emogen_cli.evaluation.edit_metrics import file_sha256
     from emogen_cli.pipeline import Request
 
     out = tmp_path / "out"
@@ -241,7 +241,7 @@ def test_edit_keeps_size_metadata_and_strength_zero_is_exact(generator, inputs, 
 
 
 def test_edit_until_confident_with_the_bundle_probe(generator, inputs, tmp_path):
-    from emogen_cli.edit import edit_images
+    from emogen_cli.inference.edit import edit_images
     from emogen_cli.pipeline import Request
 
     result = edit_images(generator, [inputs / "astronaut.png"], tmp_path, Request(("awe",)), "awe", strength=0.5,
@@ -255,8 +255,8 @@ def test_edit_until_confident_with_the_bundle_probe(generator, inputs, tmp_path)
 
 
 def test_best_of_keeps_the_top_candidate(generator, tmp_path):
-    from emogen_cli.bestof import best_of, write_best_of
-    from emogen_cli.edit_metrics import scorer_for
+    from emogen_cli.inference.bestof import best_of, write_best_of
+    from emogen_cli.evaluation.edit_metrics import scorer_for
     from emogen_cli.pipeline import Request
 
     request = Request(("awe",), "{}", 2)
@@ -354,8 +354,8 @@ def test_new_commands_have_help_and_json(cli, command):
 def test_edit_metrics_without_a_probe_are_reported_unavailable(tmp_path):
     from types import SimpleNamespace
 
-    from emogen_cli.edit_metrics import evaluate_edit_folder
-    from emogen_cli.reporting import Reporter
+    from emogen_cli.evaluation.edit_metrics import evaluate_edit_folder
+    from emogen_cli.core.reporting import Reporter
 
     warnings = []
 
@@ -373,10 +373,10 @@ def test_python_api_from_pretrained(mapper_config, tmp_path):
     import torch
 
     from emogen_cli import EmoGenPipeline
-    from emogen_cli.config import load_config
-    from emogen_cli.edit import edit_images
-    from emogen_cli.intensity import intensity_conditioning
-    from emogen_cli.va import va_request
+    from emogen_cli.core.config import load_config
+    from emogen_cli.inference.edit import edit_images
+    from emogen_cli.inference.intensity import intensity_conditioning
+    from emogen_cli.inference.va import va_request
 
     pipe = EmoGenPipeline.from_pretrained(load_config(mapper_config).generate.mapper, config=load_config(mapper_config))
     photo("coffee", (0, 0, 45, 30)).save(tmp_path / "coffee.jpg")

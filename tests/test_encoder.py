@@ -4,11 +4,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emogen_cli.config import load_config
-from emogen_cli.emotions import EMOTIONS
-from emogen_cli.encoder import EmotionClassifier, EmotionSpace, import_official, load_encoder
-from emogen_cli.errors import EmogenError
-from emogen_cli.reporting import Reporter
+from emogen_cli.core.config import load_config
+from emogen_cli.core.emotions import EMOTIONS
+from emogen_cli.stage1.encoder import EmotionClassifier, EmotionSpace, import_official, load_encoder
+from emogen_cli.core.errors import EmogenError
+from emogen_cli.core.reporting import Reporter
 
 
 class Recorder(Reporter):
@@ -21,7 +21,7 @@ class Recorder(Reporter):
 
 
 def test_stage1_training_loss_falls_and_space_is_saved(tiny_config, tmp_path):
-    from emogen_cli.train_encoder import train_encoder
+    from emogen_cli.stage1.train_encoder import train_encoder
 
     cfg = load_config(tiny_config, {"encoder.optimizer": "adam", "encoder.lr": 3e-3, "encoder.max_steps": 30,
                                     "encoder.dropout": 0.0})
@@ -45,7 +45,7 @@ def test_stage1_training_loss_falls_and_space_is_saved(tiny_config, tmp_path):
 
 
 def test_stage1_resume_equals_uninterrupted_run(tiny_config, tmp_path):
-    from emogen_cli.train_encoder import train_encoder
+    from emogen_cli.stage1.train_encoder import train_encoder
 
     base = {"encoder.max_steps": 8, "encoder.checkpoint_every": 3, "encoder.dropout": 0.5}
     full = train_encoder(load_config(tiny_config, {**base, "encoder.output": str(tmp_path / "full")}))
@@ -62,7 +62,7 @@ def test_stage1_resume_equals_uninterrupted_run(tiny_config, tmp_path):
 
 
 def test_existing_encoder_is_not_overwritten(tiny_config, tmp_path):
-    from emogen_cli.train_encoder import train_encoder
+    from emogen_cli.stage1.train_encoder import train_encoder
 
     (tmp_path / "encoder").mkdir()
     (tmp_path / "encoder" / "config.json").write_text("{}")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emogen_cli.config import load_config
+from emogen_cli.core.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def _input_rows(sd, prompt: str) -> tuple[list[int], torch.Tensor]:
 
 @pytest.mark.parametrize("samples", [None, 3])
 def test_diffusers_export_round_trips_through_load_textual_inversion(cli, mapper_config, mapper_dir, tmp_path, samples):
-    from emogen_cli.export import emotion_embedding
-    from emogen_cli.mapper import load_mapper
+    from emogen_cli.inference.export import emotion_embedding
+    from emogen_cli.stage2.mapper import load_mapper
 
     args = ["--samples", str(samples)] if samples else []
     result = cli("export", "awe", "--mapper", mapper_dir, "--out", tmp_path, "--seed", "3", "--json", *args)

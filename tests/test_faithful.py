@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from emogen_cli.config import Config, load_config
-from emogen_cli.emotions import EMOTIONS
-from emogen_cli.errors import EmogenError
+from emogen_cli.core.config import Config, load_config
+from emogen_cli.core.emotions import EMOTIONS
+from emogen_cli.core.errors import EmogenError
 
 LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\n"
                "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 94371234\n")
@@ -38,8 +38,8 @@ def test_every_new_key_defaults_to_the_official_behaviour():
 
 
 def test_trained_bundles_record_the_official_defaults(mapper_config):
-    from emogen_cli.encoder import load_encoder
-    from emogen_cli.mapper import load_mapper
+    from emogen_cli.stage1.encoder import load_encoder
+    from emogen_cli.stage2.mapper import load_mapper
 
     cfg = load_config(mapper_config)
     encoder = load_encoder(cfg.mapper.encoder, with_model=False)
@@ -60,7 +60,7 @@ def test_trained_bundles_record_the_official_defaults(mapper_config):
 # --- balancing ------------------------------------------------------------------------------------------------------
 
 def _scan():
-    from emogen_cli.emoset import Sample, ScanResult
+    from emogen_cli.data.emoset import Sample, ScanResult
 
     samples = []
     def add(emotion, n, scene=None, objects=()):
@@ -83,7 +83,7 @@ def _scan():
 def test_balancing_counts_of_a_hand_made_example(mode, expected):
     from collections import Counter
 
-    from emogen_cli.emoset import filter_and_balance
+    from emogen_cli.data.emoset import filter_and_balance
 
     rows = filter_and_balance(_scan(), seed=0, balance=mode)
     counts = Counter((r.kind, r.emotion) for r in rows)
@@ -108,7 +108,7 @@ def test_stage1_preprocessing_equals_the_official_transform():
     """torchvision Resize(256) -> CenterCrop(224) -> ToTensor -> Normalize(0.5, 0.5), by hand: a 300x225
     image resizes (bilinear, PIL's antialiasing) to int(256 * 300 / 225) = 341 x 256, and the crop starts at
     top round(32 / 2) = 16, left round(117 / 2) = round(58.5) = 58 (Python's half-to-even, as torchvision)."""
-    from emogen_cli.encoder import encoder_config, encoder_pixels
+    from emogen_cli.stage1.encoder import encoder_config, encoder_pixels
     from transformers import ResNetConfig
 
     image = _pattern(300, 225)
@@ -128,7 +128,7 @@ def test_stage1_preprocessing_equals_the_official_transform():
     legacy = {k: v for k, v in encoder_config(ResNetConfig(), "r", 8, 0.5, 224, preprocessing="imagenet").items()
               if k != "preprocessing"}
     assert legacy["image_mean"] == [0.485, 0.456, 0.406]
-    from emogen_cli.images import resize_center_crop, to_array
+    from emogen_cli.core.images import resize_center_crop, to_array
     np.testing.assert_array_equal(encoder_pixels(image, legacy),
                                   to_array(resize_center_crop(image, 224), legacy["image_mean"], legacy["image_std"]))
 
@@ -136,8 +136,8 @@ def test_stage1_preprocessing_equals_the_official_transform():
 def test_train_mapper_emotion_vectors_use_the_encoders_preprocessing(mapper_config):
     from safetensors.torch import load_file
 
-    from emogen_cli.emoset import load_prepared
-    from emogen_cli.encoder import load_encoder
+    from emogen_cli.data.emoset import load_prepared
+    from emogen_cli.stage1.encoder import load_encoder
 
     cfg = load_config(mapper_config)
     encoder = load_encoder(cfg.mapper.encoder)
@@ -159,7 +159,7 @@ def test_train_mapper_emotion_vectors_use_the_encoders_preprocessing(mapper_conf
 def _prompts(tiny_bundle, semantic_token="placeholder"):
     from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
-    from emogen_cli.conditioning import EmotionPromptEncoder
+    from emogen_cli.stage2.conditioning import EmotionPromptEncoder
 
     tokenizer = CLIPTokenizer.from_pretrained(str(tiny_bundle / "tokenizer"))
     text_encoder = CLIPTextModel.from_pretrained(str(tiny_bundle / "text_encoder")).requires_grad_(False).eval()
@@ -198,9 +198,9 @@ def test_semantic_vector_is_the_final_hidden_state_at_the_placeholder(tiny_bundl
 def test_attribute_loss_is_zero_outside_the_vocabulary_and_hand_computed_inside(tiny_bundle):
     import torch.nn.functional as F
 
-    from emogen_cli.mapper import MappingNetwork
-    from emogen_cli.runtime import step_generator
-    from emogen_cli.train_mapper import MapperSamples, _loss_terms
+    from emogen_cli.stage2.mapper import MappingNetwork
+    from emogen_cli.core.runtime import step_generator
+    from emogen_cli.stage2.train_mapper import MapperSamples, _loss_terms
 
     prompts, proj = _prompts(tiny_bundle)
     from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -227,7 +227,7 @@ def test_attribute_loss_is_zero_outside_the_vocabulary_and_hand_computed_inside(
     assert terms["attr"][1].item() == pytest.approx(expected, abs=1e-5)
 
     # The dataset marks attributes outside the vocabulary with -1.
-    from emogen_cli.emoset import Row
+    from emogen_cli.data.emoset import Row
 
     rows = [Row("a", "a.jpg", "fear", "tree", "object", "train"), Row("b", "b.jpg", "fear", "spider", "object", "train")]
     data = MapperSamples(rows, Path("."), {"a": torch.zeros(16), "b": torch.zeros(16)}, {"a": 0, "b": 0}, 16,
@@ -236,7 +236,7 @@ def test_attribute_loss_is_zero_outside_the_vocabulary_and_hand_computed_inside(
 
 
 def test_emotional_vocabulary_rule_on_a_hand_made_table():
-    from emogen_cli.confidence import emotional_from_confidence
+    from emogen_cli.stage2.confidence import emotional_from_confidence
 
     uniform = [1 / 8] * 8
     table = {
@@ -260,8 +260,8 @@ def _official_lists(folder: Path) -> None:
 
 
 def test_official_attribute_pickles_are_read_restricted(tmp_path):
-    from emogen_cli.confidence import read_official_attributes
-    from emogen_cli.decompose import read_attributes
+    from emogen_cli.stage2.confidence import read_official_attributes
+    from emogen_cli.evaluation.decompose import read_attributes
 
     _official_lists(tmp_path / "dataset_balance")
     vocab = read_official_attributes(tmp_path)
@@ -283,9 +283,9 @@ def test_official_attribute_pickles_are_read_restricted(tmp_path):
 # --- official artefacts ---------------------------------------------------------------------------------------------
 
 def test_lfs_pointers_give_one_line(tmp_path, cli):
-    from emogen_cli.confidence import load_probe, read_official_pickle
-    from emogen_cli.decompose import read_attributes
-    from emogen_cli.encoder import import_official
+    from emogen_cli.stage2.confidence import load_probe, read_official_pickle
+    from emogen_cli.evaluation.decompose import read_attributes
+    from emogen_cli.stage1.encoder import import_official
 
     src = tmp_path / "EmoGen"
     (src / "emo_space").mkdir(parents=True)
@@ -310,9 +310,9 @@ def test_lfs_pointers_give_one_line(tmp_path, cli):
 
 
 def test_space_only_import_is_recorded_official_and_train_mapper_says_what_is_missing(tmp_path, tiny_config):
-    from emogen_cli.encoder import import_official, load_encoder
-    from emogen_cli.prepare import prepare
-    from emogen_cli.train_mapper import train_mapper
+    from emogen_cli.stage1.encoder import import_official, load_encoder
+    from emogen_cli.data.prepare import prepare
+    from emogen_cli.stage2.train_mapper import train_mapper
 
     src = tmp_path / "EmoGen" / "emo_space"
     src.mkdir(parents=True)
@@ -334,8 +334,8 @@ def test_space_only_import_is_recorded_official_and_train_mapper_says_what_is_mi
 
 @pytest.fixture
 def stage1(tiny_config):
-    from emogen_cli.prepare import prepare
-    from emogen_cli.train_encoder import train_encoder
+    from emogen_cli.data.prepare import prepare
+    from emogen_cli.stage1.train_encoder import train_encoder
 
     cfg = load_config(tiny_config, {"encoder.max_steps": 2})
     prepare(cfg, cache_latents=True)
@@ -344,9 +344,9 @@ def stage1(tiny_config):
 
 
 def test_emotion_probe_never_silently_off_and_official_lists_train(stage1, tmp_path, cli):
-    from emogen_cli.decompose import decompose
-    from emogen_cli.mapper import load_mapper
-    from emogen_cli.train_mapper import train_mapper
+    from emogen_cli.evaluation.decompose import decompose
+    from emogen_cli.stage2.mapper import load_mapper
+    from emogen_cli.stage2.train_mapper import train_mapper
 
     confidence = tmp_path / "confidence.json"
     confidence.write_text(json.dumps({"emotions": list(EMOTIONS), "attributes": {
@@ -378,8 +378,8 @@ def test_emotion_probe_never_silently_off_and_official_lists_train(stage1, tmp_p
 # --- evaluation -----------------------------------------------------------------------------------------------------
 
 def test_sem_c_crops_the_centre(tmp_path):
-    from emogen_cli.evaluate import semc_pixels
-    from emogen_cli.images import IMAGENET_MEAN, IMAGENET_STD
+    from emogen_cli.evaluation.evaluate import semc_pixels
+    from emogen_cli.core.images import IMAGENET_MEAN, IMAGENET_STD
 
     array = np.zeros((256, 320, 3), dtype=np.uint8)
     array[...] = (255, 0, 0)  # red border
@@ -395,8 +395,8 @@ def test_sem_c_crops_the_centre(tmp_path):
 def test_reference_emoset_root_uses_all_its_images(emoset):
     import random
 
-    from emogen_cli.evaluate import _reference_images
-    from emogen_cli.gallery import scan_gallery
+    from emogen_cli.evaluation.evaluate import _reference_images
+    from emogen_cli.evaluation.gallery import scan_gallery
 
     root, _ = emoset
     cfg = load_config(None, {"evaluate.reference": str(root), "evaluate.max_reference": 3})
@@ -407,7 +407,7 @@ def test_reference_emoset_root_uses_all_its_images(emoset):
 
 
 def test_emotional_list_from_json_or_a_bundles_attributes(tmp_path):
-    from emogen_cli.confidence import read_emotional_attributes
+    from emogen_cli.stage2.confidence import read_emotional_attributes
 
     (tmp_path / "list.json").write_text(json.dumps(["Mountain Snowy", "spider"]))
     assert read_emotional_attributes(tmp_path / "list.json")["names"] == ["mountain_snowy", "spider"]

@@ -16,14 +16,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from emogen_cli.emotions import EMOTIONS
-from emogen_cli.errors import EmogenError
+from emogen_cli.core.emotions import EMOTIONS
+from emogen_cli.core.errors import EmogenError
 
 
 def small_encoder(path: Path, classes: int = 8):
     from transformers import ResNetConfig
 
-    from emogen_cli.encoder import EmotionClassifier, EmotionSpace, EncoderBundle, encoder_config
+    from emogen_cli.stage1.encoder import EmotionClassifier, EmotionSpace, EncoderBundle, encoder_config
 
     backbone = ResNetConfig(embedding_size=4, hidden_sizes=[4, 8], depths=[1, 1], layer_type="basic")
     torch.manual_seed(0)
@@ -34,8 +34,8 @@ def small_encoder(path: Path, classes: int = 8):
 
 
 def small_mapper(path: Path):
-    from emogen_cli.encoder import EmotionSpace
-    from emogen_cli.mapper import FORMAT, MapperBundle, MappingNetwork
+    from emogen_cli.stage1.encoder import EmotionSpace
+    from emogen_cli.stage2.mapper import FORMAT, MapperBundle, MappingNetwork
 
     torch.manual_seed(0)
     config = {"format": FORMAT, "version": 1, "emotions": list(EMOTIONS), "placeholder": "<emotion>",
@@ -58,7 +58,7 @@ def one_line(exc: pytest.ExceptionInfo, *needles: str) -> str:
 # -- atomic writers -------------------------------------------------------------------------------------------------
 
 def test_atomic_writers_leave_old_file_on_failure(tmp_path):
-    from emogen_cli.files import atomic_path, atomic_write_json, atomic_write_text
+    from emogen_cli.core.files import atomic_path, atomic_write_json, atomic_write_text
 
     target = tmp_path / "report.json"
     atomic_write_text(target, "old")
@@ -74,7 +74,7 @@ def test_atomic_writers_leave_old_file_on_failure(tmp_path):
 def test_disk_full_is_one_line(tmp_path, monkeypatch):
     import errno
 
-    from emogen_cli.files import atomic_write_bytes
+    from emogen_cli.core.files import atomic_write_bytes
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -87,7 +87,7 @@ def test_disk_full_is_one_line(tmp_path, monkeypatch):
 
 
 def _save_in_subprocess(run_dir: Path, step: int, value: float, kill_at: str | None) -> int:
-    code = (f"import torch; from emogen_cli.checkpoint import save_checkpoint\n"
+    code = (f"import torch; from emogen_cli.core.checkpoint import save_checkpoint\n"
             f"m = torch.nn.Linear(2, 2); torch.nn.init.constant_(m.weight, {value})\n"
             f"o = torch.optim.AdamW(m.parameters()); m(torch.ones(1, 2)).sum().backward(); o.step()\n"
             f"save_checkpoint({str(run_dir)!r}, {step}, m.state_dict(), o, {{'value': {value}}})\n")
@@ -98,7 +98,7 @@ def _save_in_subprocess(run_dir: Path, step: int, value: float, kill_at: str | N
 @pytest.mark.parametrize("kill_at", ["checkpoint_written", "checkpoint_old_moved"])
 def test_checkpoint_of_an_existing_step_is_replaced_without_a_gap(tmp_path, kill_at):
     """max_steps % checkpoint_every == 0 writes the last step twice: a kill in between keeps one whole copy."""
-    from emogen_cli.checkpoint import list_checkpoints, load_checkpoint
+    from emogen_cli.core.checkpoint import list_checkpoints, load_checkpoint
 
     run = tmp_path / "checkpoints"
     assert _save_in_subprocess(run, 6, 1.0, None) == 0
@@ -112,11 +112,11 @@ def test_checkpoint_of_an_existing_step_is_replaced_without_a_gap(tmp_path, kill
 
 
 def test_bundle_replaced_only_once_complete(tmp_path, monkeypatch):
-    from emogen_cli.mapper import load_mapper
+    from emogen_cli.stage2.mapper import load_mapper
 
     small_mapper(tmp_path / "m")
     before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
-    from emogen_cli.encoder import EmotionSpace
+    from emogen_cli.stage1.encoder import EmotionSpace
 
     def crash(self, path):
         raise OSError(28, "No space left on device")
@@ -169,7 +169,7 @@ MAPPER_CASES = {
 
 @pytest.mark.parametrize("case", MAPPER_CASES)
 def test_damaged_mapper_bundle_is_one_line(tmp_path, case):
-    from emogen_cli.mapper import load_mapper
+    from emogen_cli.stage2.mapper import load_mapper
 
     folder = tmp_path / "mapper"
     small_mapper(folder)
@@ -181,7 +181,7 @@ def test_damaged_mapper_bundle_is_one_line(tmp_path, case):
 
 
 def test_damaged_encoder_bundle_is_one_line(tmp_path):
-    from emogen_cli.encoder import load_encoder
+    from emogen_cli.stage1.encoder import load_encoder
 
     small_encoder(tmp_path / "ok")
     assert load_encoder(tmp_path / "ok").model is not None
@@ -198,7 +198,7 @@ def test_damaged_encoder_bundle_is_one_line(tmp_path):
 
 
 def test_probe_checks(tmp_path):
-    from emogen_cli.confidence import load_probe
+    from emogen_cli.stage2.confidence import load_probe
 
     save_file({"fc.weight": torch.zeros(3, 4), "fc.bias": torch.zeros(3)}, str(tmp_path / "p3.safetensors"))
     with pytest.raises(EmogenError) as info:
@@ -220,7 +220,7 @@ def test_probe_checks(tmp_path):
 
 
 def test_confidence_table_checks(tmp_path):
-    from emogen_cli.confidence import load_confidence
+    from emogen_cli.stage2.confidence import load_confidence
 
     for content, needle in [(b"\xff\xff", "not UTF-8"),
                             (b'{"attributes": {"beach": [NaN, 0, 0, 0, 0, 0, 0, 0]}}', "NaN"),
@@ -233,7 +233,7 @@ def test_confidence_table_checks(tmp_path):
 
 
 def test_crafted_pickles_are_one_line(tmp_path):
-    from emogen_cli.confidence import read_official_pickle
+    from emogen_cli.stage2.confidence import read_official_pickle
 
     huge = b"\x80\x04\x8e" + struct.pack("<Q", 2 ** 62) + b"abc."  # BINBYTES8 declaring 4 EiB
     shape = pickle.dumps(np.zeros(3)).replace(b"K\x03\x85", b"J\x00\x00\x00\x40\x85")  # 1 G elements, 24 bytes
@@ -245,7 +245,7 @@ def test_crafted_pickles_are_one_line(tmp_path):
 
 
 def test_damaged_checkpoint_is_one_line(tmp_path):
-    from emogen_cli.checkpoint import load_checkpoint, save_checkpoint
+    from emogen_cli.core.checkpoint import load_checkpoint, save_checkpoint
 
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(model.parameters())
@@ -266,7 +266,7 @@ def test_damaged_checkpoint_is_one_line(tmp_path):
 def test_missing_or_empty_tokenizer_folder_is_caught(tmp_path):
     from transformers import CLIPTokenizer
 
-    from emogen_cli.models import load
+    from emogen_cli.core.pretrained import load
 
     (tmp_path / "model" / "tokenizer").mkdir(parents=True)
     with pytest.raises(EmogenError) as info:

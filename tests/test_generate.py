@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from emogen_cli.config import load_config
+from emogen_cli.core.config import load_config
 
 
 def test_generate_files_metadata_determinism_and_no_overwrite(cli, mapper_config, tmp_path):
@@ -47,7 +47,7 @@ def test_generate_files_metadata_determinism_and_no_overwrite(cli, mapper_config
 
 
 def test_conditioning_does_not_depend_on_batch(mapper_config):
-    from emogen_cli.generate import EmoGenerator, Request
+    from emogen_cli.pipeline import EmoGenerator, Request
 
     gen = EmoGenerator(load_config(mapper_config))
     request = Request(("contentment",))
@@ -80,7 +80,7 @@ def test_generate_errors(cli, mapper_config, tmp_path):
 
 
 def test_fuse_weights_one_zero_equal_the_single_emotion(mapper_config):
-    from emogen_cli.generate import EmoGenerator, Request, fusion_request
+    from emogen_cli.pipeline import EmoGenerator, Request, fusion_request
 
     gen = EmoGenerator(load_config(mapper_config), tokens=2)
     seeds = [3, 4]
@@ -122,8 +122,9 @@ def test_fuse_cli(cli, mapper_config, tmp_path):
 
 
 def test_plan_splits_images_evenly_between_processes():
-    from emogen_cli.generate import Request, plan
-    from emogen_cli.runtime import ProcessShare
+    from emogen_cli.inference.writer import plan
+    from emogen_cli.pipeline import Request
+    from emogen_cli.core.runtime import ProcessShare
 
     requests = [Request(("awe",), count=5), Request(("fear",), count=4)]
     shares = [plan(requests, ProcessShare(index=p, count=3), batch_size=2) for p in range(3)]
@@ -165,7 +166,7 @@ def test_accelerate_launch_splits_images_between_processes(mapper_config, tmp_pa
 
 
 def test_interrupted_generation_keeps_what_it_wrote(cli, mapper_config, tmp_path, monkeypatch):
-    from emogen_cli.generate import EmoGenerator
+    from emogen_cli.pipeline import EmoGenerator
 
     real, calls = EmoGenerator.images, []
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emogen_cli.config import load_config
-from emogen_cli.emotions import EMOTIONS
-from emogen_cli.errors import EmogenError
-from emogen_cli.mapper import MappingNetwork, load_mapper, mapper_loss
+from emogen_cli.core.config import load_config
+from emogen_cli.core.emotions import EMOTIONS
+from emogen_cli.core.errors import EmogenError
+from emogen_cli.stage2.mapper import MappingNetwork, load_mapper, mapper_loss
 
 
 def test_mapper_architecture():
@@ -36,7 +36,7 @@ def _components(tiny_bundle):
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPModel, CLIPTextModel, CLIPTokenizer
 
-    from emogen_cli.conditioning import EmotionPromptEncoder
+    from emogen_cli.stage2.conditioning import EmotionPromptEncoder
 
     tokenizer = CLIPTokenizer.from_pretrained(str(tiny_bundle / "tokenizer"))
     text_encoder = CLIPTextModel.from_pretrained(str(tiny_bundle / "text_encoder")).requires_grad_(False).eval()
@@ -75,9 +75,9 @@ def test_placeholder_injection_equals_writing_the_embedding_table(tiny_bundle):
 def test_fixed_batch_losses_fall_and_only_the_mapper_learns(tiny_bundle):
     import torch.nn.functional as F
 
-    from emogen_cli.emotions import attribute_text
-    from emogen_cli.runtime import step_generator
-    from emogen_cli.train_mapper import _loss_terms
+    from emogen_cli.core.emotions import attribute_text
+    from emogen_cli.core.runtime import step_generator
+    from emogen_cli.stage2.train_mapper import _loss_terms
 
     prompts, text_encoder, unet, scheduler, proj = _components(tiny_bundle)
     frozen_before = {**{f"te.{k}": v.clone() for k, v in text_encoder.state_dict().items()},
@@ -115,8 +115,8 @@ def test_fixed_batch_losses_fall_and_only_the_mapper_learns(tiny_bundle):
 
 @pytest.fixture
 def stage1(tiny_config):
-    from emogen_cli.prepare import prepare
-    from emogen_cli.train_encoder import train_encoder
+    from emogen_cli.data.prepare import prepare
+    from emogen_cli.stage1.train_encoder import train_encoder
 
     cfg = load_config(tiny_config, {"encoder.max_steps": 2})
     prepare(cfg, cache_latents=True)
@@ -125,7 +125,7 @@ def stage1(tiny_config):
 
 
 def test_train_mapper_bundle_resume_and_cli(stage1, tmp_path, cli):
-    from emogen_cli.train_mapper import train_mapper
+    from emogen_cli.stage2.train_mapper import train_mapper
 
     full = train_mapper(load_config(stage1, {"mapper.output": str(tmp_path / "full"), "mapper.lambda_emo": 0.1}))
     assert full["steps"] == 6 and full["cached_latents"]
@@ -152,8 +152,8 @@ def test_train_mapper_bundle_resume_and_cli(stage1, tmp_path, cli):
 
 
 def test_nan_loss_stops_cleanly_and_keeps_checkpoints(stage1, tmp_path):
-    from emogen_cli.errors import TrainingDiverged
-    from emogen_cli.train_mapper import train_mapper
+    from emogen_cli.core.errors import TrainingDiverged
+    from emogen_cli.stage2.train_mapper import train_mapper
 
     with pytest.raises(TrainingDiverged, match="loss became"):
         train_mapper(load_config(stage1, {"mapper.output": str(tmp_path / "nan"), "mapper.lr": 1e30,
@@ -162,7 +162,7 @@ def test_nan_loss_stops_cleanly_and_keeps_checkpoints(stage1, tmp_path):
 
 
 def test_official_confidence_import_is_restricted(tmp_path, cli):
-    from emogen_cli.confidence import import_official_confidence, load_confidence
+    from emogen_cli.stage2.confidence import import_official_confidence, load_confidence
 
     folder = tmp_path / "dataset_balance"
     folder.mkdir()

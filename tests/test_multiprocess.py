@@ -19,8 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emogen_cli.config import load_config
-from emogen_cli.emotions import EMOTIONS
+from emogen_cli.core.config import load_config
+from emogen_cli.core.emotions import EMOTIONS
 
 pytestmark = pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
                                 reason="torchrun is not installed")
@@ -28,8 +28,8 @@ pytestmark = pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.execu
 
 @pytest.fixture(scope="module")
 def stage1(tiny_bundle, emoset, tmp_path_factory) -> Path:
-    from emogen_cli.prepare import prepare
-    from emogen_cli.train_encoder import train_encoder
+    from emogen_cli.data.prepare import prepare
+    from emogen_cli.stage1.train_encoder import train_encoder
 
     root, _ = emoset
     base = tmp_path_factory.mktemp("multi")
@@ -48,7 +48,7 @@ runtime: {{device: cpu}}
 """)
     cfg = load_config(path, {"encoder.max_steps": 1})
     prepare(cfg)
-    from emogen_cli.emoset import load_prepared
+    from emogen_cli.data.emoset import load_prepared
 
     attributes = load_prepared(prepared).attributes
     (base / "confidence.json").write_text(json.dumps({"emotions": list(EMOTIONS),
@@ -75,8 +75,8 @@ def max_difference(a: Path, b: Path) -> float:
 
 
 def test_two_process_mapper_matches_one_process_and_resumes_after_a_kill(stage1, tmp_path):
-    from emogen_cli.checkpoint import list_checkpoints
-    from emogen_cli.train_mapper import train_mapper
+    from emogen_cli.core.checkpoint import list_checkpoints
+    from emogen_cli.stage2.train_mapper import train_mapper
 
     one = tmp_path / "one"
     train_mapper(load_config(stage1, {"mapper.output": str(one)}))  # one process, batch 8
@@ -102,7 +102,7 @@ def test_two_process_mapper_matches_one_process_and_resumes_after_a_kill(stage1,
 
 
 def test_two_process_encoder_matches_one_process(stage1, tmp_path):
-    from emogen_cli.train_encoder import train_encoder
+    from emogen_cli.stage1.train_encoder import train_encoder
 
     one = tmp_path / "one"
     train_encoder(load_config(stage1, {"encoder.output": str(one), "encoder.batch_size": 8}))

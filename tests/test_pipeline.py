@@ -12,7 +12,7 @@ from PIL import Image
 
 from a1111 import parse_infotext
 
-from emogen_cli.config import load_config
+from emogen_cli.core.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_call_fusion_and_metadata(pipe, mapper_dir):
     assert tokens.metadata[0]["emotions"] == ["amusement", "fear", "awe"]
     assert parse_infotext(tokens.infotexts[0])[0] == "<amusement> <fear> <awe>"
 
-    from emogen_cli.errors import EmogenError
+    from emogen_cli.core.errors import EmogenError
 
     with pytest.raises(EmogenError, match="Did you mean 'awe'"):
         pipe(emotion="awf")
@@ -79,7 +79,7 @@ def test_prompt_embeds_in_a_plain_diffusers_pipeline_match_emogen_generate(pipe,
     """prompt_embeds fed to an ordinary StableDiffusionPipeline give the images `emogen generate` writes."""
     from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
 
-    from emogen_cli.writer import generate
+    from emogen_cli.inference.writer import generate
 
     cfg = load_config(mapper_config)
     result = generate(cfg, [pipe.request("awe", "{} cup", 2)], out=tmp_path)
@@ -104,7 +104,7 @@ def test_hub_repo_id_offline_error_and_cached_snapshot(mapper_dir, mapper_config
     import huggingface_hub.constants
 
     from emogen_cli import EmoGenPipeline
-    from emogen_cli.errors import EmogenError
+    from emogen_cli.core.errors import EmogenError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -128,7 +128,7 @@ def test_hub_repo_id_offline_error_and_cached_snapshot(mapper_dir, mapper_config
 
 def test_emotion_token_is_never_silently_cut(pipe, cli, mapper_config, tmp_path):
     """The tiny tokenizer is character-level: a 100-letter word is 100 tokens (CLIP reads 75)."""
-    from emogen_cli.errors import EmogenError
+    from emogen_cli.core.errors import EmogenError
 
     warned = []
     pipe.reporter.warn = warned.append
@@ -160,7 +160,7 @@ def test_model_card_shows_an_evaluate_report(mapper_dir, tmp_path):
 
     from huggingface_hub import ModelCard
 
-    from emogen_cli.card import write_model_card
+    from emogen_cli.stage2.card import write_model_card
 
     bundle = tmp_path / "bundle"
     shutil.copytree(mapper_dir, bundle, ignore=shutil.ignore_patterns("checkpoints"))

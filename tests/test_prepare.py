@@ -1,6 +1,6 @@
 import json
 
-from emogen_cli.emotions import EMOTIONS
+from emogen_cli.core.emotions import EMOTIONS
 
 
 def test_prepare_counts_filter_and_balance(cli, emoset, tmp_path):
@@ -49,9 +49,9 @@ def test_prepare_is_seeded_and_refuses_to_overwrite_other_settings(cli, emoset, 
 
 
 def test_prepare_without_split_lists_walks_annotations(tmp_path):
-    from emogen_cli.config import load_config
-    from emogen_cli.prepare import prepare
-    from emogen_cli.synthetic import make_synthetic_emoset
+    from emogen_cli.core.config import load_config
+    from emogen_cli.data.prepare import prepare
+    from emogen_cli.testing.synthetic import make_synthetic_emoset
 
     root = tmp_path / "EmoSet"
     make_synthetic_emoset(root, counts={"awe": 3, "fear": 2}, broken=False)
@@ -66,9 +66,9 @@ def test_prepare_without_split_lists_walks_annotations(tmp_path):
 def test_latent_cache_is_resumable(tiny_config, tmp_path):
     import torch
 
-    from emogen_cli.config import load_config
-    from emogen_cli.latents import INDEX, LatentCache
-    from emogen_cli.prepare import prepare
+    from emogen_cli.core.config import load_config
+    from emogen_cli.data.latents import INDEX, LatentCache
+    from emogen_cli.data.prepare import prepare
 
     cfg = load_config(tiny_config)
     first = prepare(cfg, cache_latents=True)

@@ -13,15 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emogen_cli.config import load_config
-from emogen_cli.errors import EmogenError
+from emogen_cli.core.config import load_config
+from emogen_cli.core.errors import EmogenError
 
 
 @pytest.fixture(scope="module")
 def stage1(tiny_bundle, emoset, tmp_path_factory) -> Path:
     """A config with a prepared set (latents cached) and a trained tiny encoder; outputs go to --out."""
-    from emogen_cli.prepare import prepare
-    from emogen_cli.train_encoder import train_encoder
+    from emogen_cli.data.prepare import prepare
+    from emogen_cli.stage1.train_encoder import train_encoder
 
     root, _ = emoset
     base = tmp_path_factory.mktemp("resume")
@@ -59,7 +59,7 @@ def same_tensors(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def mapper_reference(stage1, tmp_path_factory) -> Path:
-    from emogen_cli.train_mapper import train_mapper
+    from emogen_cli.stage2.train_mapper import train_mapper
 
     out = tmp_path_factory.mktemp("mapper-ref") / "full"
     train_mapper(load_config(stage1, {"mapper.output": str(out)}))
@@ -71,8 +71,8 @@ def mapper_reference(stage1, tmp_path_factory) -> Path:
     ("checkpoint_written:2", "KILL", -9),  # killed while writing the step-6 checkpoint (before its rename)
 ])
 def test_mapper_resume_after_a_stop_equals_uninterrupted(stage1, mapper_reference, tmp_path, point, signal, code):
-    from emogen_cli.checkpoint import list_checkpoints, load_checkpoint
-    from emogen_cli.train_mapper import train_mapper
+    from emogen_cli.core.checkpoint import list_checkpoints, load_checkpoint
+    from emogen_cli.stage2.train_mapper import train_mapper
 
     out = tmp_path / "part"
     killed = run_killed(stage1, "train-mapper", out, point, signal)
@@ -97,7 +97,7 @@ def test_mapper_resume_after_a_stop_equals_uninterrupted(stage1, mapper_referenc
 
 
 def test_mapper_resume_refuses_other_settings_naming_each(stage1, tmp_path):
-    from emogen_cli.train_mapper import train_mapper
+    from emogen_cli.stage2.train_mapper import train_mapper
 
     out = tmp_path / "m"
     train_mapper(load_config(stage1, {"mapper.output": str(out), "mapper.max_steps": 3}))
@@ -117,10 +117,10 @@ def test_mapper_resume_refuses_other_settings_naming_each(stage1, tmp_path):
 
 
 def test_emotion_vectors_are_tied_to_their_encoder(stage1, tmp_path):
-    from emogen_cli.emoset import load_prepared
-    from emogen_cli.encoder import load_encoder
-    from emogen_cli.reporting import Reporter
-    from emogen_cli.train_mapper import _emotion_vectors
+    from emogen_cli.data.emoset import load_prepared
+    from emogen_cli.stage1.encoder import load_encoder
+    from emogen_cli.core.reporting import Reporter
+    from emogen_cli.stage2.train_mapper import _emotion_vectors
 
     class Notes(Reporter):
         def __init__(self):
@@ -138,7 +138,7 @@ def test_emotion_vectors_are_tied_to_their_encoder(stage1, tmp_path):
     first = _emotion_vectors(encoder, prepared, cache, torch.device("cpu"), notes, "encoder-a")
     # the same encoder reuses the file: poison it to prove it is read, not recomputed
     poisoned = {k: v + 1 for k, v in first.items()}
-    from emogen_cli.files import atomic_save_safetensors
+    from emogen_cli.core.files import atomic_save_safetensors
 
     atomic_save_safetensors(cache, poisoned, metadata={"encoder": "encoder-a"})
     again = _emotion_vectors(encoder, prepared, cache, torch.device("cpu"), notes, "encoder-a")
@@ -158,7 +158,7 @@ def test_emotion_vectors_are_tied_to_their_encoder(stage1, tmp_path):
 
 @pytest.fixture(scope="module")
 def encoder_reference(stage1, tmp_path_factory) -> tuple[Path, dict]:
-    from emogen_cli.train_encoder import train_encoder
+    from emogen_cli.stage1.train_encoder import train_encoder
 
     out = tmp_path_factory.mktemp("encoder-ref") / "full"
     result = train_encoder(load_config(stage1, {"encoder.output": str(out)}))
@@ -171,8 +171,8 @@ def encoder_reference(stage1, tmp_path_factory) -> tuple[Path, dict]:
     ("after_optimizer_step:7", "KILL", -9),  # killed right after the epoch-boundary checkpoint (step 6)
 ])
 def test_encoder_resume_after_a_stop_equals_uninterrupted(stage1, encoder_reference, tmp_path, point, signal, code):
-    from emogen_cli.checkpoint import list_checkpoints, load_checkpoint
-    from emogen_cli.train_encoder import train_encoder
+    from emogen_cli.core.checkpoint import list_checkpoints, load_checkpoint
+    from emogen_cli.stage1.train_encoder import train_encoder
 
     reference, expected = encoder_reference
     out = tmp_path / "part"
@@ -197,7 +197,7 @@ def test_encoder_resume_after_a_stop_equals_uninterrupted(stage1, encoder_refere
 
 
 def test_encoder_resume_refuses_other_settings(stage1, tmp_path):
-    from emogen_cli.train_encoder import train_encoder
+    from emogen_cli.stage1.train_encoder import train_encoder
 
     out = tmp_path / "e"
     train_encoder(load_config(stage1, {"encoder.output": str(out), "encoder.max_steps": 6}))
@@ -211,7 +211,7 @@ def test_encoder_resume_refuses_other_settings(stage1, tmp_path):
 def test_second_signal_stops_at_once_and_first_only_asks():
     import signal
 
-    from emogen_cli.interrupts import StopSignals
+    from emogen_cli.core.interrupts import StopSignals
 
     with StopSignals() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -224,8 +224,8 @@ def test_second_signal_stops_at_once_and_first_only_asks():
 def test_damaged_latent_shard_is_detected_and_recomputed(stage1, tmp_path):
     import shutil
 
-    from emogen_cli.emoset import load_prepared
-    from emogen_cli.latents import LatentCache, cache_latents
+    from emogen_cli.data.emoset import load_prepared
+    from emogen_cli.data.latents import LatentCache, cache_latents
 
     cfg = load_config(stage1)
     prepared = load_prepared(cfg.data.prepared)

@@ -28,7 +28,7 @@ from emogen_cli.cli import edit as edit_cli
 from emogen_cli.cli import evaluate as evaluate_cli
 from emogen_cli.cli import export as export_cli
 from emogen_cli.cli._utils import epilog, err_console, write_json
-from emogen_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, EmogenError
+from emogen_cli.core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, EmogenError
 
 app = typer.Typer(
     name="emogen",
@@ -76,7 +76,7 @@ def _one_line(text: str) -> str:
     code it carries) is cut and replaced by the reason the file is refused."""
     for marker in ("Weights only load failed", "weights_only"):
         if marker in text:
-            from emogen_cli.errors import load_failure
+            from emogen_cli.core.errors import load_failure
 
             head = text.split(marker)[0].rstrip(" :(.")
             text = f"{head}: {load_failure(Exception(marker))}" if head else load_failure(Exception(marker))

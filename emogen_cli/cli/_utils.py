@@ -30,7 +30,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from emogen_cli.reporting import Reporter
+from emogen_cli.core.reporting import Reporter
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
@@ -50,7 +50,7 @@ def _show(value: Any) -> str:
 
 def _key_note(key: str) -> str:
     """`[default: 50; config: generate.steps]`, read from Config() so help never drifts from the defaults."""
-    from emogen_cli.config import CHOICES, Config
+    from emogen_cli.core.config import CHOICES, Config
 
     section, name = key.split(".")
     default = getattr(getattr(Config(), section), name)
@@ -71,10 +71,10 @@ def _completer(allowed: Sequence[str], as_list: bool) -> Callable[[str], list[st
 
 def opt(*flags: str, key: str | None = None, help: str = "", **kwargs: Any) -> Any:
     """A typer.Option; with `key`, the option sets that config key (see `command`), its help ends with the
-    default from Config() and the key, and its choices (emogen_cli.choices) complete in the shell."""
+    default from Config() and the key, and its choices (emogen_cli.core.choices) complete in the shell."""
     if key is None:
         return typer.Option(*flags, help=help, **kwargs)
-    from emogen_cli.config import CHOICES, Config
+    from emogen_cli.core.config import CHOICES, Config
 
     allowed = CHOICES.get(key)
     if allowed and "autocompletion" not in kwargs:
@@ -117,8 +117,8 @@ def command(examples: str = "", writes: Iterable[Output] = ()) -> Callable[[F], 
 
         @functools.wraps(fn)
         def run(**params: Any) -> Any:
-            from emogen_cli.config import load_config
-            from emogen_cli.validate import preflight
+            from emogen_cli.core.config import load_config
+            from emogen_cli.core.validate import preflight
 
             given = {name: params[name] for name in keyed if params.get(name) is not None}
             cfg = load_config(params.get("config"), {keyed[n][0]: v for n, v in given.items()},

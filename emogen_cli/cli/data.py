@@ -19,7 +19,7 @@ from emogen_cli.cli._utils import (
     ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, OverwriteOpt, ResolutionOpt, RichReporter, SeedOpt, command, emit, opt,
     out_console, plural, say,
 )
-from emogen_cli.config import Config
+from emogen_cli.core.config import Config
 
 
 @command(examples="""
@@ -47,7 +47,7 @@ def prepare(
     cfg: Config,
 ) -> None:
     """Filter EmoSet to images with a scene/object label, balance emotions, write a manifest."""
-    from emogen_cli.prepare import prepare as run
+    from emogen_cli.data.prepare import prepare as run
 
     with RichReporter() as reporter:
         result = run(cfg, cache_latents=cache_latents, overwrite=overwrite, reporter=reporter)

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from emogen_cli.cli._utils import JsonOpt, SeedOpt, command, emit, epilog, say
-from emogen_cli.config import Config
+from emogen_cli.core.config import Config
 
 app = typer.Typer(help="Developer helpers: tiny models and synthetic data.", no_args_is_help=True)
 
@@ -28,8 +28,8 @@ def tiny_bundle(
     cfg: Config,
 ) -> None:
     """Write tiny random-weight SD/CLIP/ResNet models in their real folder layouts."""
-    from emogen_cli.errors import EmogenError
-    from emogen_cli.tiny import SIZES, build_tiny_bundle
+    from emogen_cli.core.errors import EmogenError
+    from emogen_cli.testing.tiny import SIZES, build_tiny_bundle
 
     if size not in SIZES:
         raise EmogenError(f"Unknown size '{size}'.", f"Choose one of: {', '.join(SIZES)}.")
@@ -46,7 +46,7 @@ def synthetic_emoset(
     cfg: Config,
 ) -> None:
     """Write a small synthetic dataset in the real EmoSet layout (with a few broken entries)."""
-    from emogen_cli.synthetic import make_synthetic_emoset
+    from emogen_cli.testing.synthetic import make_synthetic_emoset
 
     expected = make_synthetic_emoset(out, seed=cfg.runtime.seed)
     emit({"path": str(out), **expected}, json_,

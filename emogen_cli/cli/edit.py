@@ -20,7 +20,7 @@ from emogen_cli.cli._utils import (
     ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, RichReporter, SeedOpt, command, emit, opt, out_console,
     plural, say,
 )
-from emogen_cli.config import Config
+from emogen_cli.core.config import Config
 
 MapperOpt = Annotated[Path | None, opt("--mapper", "-m", key="generate.mapper", help="Mapper bundle folder.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder.", show_default=False)]
@@ -82,8 +82,8 @@ def edit(
     cfg: Config,
 ) -> None:
     """Edit photographs toward an emotion (img2img with the mapped emotion token); keeps their size."""
-    from emogen_cli.edit import edit as run
-    from emogen_cli.va import parse_point
+    from emogen_cli.inference.edit import edit as run
+    from emogen_cli.inference.va import parse_point
 
     point = parse_point(va) if va else None
     with RichReporter() as reporter:
@@ -140,8 +140,8 @@ def intensity(
     cfg: Config,
 ) -> None:
     """Generate an emotion at several strengths, one strip per seed (generate --intensity)."""
-    from emogen_cli.intensity import intensity as run
-    from emogen_cli.intensity import parse_intensities
+    from emogen_cli.inference.intensity import intensity as run
+    from emogen_cli.inference.intensity import parse_intensities
 
     alphas = parse_intensities(intensity)
     with RichReporter() as reporter:
@@ -151,7 +151,7 @@ def intensity(
 
 
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    from emogen_cli.validate import numbers
+    from emogen_cli.core.validate import numbers
 
     return None if text is None else tuple(numbers(text, option))
 
@@ -182,9 +182,9 @@ def grid(
     cfg: Config,
 ) -> None:
     """Contact sheets; --va: valence (left to right) x arousal (bottom to top) by mixing the emotions."""
-    from emogen_cli.errors import EmogenError
-    from emogen_cli.va import DEFAULT_SIGMA, GRID
-    from emogen_cli.va import grid as run
+    from emogen_cli.core.errors import EmogenError
+    from emogen_cli.inference.va import DEFAULT_SIGMA, GRID
+    from emogen_cli.inference.va import grid as run
 
     if not va:
         raise EmogenError("Choose the grid to draw.", "For example: emogen grid --va.")
@@ -221,10 +221,10 @@ def best_of(
     cfg: Config,
 ) -> None:
     """Generate K candidates per image and keep those the emotion probe rates highest (generate --best-of)."""
-    from emogen_cli.bestof import generate_best_of as run
-    from emogen_cli.emotions import parse_emotions
+    from emogen_cli.inference.bestof import generate_best_of as run
+    from emogen_cli.core.emotions import parse_emotions
     from emogen_cli.pipeline import Request
-    from emogen_cli.validate import template
+    from emogen_cli.core.validate import template
 
     text = template(prompt, "--prompt")
     requests = [Request((e,), text, num_images) for e in parse_emotions([emotion])]

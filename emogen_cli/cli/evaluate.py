@@ -18,7 +18,7 @@ from emogen_cli.cli._utils import (
     ClipOpt, ConfigOpt, DeviceOpt, JsonOpt, OverwriteOpt, RichReporter, SeedOpt, command, emit, opt, out_console,
     say,
 )
-from emogen_cli.config import Config
+from emogen_cli.core.config import Config
 
 
 @command(examples="""
@@ -65,7 +65,7 @@ def evaluate(
     cfg: Config,
 ) -> None:
     """Compute the paper's five metrics over a folder of generated images."""
-    from emogen_cli.evaluate import evaluate as run
+    from emogen_cli.evaluation.evaluate import evaluate as run
 
     # metrics asked for by name (option or config file) must be computed; otherwise, all that are available
     chosen = [m.lower() for m in cfg.evaluate.metrics] if cfg.is_explicit("evaluate.metrics") else None
@@ -79,7 +79,7 @@ def _render(result: dict) -> None:
     from rich.table import Table
 
     from emogen_cli.cli._utils import plural
-    from emogen_cli.report import LABELS, fmt
+    from emogen_cli.evaluation.report_files import LABELS, fmt
 
     names = list(result["metrics"])
     table = Table(title=escape(f"{plural(result['images'], 'image')} in {result['folder']}"), title_justify="left",

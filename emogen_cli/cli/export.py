@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from emogen_cli.cli._utils import ConfigOpt, JsonOpt, OverwriteOpt, RichReporter, SeedOpt, command, emit, opt, say
-from emogen_cli.config import Config
+from emogen_cli.core.config import Config
 
 
 @command(examples="""
@@ -40,7 +40,7 @@ def export(
     cfg: Config,
 ) -> None:
     """Export emotions as textual-inversion embeddings other Stable Diffusion 1.x tools load."""
-    from emogen_cli.export import export_embeddings
+    from emogen_cli.inference.export import export_embeddings
 
     with RichReporter() as reporter:
         result = export_embeddings(cfg.generate.mapper, [emotion], format_, out, samples, cfg.runtime.seed,

@@ -17,12 +17,12 @@ from typing import Annotated
 
 import typer
 
-from emogen_cli.choices import FUSION_MODES, MAX_IMAGES
+from emogen_cli.core.choices import FUSION_MODES, MAX_IMAGES
 from emogen_cli.cli._utils import (
     ClipOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, OverwriteOpt, PrecisionOpt, ResolutionOpt, RichReporter, SeedOpt,
     command, emit, opt, out_console, plural, say,
 )
-from emogen_cli.config import Config
+from emogen_cli.core.config import Config
 
 MapperOpt = Annotated[Path | None, opt("--mapper", "-m", key="generate.mapper", help="Mapper bundle folder.")]
 OutOpt = Annotated[Path | None, opt("--out", "-o", key="generate.output", help="Output folder.")]
@@ -40,7 +40,7 @@ EmotionOpt = Annotated[str, typer.Option("--emotion", "-e", help="Emotion name, 
 
 def _run(requests: list, cfg: Config, baseline: bool, overwrite: bool, json_: bool) -> None:
     """Generate `requests` with the command's Config; print the result."""
-    from emogen_cli.writer import generate as run
+    from emogen_cli.inference.writer import generate as run
 
     with RichReporter() as reporter:
         result = run(cfg, requests, overwrite=overwrite, baseline=baseline, reporter=reporter)
@@ -76,8 +76,8 @@ def generate(
     cfg: Config,
 ) -> None:
     """Generate images that evoke an emotion."""
-    from emogen_cli.emotions import parse_emotions
-    from emogen_cli.generate import Request
+    from emogen_cli.core.emotions import parse_emotions
+    from emogen_cli.pipeline import Request
 
     requests = [Request((e,), "{}", num_images) for e in parse_emotions([emotion])]
     _run(requests, cfg, baseline, overwrite, json_)
@@ -115,10 +115,10 @@ def transfer(
     cfg: Config,
 ) -> None:
     """Put an emotion onto neutral objects or scenes ('{} cup'; text without {} gets the emotion in front)."""
-    from emogen_cli import validate
-    from emogen_cli.emotions import parse_emotions
-    from emogen_cli.errors import EmogenError
-    from emogen_cli.generate import Request
+    from emogen_cli.core import validate
+    from emogen_cli.core.emotions import parse_emotions
+    from emogen_cli.core.errors import EmogenError
+    from emogen_cli.pipeline import Request
 
     texts = [(t, "Prompt") for t in prompts or []] + [(t, "--template") for t in template or []]
     if prompt_file is not None:
@@ -173,9 +173,9 @@ def fuse(
     cfg: Config,
 ) -> None:
     """Blend two or more emotions in one image."""
-    from emogen_cli import validate
-    from emogen_cli.emotions import validate_emotion
-    from emogen_cli.generate import fusion_request
+    from emogen_cli.core import validate
+    from emogen_cli.core.emotions import validate_emotion
+    from emogen_cli.pipeline import fusion_request
 
     names = [validate_emotion(part) for e in emotions for part in e.split(",") if part.strip()]
     values = validate.numbers(weights, "--weights") if weights is not None else None
@@ -210,8 +210,8 @@ def decompose(
     cfg: Config,
 ) -> None:
     """List the semantics (EmoSet objects and scenes) an emotion is made of."""
-    from emogen_cli.decompose import decompose as run
-    from emogen_cli.emotions import parse_emotions
+    from emogen_cli.evaluation.decompose import decompose as run
+    from emogen_cli.core.emotions import parse_emotions
 
     with RichReporter() as reporter:
         result = run(cfg, parse_emotions([emotion]) if emotion else [], top, attributes, images, samples, None,

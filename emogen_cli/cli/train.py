@@ -21,7 +21,7 @@ from emogen_cli.cli._utils import (
     ClipOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, ResolutionOpt, RichReporter, SeedOpt, command, emit,
     opt, out_console, plural, say,
 )
-from emogen_cli.config import Config
+from emogen_cli.core.config import Config
 
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
 DataOpt = Annotated[Path | None, opt("--data", key="data.root", help="EmoSet root folder.")]
@@ -68,7 +68,7 @@ def train_encoder(
 ) -> None:
     """Stage 1: train the ResNet-50 emotion classifier and build the per-emotion Gaussians."""
     if import_official is not None:
-        from emogen_cli.encoder import import_official as run_import
+        from emogen_cli.stage1.encoder import import_official as run_import
 
         target = Path(cfg.encoder.output)
         bundle = run_import(import_official, target, cfg.encoder.image_size, overwrite=overwrite)
@@ -79,7 +79,7 @@ def train_encoder(
             f"Imported the official emotion space ({r['emotion_dim']}-d"
             f"{', with classifier' if r['has_classifier'] else ''}) into {r['path']}"))
         return
-    from emogen_cli.train_encoder import train_encoder as run
+    from emogen_cli.stage1.train_encoder import train_encoder as run
 
     with RichReporter() as reporter:
         result = run(cfg, resume=resume, reporter=reporter)
@@ -156,7 +156,7 @@ def train_mapper(
 ) -> None:
     """Stage 2: train the mapping network from the emotion space to CLIP's text space."""
     if import_official_confidence is not None:
-        from emogen_cli.confidence import import_official_confidence as run_import
+        from emogen_cli.stage2.confidence import import_official_confidence as run_import
 
         target = Path(cfg.mapper.output) / "confidence.json"
         table = run_import(import_official_confidence, target, overwrite=overwrite)
@@ -164,7 +164,7 @@ def train_mapper(
              lambda r: say(f"Converted {r['attributes']} official confidence rows to {r['path']}; "
                            f"train with --confidence {r['path']}"))
         return
-    from emogen_cli.train_mapper import train_mapper as run
+    from emogen_cli.stage2.train_mapper import train_mapper as run
 
     with RichReporter() as reporter:
         result = run(cfg, resume=resume, reporter=reporter)

@@ -1,0 +1,302 @@
+"""Typed configuration: defaults here, YAML files in configs/, per-option CLI overrides.
+
+Every key is validated: unknown keys get a 'did you mean', wrong types name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emogen_cli.core import choices
+from emogen_cli.core.errors import EmogenError
+
+
+@dataclass
+class ModelConfig:
+    pretrained: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # diffusers folder or hub id
+    clip: str = "openai/clip-vit-large-patch14"  # text projection, image features
+    revision: str | None = None
+    resolution: int = 512
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/EmoSet"  # EmoSet root: image/, annotation/, train.json ...
+    prepared: str = "runs/prepared"  # `emogen prepare` output folder
+    splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
+    balance: str = "per_kind"  # per_kind (official) | union | none; old true/false read as per_kind/none
+    verify_images: bool = True
+    num_workers: int = 2
+
+
+@dataclass
+class EncoderConfig:
+    backbone: str = "microsoft/resnet-50"
+    emotion_dim: int = 768
+    dropout: float = 0.5
+    image_size: int = 224
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: int = 10
+    max_steps: int | None = None
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    output: str = "runs/encoder"
+    preprocessing: str = "official"  # official: Resize(256) -> CenterCrop(224) -> Normalize(0.5, 0.5); imagenet
+    space_splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])  # images of the Gaussians
+
+
+@dataclass
+class MapperConfig:
+    encoder: str = "runs/encoder"  # stage-1 output folder
+    layers: int = 2
+    hidden_dim: int = 1024
+    placeholder: str = "<emotion>"
+    lambda_attr: float = 0.01
+    lambda_emo: float = 0.0
+    threshold: float = 0.0
+    confidence: str | None = None  # JSON from a previous run or an official import
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 1
+    max_steps: int = 20000
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    output: str = "runs/mapper"
+    attribute_vocabulary: str = "emotional"  # emotional (official L_attr classes) | all
+    emotional_attributes: str | None = None  # official dataset_balance/ (or repo root) or a JSON list; null: derived
+    semantic_token: str = "placeholder"  # placeholder (official pooling) | eos
+    emotion_probe: str | None = None  # CLIP emotion probe for L_emo (official .pth or emotion_probe.safetensors)
+
+
+@dataclass
+class GenerateConfig:
+    mapper: str = "runs/mapper"
+    steps: int = 50
+    guidance: float = 7.5
+    scheduler: str = "unipc"
+    batch_size: int = 4
+    negative_prompt: str = ""
+    output: str = "runs/generated"
+
+
+@dataclass
+class EvaluateConfig:
+    reference: str | None = None  # prepared folder or image folder for FID (null: data.prepared)
+    metrics: list[str] = field(default_factory=lambda: ["fid", "lpips", "emo-a", "sem-c", "sem-d"])
+    fid_features: str = "auto"  # auto: Inception with torch-fidelity installed, else CLIP image features
+    emotion_classifier: str = "clip"  # clip: the CLIP-space probe (official Emo-A); encoder: stage 1
+    probe: str | None = None  # CLIP emotion probe (null: the mapper bundle's emotion_probe.safetensors)
+    object_model: str = "microsoft/resnet-50"  # ImageNet classifier for Sem-C
+    scene_model: str | None = None  # Places365 classifier for Sem-C (transformers folder or resnet50_places365.pth.tar)
+    pairs: int = 200  # random image pairs per emotion for LPIPS and Sem-D
+    max_reference: int = 5000  # reference images used for FID (a seeded random subset)
+    batch_size: int = 32
+
+
+@dataclass
+class RuntimeConfig:
+    seed: int = 0
+    mixed_precision: str = "auto"  # auto: bf16 (or fp16) on CUDA, fp32 on CPU
+    device: str = "auto"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    mapper: MapperConfig = field(default_factory=MapperConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def is_explicit(self, key: str) -> bool:
+        """True when `key` ("model.pretrained") was set by a config file or an option, even to its default:
+        "not given" is not the same as "equals the built-in default"."""
+        return key in self.__dict__.get("_explicit", ())
+
+
+CHOICES: dict[str, tuple[str, ...]] = choices.BY_KEY
+# Values of earlier versions still accepted: data.balance was a boolean (true: balance as the paper,
+# now the official per-kind balancing; false: none).
+LEGACY: dict[str, dict[Any, str]] = {"data.balance": {True: "per_kind", False: "none", "true": "per_kind",
+                                                      "false": "none", "yes": "per_kind", "no": "none"}}
+POSITIVE = {
+    "model.resolution", "encoder.emotion_dim", "encoder.image_size", "encoder.batch_size", "encoder.epochs",
+    "encoder.checkpoint_every", "mapper.layers", "mapper.hidden_dim", "mapper.batch_size", "mapper.max_steps",
+    "mapper.checkpoint_every", "generate.steps", "generate.batch_size", "encoder.keep_checkpoints",
+    "mapper.keep_checkpoints", "evaluate.pairs", "evaluate.max_reference", "evaluate.batch_size",
+    "encoder.lr", "mapper.lr", "encoder.max_steps",
+}
+NON_NEGATIVE = {
+    "mapper.lambda_attr", "mapper.lambda_emo", "mapper.threshold", "generate.guidance", "encoder.weight_decay",
+    "mapper.weight_decay", "encoder.momentum", "encoder.dropout", "data.num_workers",
+}
+# Inclusive upper bounds (on top of the lower bounds above); runtime.seed is 0 .. 2**32-1.
+AT_MOST: dict[str, int | float] = {"runtime.seed": choices.MAX_SEED, "mapper.threshold": 1.0, "encoder.dropout": 0.99}
+MULTIPLE_OF_8 = {"model.resolution"}  # the VAE downsamples by 8
+
+
+def check_device_name(name: str) -> bool:
+    """auto, cpu, mps, cuda or cuda:N (whether CUDA is present is checked when the device is resolved)."""
+    return name in choices.DEVICES or re.fullmatch(r"(cuda|cpu|mps):\d+", name) is not None
+
+
+def _all_keys() -> list[str]:
+    sections = typing.get_type_hints(Config)
+    return [f"{name}.{f.name}" for name, cls in sections.items() for f in dataclasses.fields(cls)]
+
+
+def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    def bad(expected: str) -> EmogenError:
+        return _invalid(key, source, f"must be {expected}", f"{value!r} ({type(value).__name__})")
+
+    if origin is list:
+        items = [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise bad("a list")
+        return [_coerce(key, item, args[0], source) for item in items]
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise bad("an integer")
+        try:
+            return int(value)
+        except ValueError:
+            raise bad("an integer") from None
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad("a number")
+        try:
+            number = float(value)
+        except ValueError:
+            raise bad("a number") from None
+        if not math.isfinite(number):
+            raise bad("a finite number")
+        return number
+    if hint is str:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise bad("a string")
+        return str(value)
+    raise bad(str(hint))  # pragma: no cover - every field type is handled above
+
+
+def _invalid(key: str, source: str, must: str, got: Any) -> EmogenError:
+    """One line naming the option (or the config key and file) and the bad value."""
+    if source.startswith("--"):
+        return EmogenError(f"{source} {must}; got {got} (config key {key}).",
+                           f"Run the command with --help to see what {source} takes.")
+    return EmogenError(f"Config key '{key}' {must}; got {got} in {source}.",
+                       "Fix the value in the config file or on the command line.")
+
+
+def _check(key: str, value: Any, source: str) -> None:
+    allowed = CHOICES.get(key)
+    for item in value if isinstance(value, list) else [value]:
+        if allowed and item not in allowed:
+            raise _invalid(key, source, f"must be one of {', '.join(allowed)}", f"'{item}'")
+    if value is None or isinstance(value, (list, str, bool)):
+        if key == "runtime.device" and isinstance(value, str) and not check_device_name(value):
+            raise _invalid(key, source, "must be auto, cpu, mps, cuda or cuda:N", f"'{value}'")
+        return
+    if key in POSITIVE and value <= 0:
+        raise _invalid(key, source, "must be positive", value)
+    if (key in NON_NEGATIVE or key in AT_MOST) and value < 0:
+        raise _invalid(key, source, "must not be negative", value)
+    if key in AT_MOST and value > AT_MOST[key]:
+        raise _invalid(key, source, f"must be at most {AT_MOST[key]:,}".replace(",", "_"), value)
+    if key in MULTIPLE_OF_8 and value % 8:
+        raise _invalid(key, source, "must be a multiple of 8", value)
+
+
+def _set(config: Config, key: str, value: Any, source: str) -> None:
+    if key not in _all_keys():
+        close = difflib.get_close_matches(key, _all_keys(), n=1)
+        hint = f"Did you mean '{close[0]}'?" if close else "See configs/default.yaml for every key."
+        raise EmogenError(f"Unknown config key '{key}' in {source}.", hint)
+    section_name, name = key.split(".")
+    section = getattr(config, section_name)
+    hint = typing.get_type_hints(type(section))[name]
+    legacy = LEGACY.get(key, {})
+    if isinstance(value, (bool, str)) and (value.lower() if isinstance(value, str) else value) in legacy:
+        value = legacy[value.lower() if isinstance(value, str) else value]
+    coerced = _coerce(key, value, hint, source)
+    if key in CHOICES:  # choices are lower case; "FID" means "fid"
+        coerced = [v.lower() for v in coerced] if isinstance(coerced, list) else coerced.lower()
+    _check(key, coerced, source)
+    setattr(section, name, coerced)
+    config.__dict__.setdefault("_explicit", set()).add(key)
+
+
+def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, values in data.items():
+        if not isinstance(values, Mapping):
+            if f"{section}" in {s.name for s in dataclasses.fields(Config)}:
+                raise EmogenError(f"Config section '{section}' must be a mapping of keys in {source}.")
+            flat[str(section)] = values  # reported as an unknown key by _set
+            continue
+        for name, value in values.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                flags: Mapping[str, str] | None = None) -> Config:
+    """Defaults <- YAML file (if any) <- overrides (dotted keys; None values are ignored).
+
+    `flags` names the command-line option of each override key, so a bad value is reported as
+    "--steps must be positive" rather than by its config key. Every key set here is remembered
+    (`Config.is_explicit`)."""
+    config = Config()
+    if path is not None:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise EmogenError(f"Config file '{path}' does not exist.", "Pass an existing YAML file to --config.")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise EmogenError(f"Config file '{path}' is not valid YAML: {exc}".splitlines()[0]) from None
+        if not isinstance(data, Mapping):
+            raise EmogenError(f"Config file '{path}' must contain a mapping of sections.")
+        for key, value in _flatten(data, str(path)).items():
+            _set(config, key, value, str(path))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(config, key, value, (flags or {}).get(key, "command-line options"))
+    return config

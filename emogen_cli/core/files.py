@@ -1,0 +1,219 @@
+"""Atomic file writing: a file under its final name is always complete.
+
+Every writer goes through `atomic_path`: the data is written to a temporary file in the same
+folder, flushed and fsynced, then renamed over the final name (`os.replace` is atomic on POSIX
+and Windows). A crash, a kill or a full disk leaves either the old file or the new one, never a
+truncated mix; the temporary file is removed on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from emogen_cli.core.errors import EmogenError
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not supported (e.g. Windows): the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def disk_error(path: Path, exc: OSError) -> EmogenError:
+    """One clear line for an OSError while writing `path` (full disk, permissions, ...)."""
+    if exc.errno == errno.ENOSPC:
+        return EmogenError(f"The disk is full: could not write '{path}'.", "Free some space and run the command again.")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return EmogenError(f"Cannot write '{path}' ({exc.strerror}).", "Choose a writable output folder.")
+    return EmogenError(f"Cannot write '{path}' ({exc.strerror or exc}).")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is fsynced and renamed to `path`.
+
+    Use it for writers that need a file name (safetensors, PIL, torch): write to the yielded path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(path, exc) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2) -> None:
+    """JSON with NaN/inf refused (they are not JSON): callers turn them into null first."""
+    atomic_write_text(path, json.dumps(data, indent=indent, allow_nan=False, default=str) + "\n")
+
+
+def atomic_save_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def atomic_save_image(path: str | Path, image: Any, **kwargs: Any) -> None:
+    """A PIL image under its final name only once it is completely written."""
+    fmt = kwargs.pop("format", None) or (Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG")
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=fmt, **kwargs)
+
+
+# --- reading what emogen wrote, with one clear line when a file is damaged -----------------------------------------
+
+
+def file_digest(*paths: str | Path) -> str:
+    """sha256 over the names and bytes of `paths` (missing files count as empty): ties a cache to its source."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        digest.update(path.name.encode() + b"\0")
+        if path.is_file():
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def read_json(path: str | Path, what: str, hint: str | None = None) -> Any:
+    """Parsed JSON of `path`; missing, non-UTF-8 or invalid JSON is one line naming the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise EmogenError(f"{what} '{path}' does not exist.", hint) from None
+    except UnicodeDecodeError as exc:
+        raise EmogenError(f"{what} '{path}' is not UTF-8 text (byte {exc.start}).", hint) from None
+    except json.JSONDecodeError as exc:
+        raise EmogenError(f"{what} '{path}' is not valid JSON ({exc.msg} at line {exc.lineno}).", hint) from None
+    except OSError as exc:
+        raise EmogenError(f"Cannot read {what.lower()} '{path}' ({exc.strerror or exc}).", hint) from None
+
+
+def read_safetensors(path: str | Path, what: str, hint: str | None = None,
+                     with_metadata: bool = False) -> Any:
+    """All tensors of a safetensors file (and its metadata); truncated or foreign files are one line."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise EmogenError(f"{what} '{path}' is missing.", hint)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
+            metadata = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise EmogenError(f"{what} '{path}' is damaged or truncated ({first}).", hint) from None
+    return (tensors, metadata) if with_metadata else tensors
+
+
+def check_finite(tensors: dict[str, Any], path: str | Path, what: str, hint: str | None = None) -> None:
+    """Refuse NaN/inf in stored weights: they would silently turn every output into noise."""
+    import torch
+
+    for name, value in tensors.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise EmogenError(f"{what} '{path}' holds NaN or infinite values in '{name}'.", hint)
+
+
+def check_shapes(tensors: dict[str, Any], expected: dict[str, tuple[int, ...]], path: str | Path, what: str,
+                 hint: str | None = None) -> None:
+    """Every expected tensor present with its expected shape; the first difference is the message."""
+    for name, shape in expected.items():
+        if name not in tensors:
+            raise EmogenError(f"{what} '{path}' has no tensor '{name}'.", hint)
+        if tuple(tensors[name].shape) != tuple(shape):
+            raise EmogenError(f"{what} '{path}' has '{name}' of shape {tuple(tensors[name].shape)}, "
+                              f"expected {tuple(shape)}.", hint)
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise EmogenError(f"{what} '{path}' has unexpected tensors ({', '.join(extra[:3])}).", hint)
+
+
+def write_bundle(folder: str | Path, files: dict[str, Any], config: dict[str, Any]) -> None:
+    """Replace a bundle folder's files only once every new file is complete on disk.
+
+    `files` maps file names to writers `fn(tmp_path)`. Each is written to a temporary file beside
+    its final name and fsynced; only then are they renamed in, config.json last (it marks the bundle
+    complete and records each weights file's size, so a copy mixed by a crash between renames, or
+    truncated later, is detected).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staged: dict[str, Path] = {}
+    try:
+        for name, write in files.items():
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            staged[name] = Path(tmp_name)
+            write(staged[name])
+            with open(staged[name], "rb+") as f:
+                os.fsync(f.fileno())
+        config = {**config, "files": {name: tmp.stat().st_size for name, tmp in staged.items()
+                                      if name.endswith(".safetensors")}}  # text files are checked by parsing
+        with atomic_path(folder / "config.json") as tmp_config:
+            staged["config.json"] = tmp_config
+            tmp_config.write_text(json.dumps(config, indent=2, allow_nan=False, default=str) + "\n")
+            for name, tmp in staged.items():
+                if name != "config.json":
+                    os.replace(tmp, folder / name)
+    except OSError as exc:
+        raise disk_error(folder, exc) from None
+    finally:
+        for name, tmp in staged.items():
+            if name != "config.json":
+                tmp.unlink(missing_ok=True)
+    _fsync_dir(folder)
+
+
+def check_bundle_files(folder: str | Path, config: dict[str, Any], what: str, hint: str | None = None) -> None:
+    """Each file config.json lists exists with the size it was written with (a bundle mixed by a crash,
+    or truncated later, is one line)."""
+    folder = Path(folder)
+    for name, size in (config.get("files") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise EmogenError(f"{what} '{folder}' lacks '{name}'.", hint)
+        if isinstance(size, int) and path.stat().st_size != size:
+            raise EmogenError(f"{what} file '{path}' is {path.stat().st_size} bytes, but the bundle recorded "
+                              f"{size}: it is truncated or from another run.", hint)

@@ -1,0 +1,100 @@
+"""Device, precision and seeding helpers shared by training and inference."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from emogen_cli.core.errors import EmogenError
+
+DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: "str | torch.device" = "auto") -> torch.device:
+    """The torch device for a runtime.device name; one clear error for a name torch does not know or a
+    device this machine does not have (e.g. `cuda` without CUDA, `cuda:3` with two GPUs)."""
+    from emogen_cli.core.config import check_device_name
+
+    if isinstance(name, torch.device):
+        return name  # already resolved (e.g. a process's own device under accelerate launch)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not check_device_name(name):
+        raise EmogenError(f"Unknown device '{name}'.", "Use auto, cpu, mps, cuda or cuda:N.")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EmogenError(f"Device '{name}' was requested but CUDA is not available on this machine.",
+                              "Use --device cpu (or auto).")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise EmogenError(f"Device '{name}' was requested but this machine has {torch.cuda.device_count()} "
+                              "CUDA device(s).", f"Use cuda:0 .. cuda:{torch.cuda.device_count() - 1}.")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise EmogenError(f"Device '{name}' was requested but MPS is not available on this machine.",
+                          "Use --device cpu (or auto).")
+    return device
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """'auto' -> bf16 on CUDA (fp16 where bf16 is unsupported), 'no' on CPU."""
+    if setting != "auto":
+        if setting != "no" and device.type != "cuda":
+            return "no"  # half precision on CPU is slow and inaccurate: fall back quietly
+        return setting
+    if device.type != "cuda":
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator that depends only on (seed, step): resumed runs draw exactly the same noise."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+
+
+def make_accelerator(mixed_precision: str, device: str = "auto", gradient_accumulation_steps: int = 1):
+    """An Accelerator for single-process, single-GPU or `accelerate launch` multi-GPU runs."""
+    from accelerate import Accelerator
+
+    resolve_device(device)  # the same clear error as inference for `gpu`, or `cuda` without CUDA
+    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    precision = resolve_precision(mixed_precision, torch.device("cpu" if cpu else "cuda"))
+    return Accelerator(mixed_precision=precision, cpu=cpu, gradient_accumulation_steps=gradient_accumulation_steps)
+
+
+@dataclass
+class ProcessShare:
+    """This process's place among those `accelerate launch` started (index 0 of 1 when run plainly)."""
+
+    index: int = 0
+    count: int = 1
+    device: torch.device | None = None  # the process's own device under accelerate launch
+    state: Any = None  # accelerate's PartialState when count > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    def wait(self) -> None:
+        if self.count > 1:
+            self.state.wait_for_everyone()
+
+    def gather(self, items: list) -> list:
+        """Every process's items, concatenated in process order."""
+        if self.count == 1:
+            return items
+        from accelerate.utils import gather_object
+
+        return gather_object(items)
+
+
+def process_share(device: str = "auto") -> ProcessShare:
+    """Join the process group when started by `accelerate launch` with several processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return ProcessShare()
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu")
+    return ProcessShare(state.process_index, state.num_processes, state.device, state)

@@ -1,0 +1,69 @@
+"""`emogen prepare`: EmoSet -> balanced, filtered stage-2 manifest (+ optional latent cache)."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from emogen_cli.core.config import Config
+from emogen_cli.data.emoset import MANIFEST, PREPARED, filter_and_balance, load_prepared, scan_emoset, write_manifest
+from emogen_cli.core.emotions import EMOTIONS
+from emogen_cli.core.errors import EmogenError
+from emogen_cli.core.reporting import Reporter
+
+
+def prepare(config: Config, out: str | Path | None = None, cache_latents: bool = False, overwrite: bool = False,
+            reporter: Reporter | None = None) -> dict[str, Any]:
+    """Scan, filter, balance and write the manifest; returns the summary (also in prepared.json)."""
+    reporter = reporter or Reporter()
+    out_dir = Path(out or config.data.prepared)
+    root = Path(config.data.root).resolve()
+    settings = {"root": str(root), "splits": config.data.splits, "seed": config.runtime.seed,
+                "balance": config.data.balance}
+    existing = (out_dir / PREPARED).is_file()
+    if existing and overwrite:
+        for name in (MANIFEST, PREPARED):
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "latents", ignore_errors=True)
+        existing = False
+    if existing:
+        prepared = load_prepared(out_dir)
+        if {k: prepared.info.get(k) for k in settings} != settings:
+            raise EmogenError(f"'{out_dir}' already holds a manifest prepared with other settings.",
+                              "Pass --overwrite to replace it, or choose another --out.")
+        reporter.info(f"Reusing the manifest in {out_dir} (same settings).")
+        summary = prepared.info
+        rows = prepared.rows
+    else:
+        scan = scan_emoset(root, config.data.splits, config.data.verify_images, config.data.num_workers, reporter)
+        rows = filter_and_balance(scan, config.runtime.seed, config.data.balance)
+        skipped = scan.skipped
+        originals = [r for r in rows if r.copy == 0]
+        if not originals:
+            raise EmogenError(f"No usable image with a scene or object label was found under '{root}'.",
+                              "Check that image/ and annotation/ match train.json/val.json/test.json.")
+        summary = {
+            **settings,
+            "emotions": list(EMOTIONS),
+            "scanned": len(scan.samples) + sum(skipped.values()) - skipped["no_scene_or_object"],
+            "kept": len(originals),
+            "total": len(rows),
+            "per_emotion_before": {e: sum(r.emotion == e for r in originals) for e in EMOTIONS},
+            "per_emotion_after": {e: sum(r.emotion == e for r in rows) for e in EMOTIONS},
+            "per_kind_after": {k: {e: sum(r.emotion == e and r.kind == k for r in rows) for e in EMOTIONS}
+                               for k in ("scene", "object")},
+            "per_split": dict(Counter(r.split for r in originals)),
+            "attributes": dict(sorted(Counter(r.attribute for r in originals).items(), key=lambda kv: (-kv[1], kv[0]))),
+            "skipped": {reason: skipped[reason] for reason in sorted(skipped)},
+            "skipped_examples": scan.examples,
+        }
+        write_manifest(out_dir, rows, summary)
+    result = {**summary, "manifest": str(out_dir / MANIFEST)}
+    if cache_latents:
+        from emogen_cli.data.latents import cache_latents as run_cache
+
+        result["latents"] = run_cache(rows, root, out_dir / "latents", config.model.pretrained, config.model.revision,
+                                      config.model.resolution, device=config.runtime.device, reporter=reporter)
+    return result

@@ -1,0 +1,103 @@
+"""`emogen export`: a trained emotion as a textual-inversion embedding other SD 1.x tools load.
+
+The exported vector is the mapper's output for the emotion Gaussian's mean (one vector). With
+`samples=K`, it is K seeded samples of the Gaussian (seeds seed..seed+K-1), mapped, as the K
+vectors of one multi-vector embedding: the prompt word then stands for K tokens, which carries
+some of the emotion's variety (each vector is one image's worth of emotion under `emogen generate`).
+
+Formats (one embedding per emotion; the name is the emotion's):
+- "diffusers": `OUT/<emotion>/learned_embeds.safetensors` = {"<awe>": float32[n, D]}, loaded by
+  `pipe.load_textual_inversion("OUT/awe")`; the prompt word is "<awe>".
+- "a1111": `OUT/<emotion>.pt` (AUTOMATIC1111's own layout: string_to_param = {"*": [n, D]},
+  string_to_token, name, step, sd_checkpoint_name; plain tensors and dicts, loadable with
+  `torch.load(weights_only=True)`) and `OUT/<emotion>.safetensors` ({"emb_params": [n, D]}, the
+  single-tensor layout A1111, ComfyUI and diffusers all read). Put either in A1111's `embeddings/`
+  folder (prompt word "awe") or ComfyUI's `models/embeddings/` (prompt "embedding:awe").
+D is the text encoder's width (768 for SD 1.x).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emogen_cli.core.errors import EmogenError
+from emogen_cli.core.files import atomic_path, atomic_save_safetensors
+from emogen_cli.core.reporting import Reporter, progress
+
+FORMATS = ("diffusers", "a1111")
+A1111_STAR_TOKEN = 265  # CLIP's id of "*", the key A1111 writes in string_to_token
+
+
+@torch.no_grad()
+def emotion_embedding(bundle: Any, emotion: str, samples: int | None = None, seed: int = 0) -> torch.Tensor:
+    """float32 [n, D]: the mapped Gaussian mean (n = 1), or `samples` seeded samples, mapped."""
+    space = bundle.space
+    if samples is None:
+        vectors = space.mean[space.index(emotion)].unsqueeze(0).float()
+    else:
+        vectors = space.samples(emotion, [seed + k for k in range(samples)])
+    mapper = bundle.mapper.float().cpu().eval()
+    return mapper(vectors).float().contiguous()
+
+
+def _model_name(base_model: str) -> str:
+    return Path(base_model).name if Path(base_model).exists() else base_model
+
+
+def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise EmogenError(f"'{existing[0]}' already exists ({len(existing)} of the files to write do).",
+                          "Pass --overwrite to replace them, or choose another --out.")
+
+
+def export_embeddings(mapper: str | Path, emotions: list[str] | None = None, fmt: str = "diffusers",
+                      out: str | Path = "runs/embeddings", samples: int | None = None, seed: int = 0,
+                      overwrite: bool = False, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Write each emotion's embedding in `fmt` into `out`; returns the files written.
+
+    `emotions` None means all of the bundle's emotions.
+    """
+    from emogen_cli.core.emotions import parse_emotions
+    from emogen_cli.stage2.mapper import load_mapper
+    from emogen_cli.pipeline import resolve_bundle
+
+    reporter = reporter or Reporter()
+    if fmt not in FORMATS:
+        raise EmogenError(f"Unknown export format '{fmt}'.", f"Choose one of: {', '.join(FORMATS)}.")
+    if samples is not None and samples < 1:
+        raise EmogenError(f"--samples must be at least 1, got {samples}.")
+    bundle = load_mapper(resolve_bundle(mapper))
+    names = parse_emotions(emotions or ["all"], bundle.emotions)
+    out_dir = Path(out)
+    plans = {e: ([out_dir / e / "learned_embeds.safetensors"] if fmt == "diffusers" else
+                 [out_dir / f"{e}.pt", out_dir / f"{e}.safetensors"]) for e in names}
+    _refuse_existing([p for paths in plans.values() for p in paths], overwrite)
+    base = str(bundle.config.get("base_model", ""))
+    info = {"emogen_emotion": "", "emogen_base_model": base, "emogen_steps": str(bundle.config.get("steps", 0)),
+            "emogen_vector": "mean" if samples is None else f"{samples} samples from seed {seed}"}
+    written: list[str] = []
+    dim = 0
+    with progress(reporter, "Exporting", len(names)):
+        for emotion in names:
+            vectors = emotion_embedding(bundle, emotion, samples, seed)
+            dim = vectors.shape[-1]
+            meta = {**info, "emogen_emotion": emotion}
+            if fmt == "diffusers":
+                atomic_save_safetensors(plans[emotion][0], {f"<{emotion}>": vectors}, metadata=meta)
+            else:
+                pt, st = plans[emotion]
+                data = {"string_to_token": {"*": A1111_STAR_TOKEN}, "string_to_param": {"*": vectors},
+                        "name": emotion, "step": int(bundle.config.get("steps", 0)), "sd_checkpoint": None,
+                        "sd_checkpoint_name": _model_name(base)}
+                with atomic_path(pt) as tmp:
+                    torch.save(data, tmp)
+                atomic_save_safetensors(st, {"emb_params": vectors}, metadata=meta)
+            written += [str(p) for p in plans[emotion]]
+            reporter.advance("Exporting")
+    words = {e: (f"<{e}>" if fmt == "diffusers" else e) for e in names}
+    return {"format": fmt, "out": str(out_dir), "emotions": names, "files": written, "prompt_words": words,
+            "vectors": 1 if samples is None else samples, "dim": dim, "base_model": base}

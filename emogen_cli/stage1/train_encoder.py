@@ -1,0 +1,280 @@
+"""`emogen train-encoder`: stage 1 (ResNet-50 emotion classifier) and the emotion space.
+
+A readable loop: seeded and resumable (checkpoints every N steps; the data order, crops and
+dropout are functions of the seed and the step, so a resumed run equals an uninterrupted one),
+validation accuracy per epoch, best weights kept, then per-emotion Gaussians (mean, unbiased std)
+of the 768-d features over the images of `encoder.space_splits` (default: all of EmoSet, as the
+official emo_translate.py).
+
+Inputs (`encoder.preprocessing`): "official" is the official Resize(256) -> CenterCrop(224) ->
+Normalize(0.5, 0.5) for everything deterministic (validation, the emotion space, and wherever the
+bundle is applied later); "imagenet" is emogen's earlier bicubic resize-crop with ImageNet
+statistics. The official stage-1 training script is not released, so training images get a
+random square crop (35-100% of the area, resized, flipped half of the time) with the same
+normalisation: augmentation only, the evaluation transform stays the official one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from emogen_cli.core.checkpoint import apply_state, check_settings, list_checkpoints, load_checkpoint, save_checkpoint
+from emogen_cli.core.config import Config
+from emogen_cli.data.datasets import EpochSampler, LabelledImages, set_epoch
+from emogen_cli.data.emoset import scan_emoset
+from emogen_cli.core.emotions import EMOTIONS
+from emogen_cli.stage1.encoder import EmotionClassifier, EmotionSpace, EncoderBundle, encoder_config
+from emogen_cli.core.errors import EmogenError, Interrupted, TrainingDiverged
+from emogen_cli.core.files import atomic_save_safetensors
+from emogen_cli.core.images import load_rgb, random_resized_crop, stage1_image, stage1_stats, to_array
+from emogen_cli.core.interrupts import StopSignals, fault_point
+from emogen_cli.core.reporting import Reporter, progress
+from emogen_cli.core.runtime import make_accelerator
+
+
+class Stage1Images(LabelledImages):
+    """LabelledImages with the configured stage-1 preprocessing for the deterministic (eval) path."""
+
+    def __init__(self, *args, preprocessing: str = "official", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.preprocessing = preprocessing
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = load_rgb(self.root / self.images[i])
+        if self.train:
+            image = random_resized_crop(image, self.size, random.Random(f"{self.seed}/{self.epoch}/{i}"))
+        else:
+            image = stage1_image(image, self.size, self.preprocessing)
+        return torch.from_numpy(to_array(image, self.mean, self.std)), self.labels[i]
+
+
+def _optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class _Stop(Exception):
+    """Ctrl-C or SIGTERM was received: checkpoint the consistent state and stop."""
+
+
+def _settings(config: Config, precision: str, processes: int, steps_per_epoch: int, train, val) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint (the length may change)."""
+    free = {"output", "max_steps", "epochs", "checkpoint_every", "keep_checkpoints"}
+    settings = {f"encoder.{k}": v for k, v in dataclasses.asdict(config.encoder).items() if k not in free}
+    images = json.dumps([[s.image, s.emotion] for s in train] + [["val", s.image, s.emotion] for s in val])
+    return {**settings, "runtime.seed": config.runtime.seed, "mixed_precision": precision, "processes": processes,
+            "steps_per_epoch": steps_per_epoch, "data.images": hashlib.sha256(images.encode()).hexdigest()[:16]}
+
+
+@torch.no_grad()
+def _features(model: EmotionClassifier, loader: DataLoader, accelerator,
+              should_stop=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(emotion-space features, logits, labels) of every image in `loader`, gathered across processes."""
+    model.eval()
+    feats, logits, labels = [], [], []
+    for pixels, y in loader:
+        if should_stop is not None and should_stop():
+            raise _Stop
+        with accelerator.autocast():
+            f = accelerator.unwrap_model(model).encode(pixels)
+            out = accelerator.unwrap_model(model).fc_2(F.relu(f))
+        f, out, y = accelerator.gather_for_metrics((f.float(), out.float(), y))
+        feats.append(f.cpu())
+        logits.append(out.cpu())
+        labels.append(y.cpu())
+    return torch.cat(feats), torch.cat(logits), torch.cat(labels)
+
+
+def train_encoder(config: Config, data_root: str | Path | None = None, out: str | Path | None = None,
+                  resume: bool = False, reporter: Reporter | None = None) -> dict[str, Any]:
+    from transformers import ResNetModel
+
+    from emogen_cli.core.pretrained import load, quiet_libraries
+
+    reporter = reporter or Reporter()
+    cfg = config.encoder
+    seed = config.runtime.seed
+    out_dir = Path(out or cfg.output)
+    root = Path(data_root or config.data.root)
+    if (out_dir / "config.json").is_file() and not resume:
+        raise EmogenError(f"'{out_dir}' already holds a trained encoder.",
+                          "Choose another --out, or pass --resume to continue its checkpoints.")
+    ckpt_dir = out_dir / "checkpoints"
+    if list_checkpoints(ckpt_dir) and not resume:
+        raise EmogenError(f"'{out_dir}' holds checkpoints of an unfinished run.", "Pass --resume to continue it.")
+
+    accelerator = make_accelerator(config.runtime.mixed_precision, config.runtime.device)
+    scan = scan_emoset(root, ["train", "val", "test"], config.data.verify_images, config.data.num_workers, reporter)
+    train = [s for s in scan.samples if s.split in ("train", "all")]
+    val = [s for s in scan.samples if s.split == "val"]
+    if not val and len(train) >= 20:  # no split lists: hold out every 20th image (5%, as EmoSet's val share)
+        val, train = train[::20], [s for i, s in enumerate(train) if i % 20]
+    if not train:
+        raise EmogenError(f"No usable training image found under '{root}'.", "Check the EmoSet root.")
+    index = {e: i for i, e in enumerate(EMOTIONS)}
+
+    mean, std = stage1_stats(cfg.preprocessing)
+    space_samples = [s for s in scan.samples if s.split in cfg.space_splits or s.split == "all"]
+    if not space_samples:
+        raise EmogenError(f"No image of the splits {', '.join(cfg.space_splits)} under '{root}' to build the "
+                          "emotion space from.", "Set encoder.space_splits to splits that exist (default: all).")
+
+    def dataset(samples, training: bool) -> LabelledImages:
+        return Stage1Images(root, [s.image for s in samples], [index[s.emotion] for s in samples], cfg.image_size,
+                            mean, std, training, seed, preprocessing=cfg.preprocessing)
+
+    train_set = dataset(train, True)
+    sampler = EpochSampler(len(train_set), seed)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=config.data.num_workers,
+                        drop_last=len(train_set) > cfg.batch_size)
+    eval_loader = lambda samples: DataLoader(dataset(samples, False), batch_size=cfg.batch_size,  # noqa: E731
+                                             num_workers=config.data.num_workers)
+
+    quiet_libraries()
+    torch.manual_seed(seed)
+    backbone = load(ResNetModel, cfg.backbone)
+    model = EmotionClassifier(backbone.config, cfg.emotion_dim, len(EMOTIONS), cfg.dropout)
+    model.backbone.load_state_dict(backbone.state_dict())
+    optimizer = _optimizer(model, cfg)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+
+    steps_per_epoch = len(loader)
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    settings = _settings(config, accelerator.mixed_precision, accelerator.num_processes, steps_per_epoch, train, val)
+    step, history, best, loss_value = 0, [], -1.0, float("nan")
+    best_state: dict[str, torch.Tensor] | None = None  # the best validated weights: part of every checkpoint
+    if resume and (ckpts := list_checkpoints(ckpt_dir)):
+        weights, opt_state, state = load_checkpoint(ckpts[-1], tensors=("best",))
+        check_settings(ckpts[-1], state.get("settings"), settings)
+        apply_state(ckpts[-1], accelerator.unwrap_model(model), optimizer, weights, opt_state)
+        step, history, best = state["step"], state["history"], state["best"]
+        loss_value = float("nan") if state.get("loss") is None else state["loss"]
+        best_state = state["_tensors"]["best"]
+        reporter.info(f"Resuming from {ckpts[-1].name} (step {step}/{total}).")
+    saved_step = step if resume and step else -1
+
+    def checkpoint() -> None:
+        nonlocal saved_step
+        if accelerator.is_main_process and saved_step != step:
+            save_checkpoint(ckpt_dir, step, accelerator.unwrap_model(model).state_dict(), optimizer,
+                            {"history": history, "best": best, "total": total, "settings": settings,
+                             "loss": None if math.isnan(loss_value) else loss_value},
+                            keep=cfg.keep_checkpoints, tensors={"best": best_state} if best_state else None)
+        saved_step = step
+        accelerator.wait_for_everyone()
+
+    def validate() -> None:
+        """Validation of an epoch's end: its score, the best weights and the history are checkpointed state."""
+        nonlocal best, best_state, saved_step
+        acc = None
+        if val:
+            fault_point("validation")
+            _, logits, labels = _features(model, accelerator.prepare(eval_loader(val)), accelerator,
+                                          lambda: stop.now(accelerator))
+            acc = (logits.argmax(1) == labels).float().mean().item()
+            if acc > best:
+                best = acc
+                best_state = {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                if accelerator.is_main_process:
+                    atomic_save_safetensors(ckpt_dir / "best.safetensors", {k: v.contiguous() for k, v in best_state.items()})
+        history.append({"epoch": step // steps_per_epoch, "step": step, "loss": loss_value, "val_accuracy": acc})
+        saved_step = -1  # the state changed: a checkpoint of this step must be written again
+        if acc is not None:
+            reporter.info(f"epoch {history[-1]['epoch']}: val accuracy {acc:.3f}")
+        model.train()
+
+    stop = StopSignals()
+    with progress(reporter, "Training encoder", total), stop:
+        reporter.advance("Training encoder", step)
+        try:
+            # A stop at an epoch's end (Ctrl-C during validation) left that validation to do: do it first.
+            if step and step % steps_per_epoch == 0 and (not history or history[-1]["step"] != step):
+                validate()
+                checkpoint()
+            while step < total:
+                epoch, skip = divmod(step, steps_per_epoch)
+                model.train()
+                batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+                set_epoch(batches, sampler, train_set, epoch)
+                for pixels, labels in batches:
+                    torch.manual_seed(seed * 1_000_003 + step)  # dropout depends on the step only
+                    if accelerator.process_index:  # ... and on the process, whose share of the batch it masks
+                        torch.manual_seed(hash((seed, step, accelerator.process_index)) & 0x7FFF_FFFF_FFFF_FFFF)
+                    with accelerator.autocast():
+                        loss = F.cross_entropy(model(pixels), labels)
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(f"The loss became {loss.item()} at step {step}.",
+                                               "Lower encoder.lr; the last good checkpoint is kept in "
+                                               f"{ckpt_dir} (resume with --resume).")
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    fault_point("after_optimizer_step")
+                    step += 1
+                    loss_value = (accelerator.reduce(loss.detach().float(), reduction="mean").item()
+                                  if accelerator.num_processes > 1 else loss.item())  # the global batch's loss
+                    reporter.advance("Training encoder", 1, loss=loss_value, epoch=epoch + 1)
+                    if step % steps_per_epoch == 0:  # an epoch ended: validate before checkpointing
+                        validate()
+                    if step % cfg.checkpoint_every == 0 or step >= total:
+                        checkpoint()
+                    if step >= total:
+                        break
+                    if stop.now(accelerator):
+                        raise _Stop
+        except _Stop:
+            checkpoint()
+            raise Interrupted(f"Stopped by {stop.name} at step {step}; checkpoint saved in {ckpt_dir}.",
+                              "Run the same command with --resume to continue.") from None
+        except KeyboardInterrupt:
+            raise Interrupted(f"Stopped at once by a second signal at step {step}; the last checkpoint in {ckpt_dir} "
+                              "is kept.", "Run the same command with --resume to continue from it.") from None
+    checkpoint()
+
+    reported = list(history)
+    if val and (not history or history[-1]["step"] != step):
+        # max_steps ended mid-epoch: score the final weights too (not checkpointed state: a longer resumed run
+        # must not see it, as an uninterrupted one would not have run it)
+        _, logits, labels = _features(model, accelerator.prepare(eval_loader(val)), accelerator)
+        acc = (logits.argmax(1) == labels).float().mean().item()
+        reported.append({"epoch": math.ceil(step / steps_per_epoch), "step": step, "loss": loss_value,
+                         "val_accuracy": acc})
+        if acc > best:
+            best, best_state = acc, None  # the final weights are the best
+    final = accelerator.unwrap_model(model)
+    if best_state is not None:
+        final.load_state_dict(best_state)
+    with progress(reporter, "Building emotion space", None):
+        feats, logits, labels = _features(final, accelerator.prepare(eval_loader(space_samples)), accelerator)
+    space = EmotionSpace.from_features(feats, labels, EMOTIONS)
+    train_images = {s.image for s in train}
+    in_train = torch.tensor([s.image in train_images for s in space_samples])
+    train_acc = ((logits.argmax(1) == labels)[in_train].float().mean().item() if in_train.any() else None)
+    bundle = EncoderBundle(
+        encoder_config(final.backbone.config, cfg.backbone, cfg.emotion_dim, cfg.dropout, cfg.image_size,
+                       preprocessing=cfg.preprocessing, space_splits=list(cfg.space_splits),
+                       space_images=len(space_samples), train_images=len(train), val_images=len(val), best_val_accuracy=best if val else None,
+                       history=reported, seed=seed),
+        space, final.cpu().eval(),
+    )
+    if accelerator.is_main_process:
+        bundle.save(out_dir)
+    accelerator.wait_for_everyone()
+    return {"path": str(out_dir), "steps": step, "final_loss": loss_value, "train_accuracy": train_acc,
+            "best_val_accuracy": best if val else None, "history": reported, "emotion_dim": cfg.emotion_dim,
+            "emotions": list(EMOTIONS), "skipped": dict(scan.skipped), "train_images": len(train),
+            "space_images": len(space_samples), "preprocessing": cfg.preprocessing,
+            "val_images": len(val)}

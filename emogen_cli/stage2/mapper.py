@@ -1,0 +1,167 @@
+"""Stage 2's mapping network and the self-describing mapper bundle that inference loads.
+
+A bundle folder holds config.json (class order, placeholder token, base/CLIP model ids, dims),
+mapper.safetensors, emotion_space.safetensors, text_projection.safetensors (CLIP's, for the
+semantic space) and attributes.json (the attribute names, their emotion confidence and the L_attr
+vocabulary with its source). config.json also records the semantic token, the attribute vocabulary
+kind and the emotion probe used (emotion_probe.safetensors beside it when there is one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from emogen_cli.core.config import Config
+from emogen_cli.core.errors import EmogenError
+from emogen_cli.stage1.encoder import EmotionSpace, read_bundle_config
+from emogen_cli.core.files import check_bundle_files, check_finite, check_shapes, read_json, read_safetensors, write_bundle
+
+FORMAT = "emogen-mapper"
+
+
+class MappingNetwork(nn.Module):
+    """Emotion space -> CLIP token embedding: Linear -> ReLU -> ... -> Linear (2 layers: 768-1024-768)."""
+
+    def __init__(self, in_dim: int = 768, hidden_dim: int = 1024, out_dim: int = 768, layers: int = 2) -> None:
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (layers - 1) + [out_dim]
+        modules: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims, dims[1:])):
+            modules.append(nn.Linear(a, b))
+            if i < layers - 1:
+                modules.append(nn.ReLU())
+        self.mlp = nn.Sequential(*modules)
+
+    def forward(self, emotion_vectors: torch.Tensor) -> torch.Tensor:
+        return self.mlp(emotion_vectors)
+
+
+def mapper_loss(l_ldm: torch.Tensor, l_attr: torch.Tensor, l_emo: torch.Tensor, confidence: torch.Tensor,
+                lambda_attr: float, lambda_emo: float, threshold: float) -> torch.Tensor:
+    """Per-sample EmoGen loss: (1 - c) L_ldm + lambda_attr c L_attr + lambda_emo L_emo, c < threshold -> 0."""
+    c = torch.where(confidence < threshold, torch.zeros_like(confidence), confidence)
+    return (1 - c) * l_ldm + lambda_attr * c * l_attr + lambda_emo * l_emo
+
+
+_TRAINED_WITH = {"pretrained": "base_model", "clip": "clip_model"}
+
+
+def trained_model(config: Config, key: str, bundle_config: dict[str, Any]) -> str:
+    """config.model.<key> ("pretrained" or "clip") if the user set it (by file or option, even to the built-in
+    default), else the model the mapper was trained with."""
+    configured = getattr(config.model, key)
+    if config.is_explicit(f"model.{key}"):
+        return configured
+    return bundle_config.get(_TRAINED_WITH[key]) or configured
+
+
+@dataclass
+class MapperBundle:
+    config: dict[str, Any]
+    mapper: MappingNetwork
+    space: EmotionSpace
+    projection: torch.Tensor  # [P, D]: CLIP's text_projection weight
+    attributes: dict[str, Any]
+
+    @property
+    def emotions(self) -> tuple[str, ...]:
+        return tuple(self.config["emotions"])
+
+    @property
+    def semantic_token(self) -> str:
+        """Where the semantic vector is pooled; bundles written before it was recorded pooled at end-of-text."""
+        return self.config.get("semantic_token", "eos")
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """The L_attr classes the mapper was trained with (all attribute names for older bundles)."""
+        return list((self.attributes.get("vocabulary") or {}).get("names") or self.attributes.get("names") or [])
+
+    def base_model(self, config: Config) -> str:
+        return trained_model(config, "pretrained", self.config)
+
+    def clip_model(self, config: Config) -> str:
+        return trained_model(config, "clip", self.config)
+
+    def check_text_width(self, width: int, base: str) -> None:
+        """Refuse a text encoder whose width differs from the embeddings the mapper writes."""
+        if self.config["out_dim"] != width:
+            raise EmogenError(f"The mapper writes {self.config['out_dim']}-d embeddings but the text encoder of "
+                              f"'{base}' is {width}-d.",
+                              f"Use the base model it was trained on: {self.config['base_model']}.")
+
+    def save(self, path: Path) -> None:
+        """Replace the bundle only once every new file is complete (config.json last marks it complete)."""
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.mapper.state_dict().items()}
+        projection = {"weight": self.projection.detach().cpu().contiguous()}
+        attributes = json.dumps(self.attributes, indent=1, allow_nan=False)
+        write_bundle(path, {
+            "mapper.safetensors": lambda p: save_file(weights, str(p)),
+            "emotion_space.safetensors": self.space.write,
+            "text_projection.safetensors": lambda p: save_file(projection, str(p)),
+            "attributes.json": lambda p: p.write_text(attributes),
+        }, self.config)
+
+
+_HINT = "Pass a folder written by `emogen train-mapper`, or train it again."
+_DIMS = ("in_dim", "hidden_dim", "out_dim", "layers")
+
+
+def _check_attributes(path: Path, attributes: Any, emotions: int) -> None:
+    """attributes.json: {"names": [...], "confidence": {name: [one value per emotion] | null}}."""
+    names = attributes.get("names") if isinstance(attributes, dict) else None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise EmogenError(f"Attributes file '{path}' has no list of attribute names.", _HINT)
+    for name, row in (attributes.get("confidence") or {}).items():
+        if row is None:
+            continue
+        if not (isinstance(row, list) and len(row) == emotions and all(isinstance(v, (int, float)) for v in row)):
+            raise EmogenError(f"Attributes file '{path}' gives '{name}' a confidence that is not {emotions} numbers.",
+                              _HINT)
+        if not all(math.isfinite(v) for v in row):
+            raise EmogenError(f"Attributes file '{path}' gives '{name}' a NaN or infinite confidence.", _HINT)
+
+
+def load_mapper(path: str | Path) -> MapperBundle:
+    """A mapper bundle, every file checked: damage, wrong shapes or dims, NaN/inf, bad text are one line."""
+    path = Path(path)
+    config = read_bundle_config(path, FORMAT, "emogen train-mapper")
+    where = path / "config.json"
+    for key in _DIMS:
+        value = config.get(key)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise EmogenError(f"Mapper config '{where}' has no positive integer {key} (got {value!r}).", _HINT)
+    emotions = config.get("emotions")
+    if not (isinstance(emotions, list) and emotions and all(isinstance(e, str) for e in emotions)):
+        raise EmogenError(f"Mapper config '{where}' has no list of emotion names.", _HINT)
+    if not isinstance(config.get("placeholder"), str) or not config["placeholder"]:
+        raise EmogenError(f"Mapper config '{where}' has no placeholder token.", _HINT)
+    check_bundle_files(path, config, "Mapper", _HINT)
+    mapper = MappingNetwork(config["in_dim"], config["hidden_dim"], config["out_dim"], config["layers"])
+    weights = read_safetensors(path / "mapper.safetensors", "Mapper weights", _HINT)
+    check_shapes(weights, {k: tuple(v.shape) for k, v in mapper.state_dict().items()}, path / "mapper.safetensors",
+                 "Mapper weights", _HINT)
+    check_finite(weights, path / "mapper.safetensors", "Mapper weights", _HINT)
+    mapper.load_state_dict(weights)
+    mapper.eval()
+    space = EmotionSpace.load(path / "emotion_space.safetensors", dim=config["in_dim"])
+    if list(space.emotions) != emotions:
+        raise EmogenError(f"Emotion space '{path / 'emotion_space.safetensors'}' lists {list(space.emotions)}, but "
+                          f"the mapper config lists {emotions}.", _HINT)
+    projection = read_safetensors(path / "text_projection.safetensors", "Text projection", _HINT)
+    if "weight" not in projection or projection["weight"].ndim != 2 or projection["weight"].shape[1] != config["out_dim"]:
+        shape = tuple(projection["weight"].shape) if "weight" in projection else None
+        raise EmogenError(f"Text projection '{path / 'text_projection.safetensors'}' has weight of shape {shape}, "
+                          f"expected (P, {config['out_dim']}).", _HINT)
+    check_finite(projection, path / "text_projection.safetensors", "Text projection", _HINT)
+    attributes = read_json(path / "attributes.json", "Attributes file", _HINT)
+    _check_attributes(path / "attributes.json", attributes, len(emotions))
+    return MapperBundle(config, mapper, space, projection["weight"], attributes)

@@ -1,0 +1,423 @@
+"""`emogen train-mapper`: stage 2, the mapping network from the emotion space to CLIP's text space.
+
+Per step: stage-1 emotion vectors -> mapper -> the "<emotion>" token's embedding -> frozen CLIP
+text encoder -> frozen UNet (LDM loss); the pooled state (mapper.semantic_token: the placeholder's
+final hidden state, as the official code, or end-of-text) -> CLIP's text_projection -> the semantic
+vector. The attribute loss is a cross-entropy over mapper.attribute_vocabulary (the official
+emotional attributes by default; samples whose attribute is outside it get none), the emotion
+loss a CLIP-space probe's cross-entropy; the attribute term is gated by the emotion confidence c of
+the image's (attribute, emotion).
+
+What makes it faster than the official loop: VAE latents come from `prepare --cache-latents`,
+stage-1 emotion vectors are computed once (the encoder is frozen and deterministic), attribute
+text features once, batches > 1, mixed precision on CUDA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from emogen_cli.stage2.card import write_model_card
+from emogen_cli.core.checkpoint import apply_state, check_settings, list_checkpoints, load_checkpoint, save_checkpoint
+from emogen_cli.stage2.conditioning import EmotionPromptEncoder, text_semantics
+from emogen_cli.core.config import Config
+from emogen_cli.data.datasets import EpochSampler, set_epoch
+from emogen_cli.data.emoset import MANIFEST, Prepared, Row, load_prepared
+from emogen_cli.core.emotions import EMOTIONS, attribute_text
+from emogen_cli.stage1.encoder import EncoderBundle, encoder_pixels, load_encoder
+from emogen_cli.core.errors import EmogenError, Interrupted, TrainingDiverged
+from emogen_cli.core.files import atomic_save_safetensors, atomic_write_json, file_digest, read_safetensors
+from emogen_cli.core.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
+from emogen_cli.core.interrupts import StopSignals, fault_point
+from emogen_cli.stage2.mapper import FORMAT, MapperBundle, MappingNetwork, mapper_loss
+from emogen_cli.core.reporting import Reporter, progress
+from emogen_cli.core.runtime import DTYPES, make_accelerator, step_generator
+
+
+class MapperSamples(Dataset):
+    """Manifest rows -> emotion vector, latent distribution (or pixels), labels and confidence."""
+
+    def __init__(self, rows: list[Row], root: Path, vectors: dict[str, torch.Tensor], latents, resolution: int,
+                 attributes: list[str], confidence: dict[str, list[float]]) -> None:
+        self.rows, self.root, self.vectors, self.latents, self.resolution = rows, root, vectors, latents, resolution
+        self.attribute_index = {a: i for i, a in enumerate(attributes)}  # -1: outside the vocabulary (no L_attr)
+        self.confidence = confidence
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.rows[i]
+        emotion = EMOTIONS.index(row.emotion)
+        item = {"vector": self.vectors[row.id], "emotion": emotion, "attribute": self.attribute_index.get(row.attribute, -1),
+                "confidence": torch.tensor(self.confidence.get(row.attribute, [0.0] * len(EMOTIONS))[emotion])}
+        if self.latents is not None:
+            item["latent_params"] = self.latents[row.id]
+        else:
+            image = resize_center_crop(load_rgb(self.root / row.image), self.resolution)
+            item["pixels"] = torch.from_numpy(to_array(image, DIFFUSION_MEAN, DIFFUSION_STD))
+        return item
+
+
+@torch.no_grad()
+def _emotion_vectors(encoder: EncoderBundle, prepared: Prepared, cache: Path, device: torch.device,
+                     reporter: Reporter, encoder_digest: str = "", write: bool = True) -> dict[str, torch.Tensor]:
+    """Stage-1 features of every unique image, computed once and cached (the encoder is frozen).
+
+    The cache records the digest of the encoder that made it: another encoder's vectors, or a damaged
+    file, are recomputed, never used.
+    """
+    ids = sorted({r.id: r.image for r in prepared.rows}.items())
+    if cache.is_file():
+        try:
+            stored, metadata = read_safetensors(cache, "Emotion-vector cache", with_metadata=True)
+        except EmogenError as exc:
+            reporter.warn(f"{exc.message} Recomputing it.")
+        else:
+            if metadata.get("encoder", "") != encoder_digest:
+                reporter.info(f"'{cache}' was made by another encoder: recomputing the emotion vectors.")
+            elif all(i in stored and stored[i].shape == (encoder.space.dim,) for i, _ in ids):
+                return stored
+    model = encoder.model.to(device).eval()
+    vectors: dict[str, torch.Tensor] = {}
+    with progress(reporter, "Emotion vectors", len(ids)):
+        for start in range(0, len(ids), 32):
+            chunk = ids[start:start + 32]
+            pixels = torch.from_numpy(np.stack([encoder_pixels(load_rgb(prepared.root / rel), encoder.config)
+                                                for _, rel in chunk]))
+            feats = model.encode(pixels.to(device)).float().cpu()
+            vectors.update({i: f.contiguous() for (i, _), f in zip(chunk, feats)})
+            reporter.advance("Emotion vectors", len(chunk))
+    if write:
+        atomic_save_safetensors(cache, vectors, metadata={"encoder": encoder_digest})
+    return vectors
+
+
+def encoder_digest(path: str | Path) -> str:
+    """What identifies an encoder's emotion vectors: its config, weights and emotion space."""
+    path = Path(path)
+    return file_digest(path / "config.json", path / "model.safetensors", path / "emotion_space.safetensors")
+
+
+def _settings(config: Config, encoder_id: str, prepared: Prepared, precision: str, processes: int,
+              steps_per_epoch: int, cached_latents: bool) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint (max_steps may grow)."""
+    free = {"output", "max_steps", "checkpoint_every", "keep_checkpoints", "gradient_checkpointing", "encoder",
+            "confidence"}
+    settings = {f"mapper.{k}": v for k, v in dataclasses.asdict(config.mapper).items() if k not in free}
+    settings.update({f"model.{k}": v for k, v in dataclasses.asdict(config.model).items()})
+    confidence = config.mapper.confidence
+    return {**settings, "mapper.encoder (contents)": encoder_id[:16],
+            "mapper.confidence (contents)": file_digest(confidence)[:16] if confidence else None,
+            "prepared (manifest)": file_digest(prepared.path / MANIFEST)[:16], "runtime.seed": config.runtime.seed,
+            "mixed_precision": precision, "processes": processes, "steps_per_epoch": steps_per_epoch,
+            "cached_latents": cached_latents}
+
+
+def _global_means(values: dict[str, torch.Tensor], accelerator) -> dict[str, float]:
+    """Logged values as means over every process's batch (the global batch), not process 0's share."""
+    if accelerator.num_processes > 1:
+        stacked = accelerator.reduce(torch.stack([v.float() for v in values.values()]), reduction="mean")
+        return dict(zip(values, stacked.tolist()))
+    return {k: v.item() for k, v in values.items()}
+
+
+class _Stop(Exception):
+    """Ctrl-C or SIGTERM was received: checkpoint the consistent state and stop."""
+
+
+def _confidence(config: Config, prepared: Prepared, out_dir: Path, clip, device, reporter: Reporter):
+    """(confidence table, CLIP emotion probe or None, where the probe came from).
+
+    The table is mapper.confidence if given, else the cached one, else computed on the prepared images
+    with the probe: mapper.emotion_probe if set (e.g. the official Clip_emotion_classifier .pth), else
+    one trained here. With a given table, the probe is mapper.emotion_probe or none."""
+    from emogen_cli.core.clipspace import clip_image_features
+    from emogen_cli.stage2.confidence import confidence_table, load_confidence, load_probe, train_probe
+
+    given = load_probe(config.mapper.emotion_probe) if config.mapper.emotion_probe else None
+    source = str(config.mapper.emotion_probe) if given is not None else None
+    if config.mapper.confidence:
+        return load_confidence(config.mapper.confidence), given, source
+    cached, probe_file = out_dir / "confidence.json", out_dir / "emotion_probe.safetensors"
+    if cached.is_file() and probe_file.is_file():
+        try:  # a damaged cache is recomputed, never trusted
+            table = load_confidence(cached)
+            return (table, given or load_probe(probe_file, classes=len(EMOTIONS)),
+                    source or table.get("probe_source", "trained by emogen"))
+        except EmogenError as exc:
+            reporter.warn(f"{exc.message} Recomputing the emotion confidence.")
+    unique = prepared.unique_rows
+    features = clip_image_features(clip, [prepared.root / r.image for r in unique], device, reporter=reporter)
+    if given is not None:
+        probe, accuracy = given, None
+    else:
+        labels = torch.tensor([EMOTIONS.index(r.emotion) for r in unique])
+        probe, accuracy = train_probe(features, labels, seed=config.runtime.seed)
+        reporter.info(f"CLIP emotion probe: held-out accuracy {accuracy:.3f}")
+        source = "trained by emogen"
+    table = {"emotions": list(EMOTIONS), "method": "mean probability of a CLIP-space emotion probe",
+             "probe_accuracy": accuracy, "probe_source": source,
+             "attributes": confidence_table(probe, features, [r.attribute for r in unique])}
+    _save_probe(probe, probe_file)
+    atomic_write_json(cached, table, indent=1)
+    return table, probe, source
+
+
+def _save_probe(probe: torch.nn.Linear, path: Path) -> None:
+    """The probe used, beside the bundle: evaluate's Emo-A reads it by default."""
+    atomic_save_safetensors(path, {"fc.weight": probe.weight.detach().cpu().contiguous(),
+                                   "fc.bias": probe.bias.detach().cpu().contiguous()})
+
+
+def _vocabulary(config: Config, prepared: Prepared, confidence: dict[str, list[float]]) -> dict[str, Any]:
+    """The classes of L_attr: every prepared attribute ("all") or the emotional ones ("emotional": the
+    official {object,scene}_attr.pkl lists via mapper.emotional_attributes, else derived from the
+    confidence table, see confidence.emotional_from_confidence)."""
+    from emogen_cli.stage2.confidence import emotional_from_confidence, read_emotional_attributes
+
+    cfg = config.mapper
+    if cfg.attribute_vocabulary == "all":
+        return {"kind": "all", "names": prepared.attributes, "source": "every attribute of the prepared data"}
+    emotional = (read_emotional_attributes(cfg.emotional_attributes) if cfg.emotional_attributes
+                 else emotional_from_confidence(confidence))
+    if not emotional["names"]:
+        raise EmogenError("The emotional attribute vocabulary is empty: no attribute is tied to one emotion.",
+                          "Pass the official lists with --import-official-attributes DIR, or set "
+                          "mapper.attribute_vocabulary: all.")
+    return {"kind": "emotional", **emotional}
+
+
+def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume: bool = False,
+                 reporter: Reporter | None = None) -> dict[str, Any]:
+    from transformers import CLIPModel
+
+    from emogen_cli.data.latents import LatentCache
+    from emogen_cli.core.pretrained import freeze, load, load_sd_components, quiet_libraries
+
+    reporter = reporter or Reporter()
+    cfg, seed = config.mapper, config.runtime.seed
+    out_dir, ckpt_dir = Path(cfg.output), Path(cfg.output) / "checkpoints"
+    if (out_dir / "config.json").is_file() and not resume:
+        raise EmogenError(f"'{out_dir}' already holds a mapper bundle.", "Choose another --out, or pass --resume.")
+    if list_checkpoints(ckpt_dir) and not resume:
+        raise EmogenError(f"'{out_dir}' holds checkpoints of an unfinished run.", "Pass --resume to continue it.")
+    prepared = load_prepared(prepared_dir or config.data.prepared)
+    encoder = load_encoder(cfg.encoder)
+    accelerator = make_accelerator(config.runtime.mixed_precision, config.runtime.device)
+    device, weight_dtype = accelerator.device, DTYPES[accelerator.mixed_precision]
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    quiet_libraries()
+    latents = LatentCache.open_if_matching(prepared.path / "latents", config.model.pretrained, config.model.revision,
+                                           config.model.resolution)
+    if latents is not None and not all(r.id in latents for r in prepared.rows):
+        latents = None
+    reporter.info("Using cached VAE latents." if latents else "No complete latent cache: encoding images on the fly.")
+    parts = load_sd_components(config.model.pretrained, config.model.revision, vae=latents is None)
+    tokenizer, text_encoder, unet, scheduler = (parts["tokenizer"], parts["text_encoder"], parts["unet"],
+                                                parts["noise_scheduler"])
+    vae = parts.get("vae")
+    clip = load(CLIPModel, config.model.clip).to(device).eval()
+    projection = clip.text_projection.weight.detach().float().cpu()
+    if projection.shape[1] != text_encoder.config.hidden_size:
+        raise EmogenError(f"CLIP '{config.model.clip}' projects {projection.shape[1]}-d text states but the text encoder "
+                          f"of '{config.model.pretrained}' is {text_encoder.config.hidden_size}-d.",
+                          "Use the CLIP model whose text tower the Stable Diffusion model uses.")
+    freeze(text_encoder, unet, clip, *([vae] if vae is not None else []))
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        text_encoder.gradient_checkpointing_enable()
+        unet.train()  # checkpointing is active in train mode only; the frozen UNet has no dropout
+    text_encoder.to(device, weight_dtype)
+    unet.to(device, weight_dtype)
+    if vae is not None:
+        vae.to(device, weight_dtype)
+
+    table, probe, probe_source = _confidence(config, prepared, out_dir, clip, device, reporter)
+    confidence = table["attributes"]
+    if cfg.lambda_emo > 0 and probe is None:
+        raise EmogenError(f"mapper.lambda_emo is {cfg.lambda_emo} but there is no emotion probe for L_emo "
+                          "(a confidence table was given, so none is trained).",
+                          "Pass --emotion-probe FILE (the official Clip_emotion_classifier .pth or an "
+                          "emotion_probe.safetensors), or set --lambda-emo 0.")
+    if probe is not None and config.mapper.emotion_probe and accelerator.is_main_process:
+        _save_probe(probe, out_dir / "emotion_probe.safetensors")
+    del clip
+    encoder_id = encoder_digest(cfg.encoder)
+    vectors = _emotion_vectors(encoder, prepared, out_dir / "emotion_vectors.safetensors", device, reporter,
+                               encoder_id, write=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    encoder.model = None
+
+    prompts = EmotionPromptEncoder(tokenizer, text_encoder, [cfg.placeholder], cfg.semantic_token)
+    vocabulary = _vocabulary(config, prepared, confidence)
+    attributes = vocabulary["names"]
+    vocabulary_set = set(attributes)
+    in_vocabulary = sum(r.attribute in vocabulary_set for r in prepared.unique_rows)
+    reporter.info(f"L_attr over {len(attributes)} {vocabulary['kind']} attributes ({vocabulary['source']}); "
+                  f"{in_vocabulary} of {len(prepared.unique_rows)} images have one.")
+    proj = projection.to(device)
+    attribute_features = text_semantics(prompts, [attribute_text(a) for a in attributes], proj)
+    prompt_ids = prompts.tokenize([cfg.placeholder])
+    if probe is not None:
+        probe = probe.to(device)
+        if probe.in_features != projection.shape[0]:
+            raise EmogenError(f"The emotion probe takes {probe.in_features}-d inputs but the semantic vectors of "
+                              f"'{config.model.clip}' are {projection.shape[0]}-d.",
+                              "Use a probe trained on the same CLIP model.")
+
+    dataset = MapperSamples(prepared.rows, prepared.root, vectors, latents, config.model.resolution, attributes,
+                            confidence)
+    sampler = EpochSampler(len(dataset), seed)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=config.data.num_workers,
+                        drop_last=len(dataset) > cfg.batch_size)
+    torch.manual_seed(seed)
+    mapper = MappingNetwork(encoder.space.dim, cfg.hidden_dim, text_encoder.config.hidden_size, cfg.layers)
+    optimizer = torch.optim.AdamW(mapper.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    mapper, optimizer, loader = accelerator.prepare(mapper, optimizer, loader)
+
+    step, total, steps_per_epoch = 0, cfg.max_steps, len(loader)
+    settings = _settings(config, encoder_id, prepared, accelerator.mixed_precision, accelerator.num_processes,
+                         steps_per_epoch, latents is not None)
+    history: list[dict[str, float]] = []
+    if resume and (ckpts := list_checkpoints(ckpt_dir)):
+        weights, opt_state, state = load_checkpoint(ckpts[-1])
+        check_settings(ckpts[-1], state.get("settings"), settings)
+        apply_state(ckpts[-1], accelerator.unwrap_model(mapper), optimizer, weights, opt_state)
+        step, history = state["step"], state.get("history", [])
+        reporter.info(f"Resuming from {ckpts[-1].name} (step {step}/{total}).")
+    saved_step = step if resume and step else -1
+
+    def checkpoint() -> None:
+        nonlocal saved_step
+        if accelerator.is_main_process and saved_step != step:
+            save_checkpoint(ckpt_dir, step, accelerator.unwrap_model(mapper).state_dict(), optimizer,
+                            {"total": total, "settings": settings, "history": history[-50:]},
+                            keep=cfg.keep_checkpoints)
+        saved_step = step
+        accelerator.wait_for_everyone()
+
+    scaling = (vae.config.scaling_factor if vae is not None else
+               _vae_scaling(config.model.pretrained, config.model.revision))
+    stop = StopSignals()
+    with progress(reporter, "Training mapper", total), stop:
+        reporter.advance("Training mapper", step)
+        try:
+            while step < total:
+                epoch, skip = divmod(step, steps_per_epoch)
+                mapper.train()
+                batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+                set_epoch(batches, sampler, dataset, epoch)
+                for batch in batches:
+                    g = step_generator(seed, step)
+                    if accelerator.process_index:  # each process its own noise for its share of the global batch
+                        g.manual_seed(hash((seed, step, accelerator.process_index)) & 0x7FFF_FFFF_FFFF_FFFF)
+                    with accelerator.autocast():
+                        terms = _loss_terms(batch, g, mapper, prompts, prompt_ids, unet, vae, scheduler, scaling, proj,
+                                            attribute_features, probe, weight_dtype, device)
+                        loss = mapper_loss(terms["ldm"], terms["attr"], terms["emo"], batch["confidence"].float(),
+                                           cfg.lambda_attr, cfg.lambda_emo, cfg.threshold).mean()
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(f"The loss became {loss.item()} at step {step}.",
+                                               f"Lower mapper.lr; the last good checkpoint is kept in {ckpt_dir} "
+                                               "(resume with --resume).")
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    fault_point("after_optimizer_step")  # a signal here waits for the counter: state stays whole
+                    step += 1
+                    logged = _global_means({"loss": loss.detach(), **{f"l_{k}": v.detach().mean() for k, v in terms.items()}},
+                                           accelerator)
+                    history.append({"step": step, **logged})
+                    reporter.advance("Training mapper", 1, **logged)
+                    if step % cfg.checkpoint_every == 0 or step >= total:
+                        checkpoint()
+                    if step >= total:
+                        break
+                    if stop.now(accelerator):
+                        raise _Stop
+        except _Stop:
+            checkpoint()
+            raise Interrupted(f"Stopped by {stop.name} at step {step}; checkpoint saved in {ckpt_dir}.",
+                              "Run the same command with --resume to continue.") from None
+        except KeyboardInterrupt:
+            raise Interrupted(f"Stopped at once by a second signal at step {step}; the last checkpoint in {ckpt_dir} "
+                              "is kept.", "Run the same command with --resume to continue from it.") from None
+    checkpoint()
+
+    bundle = MapperBundle(
+        config={
+            "format": FORMAT, "version": 1, "emotions": list(EMOTIONS), "placeholder": cfg.placeholder,
+            "base_model": config.model.pretrained, "clip_model": config.model.clip, "revision": config.model.revision,
+            "resolution": config.model.resolution, "in_dim": encoder.space.dim, "hidden_dim": cfg.hidden_dim,
+            "out_dim": text_encoder.config.hidden_size, "layers": cfg.layers, "steps": step, "seed": seed,
+            "losses": {"lambda_attr": cfg.lambda_attr, "lambda_emo": cfg.lambda_emo, "threshold": cfg.threshold},
+            "semantic_token": cfg.semantic_token, "attribute_vocabulary": vocabulary["kind"],
+            "emotion_probe": {"source": probe_source, "used_by_loss": cfg.lambda_emo > 0,
+                              "file": "emotion_probe.safetensors" if probe_source else None},
+            "encoder": str(cfg.encoder), "prepared": str(prepared.path),
+        },
+        mapper=accelerator.unwrap_model(mapper).cpu().float().eval(),
+        space=encoder.space, projection=projection,
+        attributes={"names": prepared.attributes,
+                    "confidence": {a: confidence.get(a) for a in dict.fromkeys(prepared.attributes + attributes)},
+                    "confidence_method": table.get("method"),
+                    "vocabulary": {"kind": vocabulary["kind"], "source": vocabulary["source"], "names": attributes,
+                                   "by_emotion": vocabulary.get("by_emotion")}},
+    )
+    if accelerator.is_main_process:
+        bundle.save(out_dir)
+        write_model_card(out_dir, history[-1] if history else None)  # README.md: the bundle describes itself
+    accelerator.wait_for_everyone()
+    last = history[-1] if history else {}
+    return {"path": str(out_dir), "steps": step, "final": last, "history": history[-50:],
+            "cached_latents": latents is not None, "attributes": len(attributes),
+            "attribute_vocabulary": vocabulary["kind"], "semantic_token": cfg.semantic_token,
+            "emotion_probe": probe_source,
+            "probe_accuracy": table.get("probe_accuracy")}
+
+
+def _vae_scaling(pretrained: str, revision: str | None) -> float:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.load_config(pretrained, subfolder="vae", revision=revision).get("scaling_factor", 0.18215)
+
+
+def _loss_terms(batch, g, mapper, prompts, prompt_ids, unet, vae, scheduler, scaling, proj, attribute_features, probe,
+                weight_dtype, device) -> dict[str, torch.Tensor]:
+    """Per-sample L_ldm, L_attr, L_emo for one batch; randomness only from `g`."""
+    bsz = batch["vector"].shape[0]
+    embeddings = mapper(batch["vector"].float())  # [B, D]
+    hidden, pooled = prompts.encode(prompt_ids.expand(bsz, -1), embeddings.unsqueeze(1))
+    if "latent_params" in batch:
+        mean, logvar = batch["latent_params"].float().chunk(2, dim=1)
+    else:
+        with torch.no_grad():
+            dist = vae.encode(batch["pixels"].to(device, weight_dtype)).latent_dist
+        mean, logvar = dist.mean.float(), dist.logvar.float()
+    eps = torch.randn(mean.shape, generator=g).to(device)
+    latents = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * eps) * scaling
+    noise = torch.randn(latents.shape, generator=g).to(device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (bsz,), generator=g).to(device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    pred = unet(noisy.to(weight_dtype), timesteps, hidden.to(weight_dtype)).sample
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    l_ldm = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+    semantic = pooled.float() @ proj.T
+    scores = F.normalize(semantic, dim=-1) @ attribute_features.T  # cosine similarities, as the official loss
+    target = batch["attribute"]  # -1: the attribute is outside the vocabulary, no L_attr (as the official loop)
+    l_attr = F.cross_entropy(scores, target.clamp(min=0), reduction="none") * (target >= 0).to(scores.dtype)
+    l_emo = (F.cross_entropy(probe(semantic), batch["emotion"], reduction="none") if probe is not None
+             else torch.zeros_like(l_ldm))
+    return {"ldm": l_ldm, "attr": l_attr, "emo": l_emo}

@@ -1,0 +1,121 @@
+"""Tiny random-weight models in the real on-disk layouts, standing in for SD 1.5, CLIP and ResNet-50.
+
+`build_tiny_bundle(dir)` writes a diffusers Stable Diffusion folder (unet, vae, text_encoder,
+tokenizer, scheduler, model_index.json) plus `clip/` (a CLIPModel whose text tower is the
+text encoder, as SD 1.5's is CLIP ViT-L/14's), `resnet/` (a bottleneck ResNet) and `classifier/` (a
+ResNet image classifier standing in for the ImageNet / Places365 models of Sem-C). Every command
+accepts these paths wherever it accepts the real hub ids, so the whole tool runs on CPU in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TINY_RESOLUTION = 16  # pixels; the VAE downsamples by 2, so latents are 8x8
+TEXT_WIDTH = 32
+# "mid" is a larger random model for CPU benchmarks (still far below SD 1.5's 860M-parameter UNet).
+SIZES = {
+    "tiny": {"text_width": TEXT_WIDTH, "text_layers": 2, "unet": (32, 64), "resolution": TINY_RESOLUTION},
+    "mid": {"text_width": 256, "text_layers": 4, "unet": (64, 128, 256), "resolution": 64},
+}
+
+
+def _bytes_to_unicode() -> list[str]:
+    """The byte -> printable-character table CLIP's BPE is defined on."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def write_tiny_tokenizer(path: Path) -> None:
+    """A character-level CLIP BPE vocabulary (no merges) with CLIP's special tokens."""
+    chars = _bytes_to_unicode()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (path / "merges.txt").write_text("#version: 0.2\n")
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(path), model_max_length=77)
+    tokenizer.save_pretrained(str(path))
+
+
+def build_tiny_bundle(path: str | Path, seed: int = 0, size: str = "tiny") -> Path:
+    """Write every tiny model under `path` and return it (`size`: "tiny" or the benchmarks' "mid")."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+        ResNetConfig,
+        ResNetForImageClassification,
+        ResNetModel,
+    )
+
+    from emogen_cli.core.pretrained import quiet_libraries
+
+    quiet_libraries()
+    path = Path(path)
+    dims = SIZES[size]
+    width, resolution, channels = dims["text_width"], dims["resolution"], dims["unet"]
+    torch.manual_seed(seed)
+    write_tiny_tokenizer(path / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(str(path / "tokenizer"))
+
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=dims["text_layers"],
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=width,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    vision_config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+        patch_size=8, projection_dim=width,
+    )
+    clip = CLIPModel(CLIPConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(),
+                                projection_dim=width))
+    clip.save_pretrained(str(path / "clip"))
+    tokenizer.save_pretrained(str(path / "clip"))
+
+    text_encoder = CLIPTextModel(text_config)
+    text_encoder.load_state_dict(clip.text_model.state_dict())
+
+    unet = UNet2DConditionModel(
+        sample_size=resolution // 2, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=channels,
+        down_block_types=("CrossAttnDownBlock2D",) * (len(channels) - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(channels) - 1), cross_attention_dim=width,
+        attention_head_dim=8, norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), latent_channels=4,
+        norm_num_groups=32, sample_size=resolution,
+    )
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, clip_sample=False,
+                              steps_offset=1)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(path))
+
+    resnet = ResNetModel(ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1],
+                                      layer_type="bottleneck", hidden_act="relu"))
+    resnet.save_pretrained(str(path / "resnet"))
+    classifier = ResNetForImageClassification(ResNetConfig(
+        num_channels=3, embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1], layer_type="bottleneck",
+        hidden_act="relu", num_labels=5))
+    classifier.save_pretrained(str(path / "classifier"))
+    (path / "emogen_tiny.json").write_text(json.dumps({"resolution": resolution, "seed": seed, "size": size}, indent=2))
+    return path
