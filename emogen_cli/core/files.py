@@ -217,3 +217,35 @@ def check_bundle_files(folder: str | Path, config: dict[str, Any], what: str, hi
         if isinstance(size, int) and path.stat().st_size != size:
             raise EmogenError(f"{what} file '{path}' is {path.stat().st_size} bytes, but the bundle recorded "
                               f"{size}: it is truncated or from another run.", hint)
+
+
+def read_bundle_config(path: Path, expected: str, producer: str) -> dict[str, Any]:
+    """config.json of an emogen output folder, checked to be of the `expected` format."""
+    hint = f"Pass the folder written by `{producer}`."
+    if not (path / "config.json").is_file():
+        raise EmogenError(f"'{path}' is not an {expected} folder (no config.json).", hint)
+    config = read_json(path / "config.json", "Bundle config", hint)
+    if not isinstance(config, dict):
+        raise EmogenError(f"Bundle config '{path / 'config.json'}' is not a JSON object.", hint)
+    if config.get("format") != expected:
+        raise EmogenError(f"'{path}' holds a '{config.get('format', 'unknown')}' folder, not an {expected} folder.",
+                          f"Pass the folder written by `{producer}`.")
+    return config
+
+
+LFS_HEADER = b"version https://git-lfs"
+
+
+def is_lfs_pointer(path: str | Path) -> bool:
+    """A Git LFS pointer file (what a clone without `git lfs` holds instead of the data): tiny, text, fixed header."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(LFS_HEADER)) == LFS_HEADER and Path(path).stat().st_size < 1024
+    except OSError:
+        return False
+
+
+def check_not_lfs_pointer(path: str | Path) -> None:
+    """One line instead of an unpickling error when an official file is an LFS pointer."""
+    if is_lfs_pointer(path):
+        raise EmogenError(f"'{path}' is a Git LFS pointer, not the weights: run `git lfs pull` in the EmoGen clone.")

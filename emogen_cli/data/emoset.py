@@ -20,7 +20,7 @@ from typing import Any
 
 from emogen_cli.core.emotions import EMOTIONS, normalise_attribute
 from emogen_cli.core.errors import EmogenError
-from emogen_cli.core.files import atomic_path, atomic_write_text, read_json  # noqa: F401 - re-exported for old imports
+from emogen_cli.core.files import atomic_path, atomic_write_text, read_json
 from emogen_cli.core.images import check_image
 from emogen_cli.core.reporting import Reporter, progress
 

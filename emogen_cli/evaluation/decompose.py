@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import EMOTIONS, attribute_text, normalise_attribute
-from emogen_cli.data.emoset import atomic_write_text
+from emogen_cli.core.files import atomic_write_text
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.stage2.mapper import MapperBundle, load_mapper
 from emogen_cli.core.reporting import Reporter
@@ -54,7 +54,7 @@ def _pickled_names(path: Path) -> list[str]:
 
 def read_attributes(path: str | Path) -> list[str]:
     """Attribute names from a text file (one per line, '#' comments), a JSON list, or an official pickle."""
-    from emogen_cli.stage1.encoder import check_not_lfs_pointer
+    from emogen_cli.core.files import check_not_lfs_pointer
 
     path = Path(path)
     if path.is_file():

@@ -24,7 +24,8 @@ from torch import nn
 from emogen_cli.core.emotions import EMOTIONS
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.files import (
-    atomic_save_safetensors, check_bundle_files, check_finite, check_shapes, read_json, read_safetensors, write_bundle,
+    atomic_save_safetensors, check_bundle_files, check_finite, check_not_lfs_pointer, check_shapes, read_bundle_config,
+    read_json, read_safetensors, write_bundle,
 )
 from emogen_cli.core.images import stage1_image, stage1_stats, to_array
 
@@ -152,20 +153,6 @@ def build_classifier(config: dict[str, Any]) -> EmotionClassifier:
                              len(config["emotions"]), config.get("dropout", 0.5))
 
 
-def read_bundle_config(path: Path, expected: str, producer: str) -> dict[str, Any]:
-    """config.json of an emogen output folder, checked to be of the `expected` format."""
-    hint = f"Pass the folder written by `{producer}`."
-    if not (path / "config.json").is_file():
-        raise EmogenError(f"'{path}' is not an {expected} folder (no config.json).", hint)
-    config = read_json(path / "config.json", "Bundle config", hint)
-    if not isinstance(config, dict):
-        raise EmogenError(f"Bundle config '{path / 'config.json'}' is not a JSON object.", hint)
-    if config.get("format") != expected:
-        raise EmogenError(f"'{path}' holds a '{config.get('format', 'unknown')}' folder, not an {expected} folder.",
-                          f"Pass the folder written by `{producer}`.")
-    return config
-
-
 def _check_encoder_config(path: Path, config: dict[str, Any]) -> None:
     where = path / "config.json"
     emotions = config.get("emotions")
@@ -291,24 +278,6 @@ def resnet_from_torchvision(state: dict[str, torch.Tensor], prefix: str) -> tupl
     """A torchvision ResNet state dict -> (transformers ResNetConfig, its backbone tensors named `prefix` + HF names)."""
     converted = {f"{prefix}{torchvision_to_hf(k)}": v for k, v in state.items() if torchvision_to_hf(k)}
     return _resnet_config_from_state(state), converted
-
-
-LFS_HEADER = b"version https://git-lfs"
-
-
-def is_lfs_pointer(path: str | Path) -> bool:
-    """A Git LFS pointer file (what a clone without `git lfs` holds instead of the data): tiny, text, fixed header."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(LFS_HEADER)) == LFS_HEADER and Path(path).stat().st_size < 1024
-    except OSError:
-        return False
-
-
-def check_not_lfs_pointer(path: str | Path) -> None:
-    """One line instead of an unpickling error when an official file is an LFS pointer."""
-    if is_lfs_pointer(path):
-        raise EmogenError(f"'{path}' is a Git LFS pointer, not the weights: run `git lfs pull` in the EmoGen clone.")
 
 
 def load_tensors(path: Path) -> Any:

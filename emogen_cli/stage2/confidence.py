@@ -105,7 +105,7 @@ MAX_PICKLE_BYTES = 256 << 20  # the official tables are a few MB
 def read_official_pickle(path: Path) -> Any:
     """Unpickle numpy tables only; crafted files (other classes, absurd declared sizes, truncation, Git LFS
     pointers) are one line."""
-    from emogen_cli.stage1.encoder import check_not_lfs_pointer
+    from emogen_cli.core.files import check_not_lfs_pointer
 
     hint = "Only plain tables of numpy arrays, lists and dicts are accepted."
     path = Path(path)
@@ -160,7 +160,7 @@ def load_probe(path: str | Path, classes: int | None = None, in_dim: int | None 
     """A CLIP-space emotion probe {fc.weight, fc.bias}: ours (.safetensors) or the official
     Clip_emotion_classifier .pth (read with weights_only=True). Outputs follow the official order.
     Wrong shapes (e.g. not `classes` outputs, not `in_dim` inputs) and NaN/inf are one line."""
-    from emogen_cli.stage1.encoder import check_not_lfs_pointer
+    from emogen_cli.core.files import check_not_lfs_pointer
 
     path = Path(path)
     hint = "Pass emotion_probe.safetensors from a mapper bundle or the official classifier .pth."
