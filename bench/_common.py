@@ -51,37 +51,12 @@ def cuda_sync() -> Callable[[], None]:
 
 def workspace(root: Path, size: str, mapper_steps: int = 1, batch_size: int = 4) -> Path:
     """A tiny/mid model bundle, synthetic EmoSet, prepared data with cached latents, a stage-1 encoder
-    and a mapper bundle under `root`; returns the config file (reused when it already exists)."""
-    config_path = root / f"{size}.yaml"
-    if config_path.is_file():
-        return config_path
-    from emogen_cli.core.config import load_config
-    from emogen_cli.data.prepare import prepare
-    from emogen_cli.testing.synthetic import make_synthetic_emoset
-    from emogen_cli.testing.tiny import SIZES, build_tiny_bundle
-    from emogen_cli.stage1.train_encoder import train_encoder
-    from emogen_cli.stage2.train_mapper import train_mapper
+    and a mapper bundle under `root`/`size` (the tiny chain of emogen_cli.testing.chain); returns the config
+    file (reused when it already exists)."""
+    from emogen_cli.testing.chain import build_tiny_chain
 
-    res = SIZES[size]["resolution"]
-    bundle = build_tiny_bundle(root / f"models-{size}", size=size)
-    make_synthetic_emoset(root / "EmoSet", broken=False, image_size=max(32, res))
-    text = f"""
-model: {{pretrained: {bundle}, clip: {bundle / 'clip'}, resolution: {res}}}
-data: {{root: {root / 'EmoSet'}, prepared: {root / f'prepared-{size}'}, num_workers: 0}}
-encoder: {{backbone: {bundle / 'resnet'}, emotion_dim: 16, image_size: 32, batch_size: 8, max_steps: 1,
-          output: {root / f'encoder-{size}'}}}
-mapper: {{encoder: {root / f'encoder-{size}'}, hidden_dim: 32, batch_size: {batch_size}, max_steps: {mapper_steps},
-         output: {root / f'mapper-{size}'}}}
-generate: {{mapper: {root / f'mapper-{size}'}}}
-"""
-    tmp = root / f"{size}.yaml.tmp"
-    tmp.write_text(text)
-    cfg = load_config(tmp)
-    prepare(cfg, cache_latents=True)
-    train_encoder(cfg)
-    train_mapper(cfg)
-    tmp.rename(config_path)
-    return config_path
+    return build_tiny_chain(root / size, size, overrides={
+        "encoder.max_steps": 1, "mapper.batch_size": batch_size, "mapper.max_steps": mapper_steps})
 
 
 def emit(name: str, result: dict[str, Any], as_json: bool, summary: str) -> None:

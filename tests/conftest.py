@@ -31,47 +31,21 @@ def emoset(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def mapper_config(tmp_path_factory) -> Path:
     """A config whose generate.mapper is a trained tiny mapper bundle (built once per session)."""
-    from emogen_cli.core.config import load_config
-    from emogen_cli.data.prepare import prepare
-    from emogen_cli.testing.synthetic import make_synthetic_emoset
-    from emogen_cli.testing.tiny import build_tiny_bundle
-    from emogen_cli.stage1.train_encoder import train_encoder
-    from emogen_cli.stage2.train_mapper import train_mapper
+    from emogen_cli.testing.chain import build_tiny_chain
 
-    base = tmp_path_factory.mktemp("gen")
-    bundle = build_tiny_bundle(base / "tiny")
-    make_synthetic_emoset(base / "EmoSet", broken=False)
-    path = base / "tiny.yaml"
-    path.write_text(f"""
-model: {{pretrained: {bundle}, clip: {bundle / 'clip'}, resolution: 16}}
-data: {{root: {base / 'EmoSet'}, prepared: {base / 'prepared'}, num_workers: 0}}
-encoder: {{backbone: {bundle / 'resnet'}, emotion_dim: 16, image_size: 32, batch_size: 8, max_steps: 2, output: {base / 'encoder'}}}
-mapper: {{encoder: {base / 'encoder'}, hidden_dim: 32, batch_size: 4, max_steps: 2, output: {base / 'mapper'}}}
-generate: {{mapper: {base / 'mapper'}, steps: 2, batch_size: 2}}
-""")
-    cfg = load_config(path)
-    prepare(cfg, cache_latents=True)
-    train_encoder(cfg)
-    train_mapper(cfg)
-    return path
+    return build_tiny_chain(tmp_path_factory.mktemp("gen"), overrides={
+        "encoder.max_steps": 2, "mapper.max_steps": 2, "generate.steps": 2, "generate.batch_size": 2})
 
 
 @pytest.fixture
 def tiny_config(tiny_bundle, emoset, tmp_path) -> Path:
     """A config file pointing every model at the tiny bundle and outputs into tmp_path."""
+    from emogen_cli.testing.chain import tiny_chain_config, write_config
+
     root, _ = emoset
-    text = f"""
-model: {{pretrained: {tiny_bundle}, clip: {tiny_bundle / 'clip'}, resolution: 16}}
-data: {{root: {root}, prepared: {tmp_path / 'prepared'}, num_workers: 0}}
-encoder: {{backbone: {tiny_bundle / 'resnet'}, emotion_dim: 16, image_size: 32, batch_size: 8, epochs: 2,
-          checkpoint_every: 4, output: {tmp_path / 'encoder'}}}
-mapper: {{encoder: {tmp_path / 'encoder'}, hidden_dim: 32, batch_size: 4, max_steps: 6, checkpoint_every: 3,
-         output: {tmp_path / 'mapper'}}}
-generate: {{mapper: {tmp_path / 'mapper'}, steps: 2, batch_size: 2, output: {tmp_path / 'generated'}}}
-"""
-    path = tmp_path / "tiny.yaml"
-    path.write_text(text)
-    return path
+    return write_config(tmp_path / "tiny.yaml", tiny_chain_config(tiny_bundle, root, tmp_path, overrides={
+        "encoder.epochs": 2, "encoder.checkpoint_every": 4, "mapper.max_steps": 6, "mapper.checkpoint_every": 3,
+        "generate.steps": 2, "generate.batch_size": 2}))
 
 
 class CliResult:

@@ -30,22 +30,17 @@ pytestmark = pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.execu
 def stage1(tiny_bundle, emoset, tmp_path_factory) -> Path:
     from emogen_cli.data.prepare import prepare
     from emogen_cli.stage1.train_encoder import train_encoder
+    from emogen_cli.testing.chain import tiny_chain_config, write_config
 
     root, _ = emoset
     base = tmp_path_factory.mktemp("multi")
     # Confidence 1 everywhere: the loss is lambda_attr * L_attr, which draws no noise, so one process with a
     # batch of 8 and two processes with 4 each compute the same gradient (mean of two means of 4 = mean of 8).
     prepared = base / "prepared"
-    path = base / "tiny.yaml"
-    path.write_text(f"""
-model: {{pretrained: {tiny_bundle}, clip: {tiny_bundle / 'clip'}, resolution: 16}}
-data: {{root: {root}, prepared: {prepared}, num_workers: 0}}
-encoder: {{backbone: {tiny_bundle / 'resnet'}, emotion_dim: 16, image_size: 32, batch_size: 8, max_steps: 4,
-          checkpoint_every: 2, dropout: 0.0, output: {base / 'encoder'}}}
-mapper: {{encoder: {base / 'encoder'}, hidden_dim: 32, batch_size: 8, max_steps: 4, checkpoint_every: 2,
-         confidence: {base / 'confidence.json'}, output: {base / 'mapper'}}}
-runtime: {{device: cpu}}
-""")
+    path = write_config(base / "tiny.yaml", tiny_chain_config(tiny_bundle, root, base, overrides={
+        "encoder.max_steps": 4, "encoder.checkpoint_every": 2, "encoder.dropout": 0.0, "mapper.batch_size": 8,
+        "mapper.max_steps": 4, "mapper.checkpoint_every": 2, "mapper.confidence": base / "confidence.json",
+        "runtime.device": "cpu"}))
     cfg = load_config(path, {"encoder.max_steps": 1})
     prepare(cfg)
     from emogen_cli.data.emoset import load_prepared

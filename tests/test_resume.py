@@ -22,19 +22,13 @@ def stage1(tiny_bundle, emoset, tmp_path_factory) -> Path:
     """A config with a prepared set (latents cached) and a trained tiny encoder; outputs go to --out."""
     from emogen_cli.data.prepare import prepare
     from emogen_cli.stage1.train_encoder import train_encoder
+    from emogen_cli.testing.chain import tiny_chain_config, write_config
 
     root, _ = emoset
     base = tmp_path_factory.mktemp("resume")
-    path = base / "tiny.yaml"
-    path.write_text(f"""
-model: {{pretrained: {tiny_bundle}, clip: {tiny_bundle / 'clip'}, resolution: 16}}
-data: {{root: {root}, prepared: {base / 'prepared'}, num_workers: 0}}
-encoder: {{backbone: {tiny_bundle / 'resnet'}, emotion_dim: 16, image_size: 32, batch_size: 8, epochs: 2,
-          checkpoint_every: 6, dropout: 0.5, output: {base / 'encoder'}}}
-mapper: {{encoder: {base / 'encoder'}, hidden_dim: 32, batch_size: 4, max_steps: 6, checkpoint_every: 3,
-         lambda_emo: 0.1, output: {base / 'mapper'}}}
-runtime: {{device: cpu}}
-""")
+    path = write_config(base / "tiny.yaml", tiny_chain_config(tiny_bundle, root, base, overrides={
+        "encoder.epochs": 2, "encoder.checkpoint_every": 6, "encoder.dropout": 0.5, "mapper.max_steps": 6,
+        "mapper.checkpoint_every": 3, "mapper.lambda_emo": 0.1, "runtime.device": "cpu"}))
     cfg = load_config(path, {"encoder.max_steps": 2})
     prepare(cfg, cache_latents=True)
     train_encoder(cfg)

@@ -3,6 +3,7 @@
 Usage examples:
     emogen dev tiny-bundle runs/tiny
     emogen dev synthetic-emoset data/synthetic
+    emogen dev tiny-config configs/tiny.yaml
 """
 
 from __future__ import annotations
@@ -53,5 +54,25 @@ def synthetic_emoset(
          lambda r: say(f"Synthetic EmoSet ({r['total_kept']} usable images) written to {r['path']}"))
 
 
+@command(examples="emogen dev tiny-config configs/tiny.yaml\n"
+                  "emogen dev tiny-config runs/my.yaml --models runs/tiny --data data/synthetic --runs runs/my")
+def tiny_config(
+    out: Annotated[Path, typer.Argument(help="YAML file to write.")],
+    models: Annotated[Path, typer.Option(help="Folder of `emogen dev tiny-bundle`.")] = Path("runs/tiny"),
+    data: Annotated[Path, typer.Option(help="Folder of `emogen dev synthetic-emoset`.")] = Path("data/synthetic"),
+    runs: Annotated[Path, typer.Option(help="Folder for the chain's outputs.")] = Path("runs/demo"),
+    json_: JsonOpt = False,
+    *,
+    cfg: Config,
+) -> None:
+    """Write the demo chain's config (configs/tiny.yaml is this command's output with the defaults)."""
+    from emogen_cli.testing.chain import DEMO_HEADER, demo_config, write_config
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = write_config(out, demo_config(models, data, runs), DEMO_HEADER)
+    emit({"path": str(path)}, json_, lambda r: say(f"Tiny chain config written to {r['path']}"))
+
+
 app.command("tiny-bundle", epilog=epilog(tiny_bundle))(tiny_bundle)
 app.command("synthetic-emoset", epilog=epilog(synthetic_emoset))(synthetic_emoset)
+app.command("tiny-config", epilog=epilog(tiny_config))(tiny_config)
