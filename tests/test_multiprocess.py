@@ -35,6 +35,7 @@ def stage1(tiny_bundle, emoset, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("multi")
     # Confidence 1 everywhere: the loss is lambda_attr * L_attr, which draws no noise, so one process with a
     # batch of 8 and two processes with 4 each compute the same gradient (mean of two means of 4 = mean of 8).
+    # Such a table ties no attribute to one emotion, so L_attr runs over every attribute.
     prepared = base / "prepared"
     path = base / "tiny.yaml"
     path.write_text(f"""
@@ -43,7 +44,7 @@ data: {{root: {root}, prepared: {prepared}, num_workers: 0}}
 encoder: {{backbone: {tiny_bundle / 'resnet'}, emotion_dim: 16, image_size: 32, batch_size: 8, max_steps: 4,
           checkpoint_every: 2, dropout: 0.0, output: {base / 'encoder'}}}
 mapper: {{encoder: {base / 'encoder'}, hidden_dim: 32, batch_size: 8, max_steps: 4, checkpoint_every: 2,
-         confidence: {base / 'confidence.json'}, output: {base / 'mapper'}}}
+         confidence: {base / 'confidence.json'}, attribute_vocabulary: all, output: {base / 'mapper'}}}
 runtime: {{device: cpu}}
 """)
     cfg = load_config(path, {"encoder.max_steps": 1})
