@@ -200,6 +200,7 @@ class EmoGenPipeline:
         self.mapper_hash = hashlib.sha256((self.mapper_path / "mapper.safetensors").read_bytes()).hexdigest()[:16]
         self._warned: set[str] = set()
         self._negatives: dict[str, torch.Tensor] = {}
+        self._scorers: dict[str, Any] = {}  # best-of's emotion probes, by path
         self.negative = self.negative_embeds()  # the config's negative prompt, encoded once
 
     # ----------------------------------------------------------------------------------- loading
@@ -483,12 +484,11 @@ class EmoGenPipeline:
     def scorer(self, probe: str | Path | None = None) -> Any:
         """The CLIP-space emotion probe that ranks best-of candidates (default: the bundle's), loaded once."""
         key = str(probe or "")
-        cache = self.__dict__.setdefault("_scorers", {})
-        if key not in cache:
+        if key not in self._scorers:
             from emogen_cli.edit_metrics import scorer_for
 
-            cache[key] = scorer_for(self, probe)
-        return cache[key]
+            self._scorers[key] = scorer_for(self, probe)
+        return self._scorers[key]
 
     def __call__(self, emotion: str | list[str] | None = None, prompt: str = "{}", num_images: int = 1,
                  seed: int = 0, fusion: str = "tokens", weights: list[float] | None = None, steps: int | None = None,
