@@ -58,10 +58,17 @@ class Request:
     count: int = 1
     mode: str = "tokens"  # how several emotions combine (FUSION_MODES)
     weights: tuple[float, ...] | None = None  # mixing weights, summing to 1 ("embedding" / "space")
+    intensity: float | None = None  # emotion strength α (intensity.py); None: not asked for, i.e. 1
+    va: tuple[float, float, float] | None = None  # (valence, arousal, sigma) when made from a V-A point (va.py)
 
     @property
     def name(self) -> str:
         return "+".join(self.emotions)
+
+    @property
+    def alpha(self) -> float:
+        """The emotion strength used: 1 (EmoGen's conditioning) unless an intensity was asked for."""
+        return 1.0 if self.intensity is None else float(self.intensity)
 
     @property
     def tokens(self) -> int:
@@ -132,6 +139,8 @@ class EmoGenOutput:
     images: list[Image.Image]
     metadata: list[dict[str, Any]] = field(default_factory=list)
     infotexts: list[str] = field(default_factory=list)  # AUTOMATIC1111 "parameters" text, per image
+    rejected: list[Image.Image] = field(default_factory=list)  # best-of candidates not kept (keep_all=True)
+    rejected_metadata: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _fill(template: str, words: str) -> str:
@@ -191,6 +200,7 @@ class EmoGenPipeline:
         self.mapper_hash = hashlib.sha256((self.mapper_path / "mapper.safetensors").read_bytes()).hexdigest()[:16]
         self._warned: set[str] = set()
         self._negatives: dict[str, torch.Tensor] = {}
+        self._scorers: dict[str, Any] = {}  # best-of's emotion probes, by path
         self.negative = self.negative_embeds()  # the config's negative prompt, encoded once
 
     # ----------------------------------------------------------------------------------- loading
@@ -250,9 +260,19 @@ class EmoGenPipeline:
         self.prompts = EmotionPromptEncoder(self.pipe.tokenizer, self.pipe.text_encoder, self.placeholders)
 
     # ----------------------------------------------------------------------------------- requests
-    def request(self, emotion: str | list[str] | tuple[str, ...], prompt: str = "{}", num_images: int = 1,
-                fusion: str = "tokens", weights: list[float] | None = None) -> Request:
+    def request(self, emotion: str | list[str] | tuple[str, ...] | None = None, prompt: str = "{}",
+                num_images: int = 1, fusion: str = "tokens", weights: list[float] | None = None, *,
+                intensity: float | None = None, va: tuple[float, float] | None = None,
+                sigma: float | None = None) -> Request:
         """A validated `Request` from the friendly arguments of `__call__`."""
+        if intensity is not None:
+            from emogen_cli.inference.intensity import check_intensity
+
+            intensity = check_intensity(intensity)
+        if va is not None:
+            return self._va_request(emotion, prompt, num_images, va, sigma, intensity)
+        if emotion is None:
+            raise EmogenError("No emotion given.", "Pass emotion=\"awe\" (or va=(valence, arousal)).")
         names = [emotion] if isinstance(emotion, str) else list(emotion)
         names = [validate_emotion(n, self.bundle.emotions) for name in names for n in name.split(",") if n.strip()]
         if not names:
@@ -265,10 +285,29 @@ class EmoGenPipeline:
         if int(num_images) < 1:
             raise EmogenError(f"num_images must be at least 1, got {num_images}.")
         if len(names) > 1:
-            return fusion_request(names, weights, fusion, template, int(num_images))
+            return replace(fusion_request(names, weights, fusion, template, int(num_images)), intensity=intensity)
         if weights is not None:
             raise EmogenError("weights apply to a fusion of several emotions.", "Pass emotion=[...] with two or more.")
-        return Request((names[0],), template, int(num_images))
+        return Request((names[0],), template, int(num_images), intensity=intensity)
+
+    def _va_request(self, emotion: Any, prompt: str, num_images: int, va: Any, sigma: float | None,
+                    intensity: float | None) -> Request:
+        """A `space` mix of the bundle's Mikels emotions with the kernel weights of a valence-arousal point."""
+        from emogen_cli.core.emotions import EMOTIONS
+        from emogen_cli.inference.va import DEFAULT_SIGMA, check_point, va_request
+
+        if emotion is not None:
+            raise EmogenError("Give either an emotion or a valence-arousal point, not both.",
+                              "Drop emotion=... (or va=...).")
+        point = check_point(va)
+        template = prompt if "{}" in prompt else "{} " + prompt if prompt else "{}"
+        _fill(template, "")
+        if int(num_images) < 1:
+            raise EmogenError(f"num_images must be at least 1, got {num_images}.")
+        emotions = tuple(e for e in EMOTIONS if e in self.bundle.emotions)
+        request = va_request(*point, DEFAULT_SIGMA if sigma is None else float(sigma), template, int(num_images),
+                             emotions)
+        return replace(request, intensity=intensity)
 
     def prompt_text(self, request: Request) -> str:
         """The prompt SD reads, with placeholder tokens where the emotions go."""
@@ -322,7 +361,12 @@ class EmoGenPipeline:
 
     @torch.no_grad()
     def conditioning(self, request: Request, seeds: list[int]) -> torch.Tensor:
-        """prompt_embeds [B, 77, D] for `request`, one emotion-space sample per seed."""
+        """prompt_embeds [B, 77, D] for `request`, one emotion-space sample per seed (at the request's
+        intensity: exactly EmoGen's at 1, exactly the prompt without the emotion at 0; intensity.py)."""
+        if request.alpha != 1:
+            from emogen_cli.inference.intensity import blend
+
+            return blend(self, request, seeds)
         values = None if self.baseline else self.embeddings(request, seeds)
         return self.encode_prompt([self.prompt_text(request)] * len(seeds), values)
 
@@ -335,9 +379,10 @@ class EmoGenPipeline:
                 self.dtype)
         return self._negatives[text]
 
-    def prompt_embeds(self, emotion: str | list[str], prompt: str = "{}", seeds: list[int] | int = 0,
+    def prompt_embeds(self, emotion: str | list[str] | None = None, prompt: str = "{}", seeds: list[int] | int = 0,
                       fusion: str = "tokens", weights: list[float] | None = None,
-                      negative_prompt: str | None = None) -> dict[str, torch.Tensor]:
+                      negative_prompt: str | None = None, *, intensity: float | None = None,
+                      va: tuple[float, float] | None = None, sigma: float | None = None) -> dict[str, torch.Tensor]:
         """`prompt_embeds` and `negative_prompt_embeds` for any SD 1.x diffusers pipeline, one row per seed.
 
         Example (ControlNet, img2img, ... work the same way):
@@ -346,9 +391,10 @@ class EmoGenPipeline:
             >>> images = sd(**embeds, generator=generators).images  # sd: a StableDiffusionPipeline
 
         With the same seeds, scheduler, steps and guidance, `sd` gives the images emogen gives.
+        `intensity` and `va` work as in `__call__`.
         """
         seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-        request = self.request(emotion, prompt, len(seeds), fusion, weights)
+        request = self.request(emotion, prompt, len(seeds), fusion, weights, intensity=intensity, va=va, sigma=sigma)
         self.check(request)
         positive = self.conditioning(request, seeds)
         negative = self.negative_embeds(negative_prompt).expand(len(seeds), -1, -1)
@@ -378,47 +424,79 @@ class EmoGenPipeline:
                          num_inference_steps=s.steps, guidance_scale=s.guidance, height=s.size, width=s.size,
                          generator=generators, output_type="pil").images
 
-    def metadata(self, request: Request, seed: int, settings: Settings | None = None) -> dict[str, Any]:
-        """Everything needed to make the image again (the PNG's `emogen` chunk and index.jsonl entry)."""
+    def metadata(self, request: Request, seed: int, settings: Settings | None = None,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything needed to make the image again (the PNG's `emogen` chunk and index.jsonl entry);
+        `extra` adds entries (best-of's rank and score)."""
         s = settings or self.settings()
         fusion = ({"mode": request.mode, "weights": list(request.weights) if request.weights else None}
                   if len(request.emotions) > 1 else None)
-        return {"emotion": request.name, "emotions": list(request.emotions), "fusion": fusion,
+        meta = {"emotion": request.name, "emotions": list(request.emotions), "fusion": fusion,
                 "prompt": request.prompt, "seed": seed, "steps": s.steps,
                 "guidance": s.guidance, "scheduler": s.scheduler, "size": s.size,
                 "negative_prompt": s.negative_prompt, "base_model": self.base_model,
                 "clip_model": self.bundle.config["clip_model"], "mapper": self.mapper_source,
-                "mapper_sha256": self.mapper_hash, "baseline": self.baseline, "emogen_version": __version__}
+                "mapper_sha256": self.mapper_hash, "baseline": self.baseline, "emogen_version": __version__,
+                "intensity": request.alpha}
+        if request.alpha != 1:
+            from emogen_cli.inference.intensity import neutral_prompt
 
-    def infotext(self, request: Request, seed: int, settings: Settings | None = None) -> str:
-        """The image's parameters in AUTOMATIC1111's infotext format (its `parameters` PNG chunk)."""
+            meta["neutral_prompt"] = neutral_prompt(request.prompt)
+        if request.va is not None:
+            from emogen_cli.inference.va import va_metadata
+
+            meta.update(va_metadata(request))
+        return {**meta, **(extra or {})}
+
+    def infotext(self, request: Request, seed: int, settings: Settings | None = None,
+                 extra: dict[str, Any] | None = None) -> str:
+        """The image's parameters in AUTOMATIC1111's infotext format (its `parameters` PNG chunk);
+        `extra` adds fields."""
         s = settings or self.settings()
         fields = {"Steps": s.steps, "Sampler": SAMPLER_NAMES[s.scheduler], "CFG scale": s.guidance, "Seed": seed,
                   "Size": f"{s.size}x{s.size}", "Model": _model_name(self.base_model), "Emotion": request.name}
         if len(request.emotions) > 1:
             fields["Emotion fusion"] = request.mode + (
                 " " + "/".join(f"{w:.3g}" for w in request.weights) if request.weights else "")
+        if request.intensity is not None:
+            fields["Emogen intensity"] = f"{request.alpha:g}"
+        if request.va is not None:
+            fields["Emogen valence-arousal"] = f"{request.va[0]:g}/{request.va[1]:g}"
         if self.baseline:
             fields["Emogen baseline"] = "true"
         fields["Emogen mapper"] = self.mapper_hash
         fields["Emogen version"] = __version__
+        fields.update(extra or {})
         params = ", ".join(f"{k}: {_a1111_value(v)}" for k, v in fields.items())
         return f"{self.display_prompt(request)}\nNegative prompt: {s.negative_prompt}\n{params}"
 
     def save(self, image: Image.Image, path: Path, request: Request, seed: int,
-             settings: Settings | None = None) -> dict[str, Any]:
-        """Write one PNG (atomically) with its parameters in text chunks; returns its index record."""
+             settings: Settings | None = None, extra: dict[str, Any] | None = None,
+             fields: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write one PNG (atomically) with its parameters in text chunks; returns its index record.
+        `extra` adds metadata entries, `fields` infotext fields."""
         from emogen_cli.inference.writer import save_png
 
-        meta = self.metadata(request, seed, settings)
-        save_png(path, image, meta, self.infotext(request, seed, settings))
+        meta = self.metadata(request, seed, settings, extra)
+        save_png(path, image, meta, self.infotext(request, seed, settings, fields))
         return {"path": str(path), **meta}
 
-    def __call__(self, emotion: str | list[str], prompt: str = "{}", num_images: int = 1, seed: int = 0,
-                 fusion: str = "tokens", weights: list[float] | None = None, steps: int | None = None,
+    def scorer(self, probe: str | Path | None = None) -> Any:
+        """The CLIP-space emotion probe that ranks best-of candidates (default: the bundle's), loaded once."""
+        key = str(probe or "")
+        if key not in self._scorers:
+            from emogen_cli.evaluation.edit_metrics import scorer_for
+
+            self._scorers[key] = scorer_for(self, probe)
+        return self._scorers[key]
+
+    def __call__(self, emotion: str | list[str] | None = None, prompt: str = "{}", num_images: int = 1,
+                 seed: int = 0, fusion: str = "tokens", weights: list[float] | None = None, steps: int | None = None,
                  guidance: float | None = None, size: int | None = None, negative_prompt: str | None = None,
                  scheduler: str | None = None, seeds: list[int] | None = None,
-                 batch_size: int | None = None) -> EmoGenOutput:
+                 batch_size: int | None = None, *, intensity: float | None = None,
+                 va: tuple[float, float] | None = None, sigma: float | None = None, best_of: int = 1,
+                 probe: str | Path | None = None, keep_all: bool = False) -> EmoGenOutput:
         """Generate `num_images` images that evoke `emotion` (a name, or several names to fuse).
 
         Example (runs as is after the README's quick start, which trains `runs/demo/mapper` on CPU;
@@ -433,21 +511,60 @@ class EmoGenPipeline:
             >>> out = pipe(emotion=["amusement", "fear"], fusion="embedding", weights=[0.7, 0.3], steps=4)
             >>> out.metadata[0]["fusion"]
             {'mode': 'embedding', 'weights': [0.7, 0.3]}
+            >>> out = pipe(emotion="awe", intensity=0.5, steps=4)  # half-strength awe
+            >>> out = pipe(va=(0.8, 0.3), steps=4)  # pleasant and calm: a valence-arousal point
+            >>> out.metadata[0]["va"]["valence"], out.metadata[0]["fusion"]["mode"]
+            (0.8, 'space')
+            >>> out = pipe(emotion="fear", best_of=3, steps=4)  # keep the probe's favourite of 3
+            >>> out.metadata[0]["best_of"]["rank"], out.metadata[0]["best_of"]["k"]
+            (1, 3)
 
         `prompt` marks the emotion with "{}" (text without it gets the emotion in front); image i uses
         seed `seed + i` (or `seeds[i]`). `steps`, `guidance`, `size`, `negative_prompt` and `scheduler`
         default to the config's generate section.
+
+        `intensity` α scales the emotion (0: the prompt without it, exactly; 1: EmoGen's conditioning,
+        exactly; above 1 extrapolates; at most 4). `va=(valence, arousal)`, both in [0, 1] on the NRC
+        VAD scale, replaces `emotion`: the eight emotions are mixed in the emotion space with Gaussian
+        kernel weights of width `sigma` (0.15) around the point (va.py). `best_of=K` draws K candidates
+        per image - image i's have seeds `seed + i*K .. seed + i*K + K-1`, as `emogen generate
+        --best-of K` (`seeds[i]*K + j` with `seeds`) - and keeps the one the CLIP-space
+        emotion probe (`probe`, default the bundle's) rates highest for the target; its metadata holds
+        `best_of: {k, rank, probe_score, candidate_seeds}`, and `keep_all=True` also returns the others
+        in `rejected` / `rejected_metadata`.
         """
         # 1. Validate the request and settings before any model work.
         if scheduler is not None:
             self.set_scheduler(scheduler)
         image_seeds = list(seeds) if seeds is not None else [int(seed) + i for i in range(int(num_images))]
-        request = self.request(emotion, prompt, len(image_seeds), fusion, weights)
+        request = self.request(emotion, prompt, len(image_seeds), fusion, weights, intensity=intensity, va=va,
+                               sigma=sigma)
         settings = self.settings(steps, guidance, size, negative_prompt)
+        from emogen_cli.inference.bestof import check_best_of
+
+        k = check_best_of(best_of, keep_all)
         # 2. Check the emotion tokens fit in CLIP's 77-token window (warn about any cut words).
         self.check(request)
-        # 3. Generate in batches: each seed maps one emotion-space sample and starts its own latents.
         batch = int(batch_size or self.config.generate.batch_size)
+        if k > 1:  # 3b. K candidates per image, ranked by the emotion probe
+            from emogen_cli.inference.bestof import candidate_fields, candidate_seeds, select
+
+            groups = ([[s * k + j for j in range(k)] for s in image_seeds] if seeds is not None else
+                      [candidate_seeds(int(seed), i, k) for i in range(len(image_seeds))])
+            out = EmoGenOutput([])
+            for sel in select(self, request, groups, self.scorer(probe), settings, batch):
+                for cand in sel.candidates if keep_all else [sel.kept]:
+                    extra, fields = candidate_fields(sel, cand)
+                    meta = self.metadata(request, cand.seed, settings, extra)
+                    if cand.rank == 1:
+                        out.images.append(cand.image)
+                        out.metadata.append(meta)
+                        out.infotexts.append(self.infotext(request, cand.seed, settings, fields))
+                    else:
+                        out.rejected.append(cand.image)
+                        out.rejected_metadata.append(meta)
+            return out
+        # 3. Generate in batches: each seed maps one emotion-space sample and starts its own latents.
         images: list[Image.Image] = []
         for i in range(0, len(image_seeds), batch):
             images += self.images(request, image_seeds[i:i + batch], settings)

@@ -103,6 +103,21 @@ CASES = [
     # other bad state
     ("fuse-one-emotion", ["fuse", "awe"], 1, "two or more different emotions"),
     ("unknown-emotion", ["generate", "-e", "sadnes"], 1, "Unknown emotion 'sadnes'"),
+    # --intensity, --best-of, --va (generate, transfer, fuse)
+    ("intensity-nan", [*GEN, "--intensity", "nan"], 1, "--intensity must be finite numbers"),
+    ("intensity-too-strong", [*GEN, "--intensity", "0,5"], 1, "--intensity must lie in [0, 4]"),
+    ("intensity-negative-transfer", ["transfer", "-e", "awe", "a cup", "--intensity", "-0.5"], 1,
+     "--intensity must lie in [0, 4]"),
+    ("intensity-text-fuse", ["fuse", "awe", "fear", "--intensity", "x"], 1, "--intensity must be numbers"),
+    ("intensity-twice", [*GEN, "--intensity", "1,1"], 1, "lists a strength twice"),
+    ("best-of-zero", [*GEN, "--best-of", "0"], 1, "--best-of must be positive"),
+    ("best-of-huge", [*GEN, "--best-of", "5000"], 1, "--best-of must be at most 1_000"),
+    ("keep-all-without-best-of", [*GEN, "--keep-all"], 1, "--keep-all keeps the rejected"),
+    ("va-nan", ["generate", "--va", "nan,0.5"], 1, "Valence and arousal lie in [0, 1]"),
+    ("va-outside", ["generate", "--va", "0.5,1.5"], 1, "Valence and arousal lie in [0, 1]"),
+    ("va-one-number", ["generate", "--va", "0.5"], 1, "--va must be two numbers"),
+    ("va-and-emotion", ["generate", "-e", "awe", "--va", "0.5,0.5"], 1, "either --emotion or --va"),
+    ("va-sigma-zero", ["generate", "--va", "0.5,0.5", "--sigma", "0"], 1, "--sigma must be a positive number"),
 ]
 
 

@@ -196,22 +196,6 @@ def test_intensity_endpoints_are_exact(generator):
     assert torch.equal(neutral_conditioning(generator, Request(("awe",)), 1), empty)
 
 
-def test_intensity_strips_alpha_one_is_plain_generation(generator, tmp_path):
-    from emogen_cli.pipeline import Request
-    from emogen_cli.inference.intensity import intensity_strips
-
-    request = Request(("fear",), "{}", 2)
-    result = intensity_strips(generator, request, [0.0, 1.0, 1.5], [0, 1], tmp_path)
-    assert result["count"] == 6 and len(result["strips"]) == 2
-    plain = generator.images(request, [0, 1])
-    by_seed = {(r["seed"], r["intensity"]): Path(r["path"]) for r in result["images"]}
-    for seed, image in zip([0, 1], plain):
-        assert np.array_equal(np.asarray(Image.open(by_seed[(seed, 1.0)]).convert("RGB")), np.asarray(image))
-    strip = Image.open(result["strips"][0])
-    assert strip.size[0] > strip.size[1]
-    assert len((tmp_path / "index.jsonl").read_text().splitlines()) == 6
-
-
 def test_edit_keeps_size_metadata_and_strength_zero_is_exact(generator, inputs, tmp_path):
     from emogen_cli.inference.edit import edit_images
     from emogen_cli.evaluation.edit_metrics import file_sha256
@@ -254,27 +238,7 @@ def test_edit_until_confident_with_the_bundle_probe(generator, inputs, tmp_path)
     assert meta["probe"]["after"] is not None and meta["strength"] == e["strength"]
 
 
-def test_best_of_keeps_the_top_candidate(generator, tmp_path):
-    from emogen_cli.inference.bestof import best_of, write_best_of
-    from emogen_cli.evaluation.edit_metrics import scorer_for
-    from emogen_cli.pipeline import Request
-
-    request = Request(("awe",), "{}", 2)
-    scorer = scorer_for(generator)
-    selections = best_of(generator, request, 3, scorer, seed=5)
-    assert [sorted(c.seed for c in s.candidates) for s in selections] == [[5, 6, 7], [8, 9, 10]]
-    for s in selections:
-        assert s.kept.score == max(c.score for c in s.candidates)
-        direct = scorer.probabilities([s.kept.image])[0, EMOTIONS.index("awe")]
-        assert s.kept.score == pytest.approx(direct, abs=1e-6)
-    result = write_best_of(generator, request, selections, tmp_path, keep_all=True)
-    assert result["count"] == 2 and result["rejected"] == 4
-    meta = json.loads(Image.open(result["images"][0]["path"]).text["emogen"])
-    assert meta["best_of"]["rank"] == 1 and meta["best_of"]["k"] == 3 and meta["seed"] == selections[0].kept.seed
-    rejected = [json.loads(line) for line in (tmp_path / "rejected" / "index.jsonl").read_text().splitlines()]
-    assert sorted(r["best_of"]["rank"] for r in rejected) == [2, 2, 3, 3]
-    index = [json.loads(line) for line in (tmp_path / "index.jsonl").read_text().splitlines()]
-    assert all(r["best_of"]["probe_score"] is not None for r in index)
+# (generate --intensity strips and --best-of: tests/test_generate_options.py)
 
 
 # -- the commands --------------------------------------------------------------------------------------------
@@ -298,7 +262,7 @@ def test_cli_edit_reports_skips_and_evaluate_recognises_the_folder(cli, mapper_c
     assert strong.code == 2 and "--intensity" in strong.err  # a usage error: out of the option's range
 
 
-def test_cli_grid_va_and_intensity(cli, mapper_config, tmp_path):
+def test_cli_grid_va(cli, mapper_config, tmp_path):
     r = cli("grid", "--va", "--out", tmp_path / "va", "--config", mapper_config, "--json")
     assert r.code == 0, r.err
     assert r.json["count"] == 25
@@ -308,12 +272,7 @@ def test_cli_grid_va_and_intensity(cli, mapper_config, tmp_path):
     meta = json.loads(Image.open(r.json["images"][0]["path"]).text["emogen"])
     assert meta["va"]["valence"] == 0.1 and meta["va"]["arousal"] == 0.9  # top-left: unpleasant, aroused
     assert meta["fusion"]["mode"] == "space" and sum(meta["fusion"]["weights"]) == pytest.approx(1)
-    r = cli("intensity", "--emotion", "awe", "--intensity", "0,1,2", "--out", tmp_path / "i", "--config",
-            mapper_config, "--json")
-    assert r.code == 0, r.err
-    assert r.json["count"] == 3 and len(r.json["strips"]) == 1
-    bad = cli("intensity", "--emotion", "awe", "--intensity", "0,x", "--config", mapper_config)
-    assert bad.code == 1 and "--intensity" in bad.err
+    assert Image.open(r.json["images"][0]["path"]).text["parameters"].count("Emogen valence-arousal") == 1
 
 
 def test_cli_edit_va_best_of_keep_all(cli, mapper_config, inputs, tmp_path):
@@ -326,10 +285,6 @@ def test_cli_edit_va_best_of_keep_all(cli, mapper_config, inputs, tmp_path):
     assert meta["va"]["valence"] == 0.9 and meta["target"] == max(meta["va"]["weights"], key=meta["va"]["weights"].get)
     assert meta["best_of"]["k"] == 2 and meta["best_of"]["rank"] == 1 and r.json["rejected"] == 1
     assert len(list((out / "rejected").glob("*.png"))) == 1
-    r = cli("best-of", "--emotion", "fear", "-k", "2", "-n", "1", "--out", tmp_path / "b", "--config", mapper_config,
-            "--json")
-    assert r.code == 0, r.err
-    assert r.json["count"] == 1 and r.json["images"][0]["best_of"]["k"] == 2
 
 
 @pytest.mark.parametrize("script, keys", [("intensity.py", {"plain_s", "intensity_s"}),
@@ -345,7 +300,7 @@ def test_edit_benchmarks_quick_mode(script, keys):
     assert keys <= set(result) and result["ratio"] > 0
 
 
-@pytest.mark.parametrize("command", ["edit", "intensity", "grid", "best-of"])
+@pytest.mark.parametrize("command", ["edit", "grid"])
 def test_new_commands_have_help_and_json(cli, command):
     result = cli(command, "--help")
     assert result.code == 0 and "--json" in result.out

@@ -36,11 +36,12 @@ def stage1(tiny_bundle, emoset, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("multi")
     # Confidence 1 everywhere: the loss is lambda_attr * L_attr, which draws no noise, so one process with a
     # batch of 8 and two processes with 4 each compute the same gradient (mean of two means of 4 = mean of 8).
+    # Such a table ties no attribute to one emotion, so L_attr runs over every attribute.
     prepared = base / "prepared"
     path = write_config(base / "tiny.yaml", tiny_chain_config(tiny_bundle, root, base, overrides={
         "encoder.max_steps": 4, "encoder.checkpoint_every": 2, "encoder.dropout": 0.0, "mapper.batch_size": 8,
         "mapper.max_steps": 4, "mapper.checkpoint_every": 2, "mapper.confidence": base / "confidence.json",
-        "runtime.device": "cpu"}))
+        "mapper.attribute_vocabulary": "all", "runtime.device": "cpu"}))
     cfg = load_config(path, {"encoder.max_steps": 1})
     prepare(cfg)
     from emogen_cli.data.emoset import load_prepared

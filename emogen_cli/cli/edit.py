@@ -1,12 +1,10 @@
-"""`emogen edit`, `intensity`, `grid --va` and `best-of`: beyond the paper.
+"""`emogen edit` and `grid --va`: beyond the paper (generate's --intensity, --best-of and --va are in infer.py).
 
 Usage examples:
     emogen edit photo.jpg --emotion awe --strength 0.5
     emogen edit photos/ --emotion fear --prompt "{} a street" --until-confident 0.6 --min-ssim 0.4
     emogen edit photo.jpg --va 0.8,0.3 --intensity 1.5
-    emogen intensity --emotion awe --intensity 0,0.5,1,1.5 -n 2
     emogen grid --va
-    emogen best-of --emotion awe -k 8 -n 4 --keep-all
 """
 
 from __future__ import annotations
@@ -115,41 +113,6 @@ def _render_edit(result: dict) -> None:
             say(f"  {s['path']}: {s['reason']}")
 
 
-@command(examples="""
-emogen intensity --emotion awe --intensity 0,0.5,1,1.5 -n 4
-emogen intensity --emotion fear --prompt "{} a street" --intensity 0,1,2 --json
-""", writes=[_default_out("intensity")])
-def intensity(
-    emotion: Annotated[str, typer.Option("--emotion", "-e", help="Emotion name.")],
-    intensity: Annotated[str, typer.Option("--intensity", help="Comma-separated strengths: 0 none, 1 EmoGen's, "
-                                           ">1 stronger.")] = "0,0.5,1,1.5",
-    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Strips (one per seed).", min=1,
-                                            max=10_000)] = 1,
-    prompt: PromptOpt = "{}",
-    steps: StepsOpt = None,
-    guidance: GuidanceOpt = None,
-    mapper: MapperOpt = None,
-    out: OutOpt = None,
-    model: ModelOpt = None,
-    device: DeviceOpt = None,
-    mixed_precision: PrecisionOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
-    *,
-    cfg: Config,
-) -> None:
-    """Generate an emotion at several strengths, one strip per seed (generate --intensity)."""
-    from emogen_cli.inference.intensity import intensity as run
-    from emogen_cli.inference.intensity import parse_intensities
-
-    alphas = parse_intensities(intensity)
-    with RichReporter() as reporter:
-        result = run(cfg, emotion, alphas, prompt, num_images, out, None, reporter)
-    emit(result, json_, lambda r: say(f"Wrote {plural(r['count'], 'image')} and {plural(len(r['strips']), 'strip')} "
-                                      f"to {r['out']}"))
-
-
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
     from emogen_cli.core.validate import numbers
 
@@ -194,49 +157,9 @@ def grid(
     emit(result, json_, lambda r: say(f"Wrote {plural(r['count'], 'image')} and the sheet {r['sheet']}"))
 
 
-@command(examples="""
-emogen best-of --emotion awe -n 4 --best-of 8 --keep-all
-emogen best-of --emotion all --best-of 4 --out runs/best
-""", writes=["generate.output"])
-def best_of(
-    emotion: Annotated[str, typer.Option("--emotion", "-e", help="Emotion name, a comma-separated list, or "
-                                         "'all'.")] = "all",
-    k: Annotated[int, typer.Option("--best-of", "-k", help="Candidates per kept image.", min=1, max=1000)] = 4,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Kept images per emotion.", min=1,
-                                            max=10_000)] = 1,
-    keep_all: Annotated[bool, typer.Option("--keep-all", help="Keep the rejected candidates in rejected/.")] = False,
-    prompt: PromptOpt = "{}",
-    steps: StepsOpt = None,
-    guidance: GuidanceOpt = None,
-    probe: ProbeOpt = None,
-    mapper: MapperOpt = None,
-    out: Annotated[Path | None, opt("--out", "-o", key="generate.output", help="Output folder.")] = None,
-    model: ModelOpt = None,
-    device: DeviceOpt = None,
-    mixed_precision: PrecisionOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
-    *,
-    cfg: Config,
-) -> None:
-    """Generate K candidates per image and keep those the emotion probe rates highest (generate --best-of)."""
-    from emogen_cli.inference.bestof import generate_best_of as run
-    from emogen_cli.core.emotions import parse_emotions
-    from emogen_cli.pipeline import Request
-    from emogen_cli.core.validate import template
-
-    text = template(prompt, "--prompt")
-    requests = [Request((e,), text, num_images) for e in parse_emotions([emotion])]
-    with RichReporter() as reporter:
-        result = run(cfg, requests, k, None, keep_all, None, probe, reporter)
-    emit(result, json_, lambda r: say(f"Kept {plural(r['count'], 'image')}, each the best of {r['k']}, in {r['out']}"
-                                      + (f" ({r['rejected']} rejected in rejected/)" if r["rejected"] else "")))
-
-
 def register(app: typer.Typer) -> None:
     """Add this file's commands to the `emogen` app (one line in cli/__init__.py)."""
     from emogen_cli.cli._utils import epilog
 
-    for name, fn in (("edit", edit), ("intensity", intensity), ("grid", grid), ("best-of", best_of)):
+    for name, fn in (("edit", edit), ("grid", grid)):
         app.command(name=name, epilog=epilog(fn))(fn)

@@ -5,6 +5,9 @@ Usage examples:
     emogen transfer --emotion fear "a cup"
     emogen fuse amusement fear
     emogen fuse amusement fear --mode embedding --weights 0.7,0.3
+    emogen generate --emotion awe --intensity 0,0.5,1,1.5   # one strip per seed, weak to strong
+    emogen generate --emotion fear --best-of 4 --keep-all   # the probe's favourite of 4 per image
+    emogen generate --va 0.8,0.3                            # a valence-arousal point
     emogen decompose awe --top 6
     emogen decompose --images runs/generated
     accelerate launch -m emogen_cli generate --emotion all -n 1000   # images split across GPUs
@@ -36,26 +39,65 @@ SizeOpt = Annotated[int | None, opt("--size", key="model.resolution", hidden=Tru
 BatchOpt = Annotated[int | None, opt("--batch-size", key="generate.batch_size", help="Images per denoising batch.")]
 BaselineOpt = Annotated[bool, typer.Option("--baseline", help="Plain SD with 'a photo that evokes {emotion}', same code path.")]
 EmotionOpt = Annotated[str, typer.Option("--emotion", "-e", help="Emotion name, a comma-separated list, or 'all'.")]
+IntensityOpt = Annotated[str | None, typer.Option(
+    "--intensity", help="Emotion strength α in [0, 4]: 0 the prompt without the emotion (for generate: the empty "
+    "prompt), 1 EmoGen's (the default), above 1 stronger. Several, e.g. 0,0.5,1,1.5, also write one strip per seed.",
+    show_default=False)]
+BestOfOpt = Annotated[int | None, opt("--best-of", key="generate.best_of", help="Draw K candidates per image and "
+                                      "keep the one the CLIP emotion probe rates highest (seeds S+n*K .. S+n*K+K-1).")]
+KeepAllOpt = Annotated[bool, typer.Option("--keep-all", help="With --best-of: keep the other candidates in "
+                                          "rejected/ (which evaluate skips).")]
+ProbeOpt = Annotated[Path | None, typer.Option("--probe", help="CLIP emotion probe for --best-of (default: the mapper "
+                                               "bundle's emotion_probe.safetensors).", show_default=False)]
 
 
-def _run(requests: list, cfg: Config, baseline: bool, overwrite: bool, json_: bool) -> None:
+def _run(requests: list, cfg: Config, baseline: bool, overwrite: bool, json_: bool, intensity: str | None = None,
+         keep_all: bool = False, probe: Path | None = None) -> None:
     """Generate `requests` with the command's Config; print the result."""
+    from emogen_cli.inference.bestof import check_best_of
+    from emogen_cli.inference.intensity import parse_intensities
     from emogen_cli.inference.writer import generate as run
 
+    alphas = parse_intensities(intensity) if intensity is not None else None
+    check_best_of(cfg.generate.best_of, keep_all)  # before models load
     with RichReporter() as reporter:
-        result = run(cfg, requests, overwrite=overwrite, baseline=baseline, reporter=reporter)
-    emit(result, json_, lambda r: say(f"Wrote {plural(r['count'], 'image')} to {r['out']} (index.jsonl, grid-*.png)"))
+        result = run(cfg, requests, overwrite=overwrite, baseline=baseline, reporter=reporter, intensities=alphas,
+                     keep_all=keep_all, probe=probe)
+    emit(result, json_, _render_generated)
+
+
+def _render_generated(r: dict) -> None:
+    extras = [plural(len(r["strips"]), "intensity strip")] if r.get("strips") else []
+    if r.get("best_of"):
+        extras.append(f"each the best of {r['best_of']}" + (f", {r['rejected']} rejected in rejected/"
+                                                             if r["rejected"] else ""))
+    say(f"Wrote {plural(r['count'], 'image')} to {r['out']} (index.jsonl, grid-*.png)"
+        + (f"; {'; '.join(extras)}" if extras else ""))
 
 
 @command(examples="""
 emogen generate --emotion awe -n 8 --mapper runs/mapper --out runs/awe
 emogen generate -e amusement,fear --steps 30 --scheduler ddim --seed 7
 emogen generate --emotion all --baseline --json
+emogen generate --emotion awe --intensity 0,0.5,1,1.5 -n 2
+emogen generate --emotion fear --best-of 4 --keep-all
+emogen generate --va 0.8,0.3 -n 4
 accelerate launch -m emogen_cli generate --emotion all -n 1000
 """, writes=["generate.output"])
 def generate(
-    emotion: EmotionOpt = "all",
+    emotion: Annotated[str | None, typer.Option("--emotion", "-e", help="Emotion name, a comma-separated list, or "
+                                                "'all' (the default, unless --va is given).",
+                                                show_default=False)] = None,
     num_images: CountOpt = 4,
+    intensity: IntensityOpt = None,
+    va: Annotated[str | None, typer.Option("--va", help="A valence,arousal point in [0, 1] (NRC VAD scale) instead "
+                                           "of --emotion, e.g. 0.8,0.3: the eight emotions mixed in the emotion "
+                                           "space by closeness.", show_default=False)] = None,
+    sigma: Annotated[float | None, typer.Option("--sigma", help="With --va: width of the kernel over the emotions' "
+                                                "coordinates (0.15).", show_default=False)] = None,
+    best_of: BestOfOpt = None,
+    keep_all: KeepAllOpt = False,
+    probe: ProbeOpt = None,
     mapper: MapperOpt = None,
     out: OutOpt = None,
     steps: StepsOpt = None,
@@ -75,18 +117,27 @@ def generate(
     *,
     cfg: Config,
 ) -> None:
-    """Generate images that evoke an emotion."""
+    """Generate images that evoke an emotion (or a valence-arousal point)."""
     from emogen_cli.core.emotions import parse_emotions
     from emogen_cli.pipeline import Request
 
-    requests = [Request((e,), "{}", num_images) for e in parse_emotions([emotion])]
-    _run(requests, cfg, baseline, overwrite, json_)
+    if va is not None:
+        from emogen_cli.core.errors import EmogenError
+        from emogen_cli.inference.va import DEFAULT_SIGMA, parse_point, va_request
+
+        if emotion is not None:
+            raise EmogenError("Give either --emotion or --va, not both.", "Drop one of them.")
+        requests = [va_request(*parse_point(va), DEFAULT_SIGMA if sigma is None else sigma, "{}", num_images)]
+    else:
+        requests = [Request((e,), "{}", num_images) for e in parse_emotions([emotion or "all"])]
+    _run(requests, cfg, baseline, overwrite, json_, intensity, keep_all, probe)
 
 
 @command(examples="""
 emogen transfer --emotion fear "a cup"
 emogen transfer -e awe,sadness --template "{} street at night" --template "a {} bag"
 emogen transfer -e all --prompt-file prompts.txt -n 2
+emogen transfer -e fear "a cup" --intensity 0.5 --best-of 4
 """, writes=["generate.output"])
 def transfer(
     prompts: Annotated[list[str] | None, typer.Argument(help="Neutral content, e.g. 'a cup' or '{} street'.", show_default=False)] = None,
@@ -95,6 +146,10 @@ def transfer(
                                                        "'{} bag' ({{ and }} for literal braces).", show_default=False)] = None,
     prompt_file: Annotated[Path | None, typer.Option("--prompt-file", help="One prompt per line.", show_default=False)] = None,
     num_images: CountOpt = 4,
+    intensity: IntensityOpt = None,
+    best_of: BestOfOpt = None,
+    keep_all: KeepAllOpt = False,
+    probe: ProbeOpt = None,
     mapper: MapperOpt = None,
     out: OutOpt = None,
     steps: StepsOpt = None,
@@ -134,13 +189,14 @@ def transfer(
         raise EmogenError("No prompt given.", "Pass one like 'a cup', or --template '{} bag', or --prompt-file FILE.")
     templates = [validate.template(text, where) for text, where in texts]
     requests = [Request((e,), t, num_images) for e in parse_emotions([emotion]) for t in templates]
-    _run(requests, cfg, baseline, overwrite, json_)
+    _run(requests, cfg, baseline, overwrite, json_, intensity, keep_all, probe)
 
 
 @command(examples="""
 emogen fuse amusement fear
 emogen fuse amusement fear --mode embedding --weights 0.7,0.3
 emogen fuse awe contentment --prompt "{} lake at dawn" -n 8
+emogen fuse amusement fear --mode space --intensity 0,1,2
 """, writes=["generate.output"])
 def fuse(
     emotions: Annotated[list[str], typer.Argument(help="Two or more emotions, e.g. amusement fear.", show_default=False)],
@@ -153,6 +209,10 @@ def fuse(
                                                 "e.g. 0.7,0.3 (normalised; default equal).", show_default=False)] = None,
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Template with {} for the emotions, e.g. '{} street'.")] = "{}",
     num_images: CountOpt = 4,
+    intensity: IntensityOpt = None,
+    best_of: BestOfOpt = None,
+    keep_all: KeepAllOpt = False,
+    probe: ProbeOpt = None,
     mapper: MapperOpt = None,
     out: OutOpt = None,
     steps: StepsOpt = None,
@@ -180,7 +240,7 @@ def fuse(
     names = [validate_emotion(part) for e in emotions for part in e.split(",") if part.strip()]
     values = validate.numbers(weights, "--weights") if weights is not None else None
     request = fusion_request(names, values, mode, validate.template(prompt, "--prompt"), num_images)
-    _run([request], cfg, baseline, overwrite, json_)
+    _run([request], cfg, baseline, overwrite, json_, intensity, keep_all, probe)
 
 
 @command(examples="""

@@ -92,6 +92,7 @@ class GenerateConfig:
     batch_size: int = 4
     negative_prompt: str = ""
     output: str = "runs/generated"
+    best_of: int = 1  # candidates per image; the emotion probe's favourite is kept (bestof.py)
 
 
 @dataclass
@@ -144,7 +145,7 @@ POSITIVE = {
     "encoder.checkpoint_every", "mapper.layers", "mapper.hidden_dim", "mapper.batch_size", "mapper.max_steps",
     "mapper.checkpoint_every", "generate.steps", "generate.batch_size", "encoder.keep_checkpoints",
     "mapper.keep_checkpoints", "evaluate.pairs", "evaluate.max_reference", "evaluate.batch_size",
-    "encoder.lr", "mapper.lr", "encoder.max_steps",
+    "encoder.lr", "mapper.lr", "encoder.max_steps", "generate.best_of",
 }
 NON_NEGATIVE = {
     "mapper.lambda_attr", "mapper.lambda_emo", "mapper.threshold", "generate.guidance", "encoder.weight_decay",
@@ -152,6 +153,7 @@ NON_NEGATIVE = {
 }
 # Inclusive upper bounds (on top of the lower bounds above); runtime.seed is 0 .. 2**32-1.
 AT_MOST: dict[str, int | float] = {"runtime.seed": choices.MAX_SEED, "mapper.threshold": 1.0, "encoder.dropout": 0.99}
+AT_MOST["generate.best_of"] = 1000  # bestof.MAX_K
 MULTIPLE_OF_8 = {"model.resolution"}  # the VAE downsamples by 8
 
 

@@ -18,6 +18,9 @@ from emogen_cli.core.emotions import EMOTIONS
 from emogen_cli.core.errors import EmogenError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+# Sub-folders that hold no gallery images: best-of candidates that lost (`--keep-all`) and the
+# reports of `emogen evaluate` (metrics.png, ...), which must not be counted as generated images.
+SKIPPED_FOLDERS = {"rejected", "evaluation"}
 
 
 @dataclass
@@ -40,7 +43,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def scan_gallery(folder: str | Path) -> tuple[list[GalleryImage], list[str]]:
-    """Every image under `folder` (contact sheets `grid-*` excluded) and the paths that failed to open."""
+    """Every image under `folder` (contact sheets `grid-*` and the sub-folders SKIPPED_FOLDERS excluded)
+    and the paths that failed to open."""
     folder = Path(folder)
     if not folder.is_dir():
         raise EmogenError(f"'{folder}' is not a folder of images.", "Pass the --out folder of `emogen generate`.")
@@ -48,6 +52,8 @@ def scan_gallery(folder: str | Path) -> tuple[list[GalleryImage], list[str]]:
     broken: list[str] = []
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith(("grid-", ".")):
+            continue
+        if SKIPPED_FOLDERS & set(path.relative_to(folder).parts[:-1]):
             continue
         try:
             meta = read_metadata(path)

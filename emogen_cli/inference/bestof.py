@@ -1,23 +1,23 @@
 """`--best-of K`: draw K candidates per requested image, keep the one the emotion probe rates highest.
 
-Candidate j of requested image i uses seed `seed + i*K + j` (candidate 0 of image 0 is plain
-generation's first image). The score is the CLIP-space probe's probability of the target emotion
-(for a mix, the weighted sum over its emotions). Kept images record their score, their rank among
-the K (always 1) and the seeds of all candidates; with `keep_all` the others are written to the
-`rejected/` subfolder with their own score and rank (2..K), and listed in its own index.jsonl.
+Candidate j of the image numbered n uses seed `seed + n*K + j` (the file numbering and seeds of
+`generate` with every number standing for K candidates: K = 1 is plain generation, and two runs
+of `-n 2` still equal one of `-n 4`). The score is the CLIP-space probe's probability of the
+target emotion (for a mix, the weighted sum over its emotions). Kept images record their score,
+their rank among the K (always 1) and the seeds of all candidates; with `keep_all` the others are
+written to the `rejected/` subfolder with their own score and rank (2..K), listed in its own
+index.jsonl (writer.py; `emogen evaluate` skips rejected/).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from emogen_cli.core.emotions import EMOTIONS
 from emogen_cli.core.errors import EmogenError
-from emogen_cli.core.reporting import Reporter, progress
 
 
 @dataclass
@@ -60,75 +60,43 @@ def rank(images: list, seeds: list[int], scores: np.ndarray | list[float], index
     return Selection(index, [Candidate(images[j], seeds[j], float(scores[j]), r + 1) for r, j in enumerate(order)])
 
 
-def best_of(generator, request, k: int, scorer, seed: int = 0, reporter: Reporter | None = None) -> list[Selection]:
-    """K candidates for each of the request's `count` images, ranked by the probe."""
-    if k < 1:
-        raise EmogenError(f"--best-of needs K >= 1, got {k}.")
+MAX_K = 1000  # generate.best_of's upper bound (config.py)
+
+
+def check_best_of(k: int, keep_all: bool = False) -> int:
+    """K as an int in 1..MAX_K; `keep_all` needs K > 1 (there is nothing to keep otherwise)."""
+    if isinstance(k, bool) or not isinstance(k, int) and not (isinstance(k, float) and k.is_integer()):
+        raise EmogenError(f"best_of must be a whole number, got {k!r}.", "For example: best_of=4.")
+    if not 1 <= int(k) <= MAX_K:
+        raise EmogenError(f"--best-of needs K in 1..{MAX_K}, got {k}.", "For example: --best-of 4.")
+    if keep_all and int(k) == 1:
+        raise EmogenError("--keep-all keeps the rejected best-of candidates, and there are none without --best-of.",
+                          "Add --best-of K (K of 2 or more), or drop --keep-all.")
+    return int(k)
+
+
+def select(generator, request, groups: list[list[int]], scorer, settings=None, batch_size: int = 4) -> list[Selection]:
+    """One Selection per seed group (the K candidate seeds of one requested image), ranked by the probe.
+
+    All candidates of all groups are generated in batches of `batch_size` (a batch may span groups)."""
     unknown = [e for e in request.emotions if e not in EMOTIONS]
     if unknown:
         raise EmogenError(f"The emotion probe knows the eight Mikels emotions, not {unknown}.")
-    reporter = reporter or Reporter()
-    batch = max(1, generator.config.generate.batch_size)
-    selections = []
-    with progress(reporter, f"Best of {k}", request.count * k):
-        for i in range(request.count):
-            seeds = candidate_seeds(seed, i, k)
-            images = []
-            for b in range(0, k, batch):
-                images += generator.images(request, seeds[b:b + batch])
-                reporter.advance(f"Best of {k}", len(seeds[b:b + batch]))
-            scores = target_score(scorer.probabilities(images), request.emotions, request.weights)
-            selections.append(rank(images, seeds, scores, i))
+    seeds = [s for group in groups for s in group]
+    images: list = []
+    for b in range(0, len(seeds), max(1, batch_size)):
+        images += generator.images(request, seeds[b:b + batch_size], settings)
+    scores = target_score(scorer.probabilities(images), request.emotions, request.weights)
+    selections, at = [], 0
+    for index, group in enumerate(groups):
+        selections.append(rank(images[at:at + len(group)], group, scores[at:at + len(group)], index))
+        at += len(group)
     return selections
 
 
-def write_best_of(generator, request, selections: list[Selection], out_dir: str | Path, keep_all: bool = False,
-                  stem: str | None = None) -> dict[str, Any]:
-    """Kept images in `out_dir` (index.jsonl + a grid), rejected ones in `out_dir/rejected/` if `keep_all`."""
-    from emogen_cli.inference.pngio import append_index, next_number, save_png, save_sheet, slug
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = stem or f"{slug(request.name)}-best"
-    start = next_number(out, stem)
-    kept_records, rejected_records = [], []
-    reject_dir = out / "rejected"
-    for n, sel in enumerate(selections):
-        k = len(sel.candidates)
-        for cand in sel.candidates if keep_all else [sel.kept]:
-            meta = {**generator.metadata(request, cand.seed),
-                    "best_of": {"k": k, "rank": cand.rank, "probe_score": cand.score,
-                                "candidate_seeds": sorted(c.seed for c in sel.candidates), "kept": cand.rank == 1}}
-            infotext = f"{generator.infotext(request, cand.seed)}, Emogen best of: {cand.rank}/{k} ({cand.score:.3f})"
-            if cand.rank == 1:
-                kept_records.append(save_png(out / f"{stem}-{start + n:05d}.png", cand.image, meta, infotext))
-            else:
-                rejected_records.append(save_png(reject_dir / f"{stem}-{start + n:05d}-rank{cand.rank}.png", cand.image,
-                                                 meta, infotext))
-    append_index(out, kept_records)
-    if rejected_records:
-        append_index(reject_dir, rejected_records)
-    grid = save_sheet(out / f"grid-{stem}-{start:05d}.png", [[s.kept.image for s in selections]]) if selections else None
-    return {"out": str(out), "count": len(kept_records), "rejected": len(rejected_records), "grid": grid,
-            "images": kept_records}
-
-
-def generate_best_of(config, requests: list, k: int, out: str | Path | None = None, keep_all: bool = False,
-                     mapper: str | Path | None = None, probe: str | Path | None = None,
-                     reporter: Reporter | None = None) -> dict[str, Any]:
-    """`emogen best-of` (generate --best-of K): every request's images, each the best of K candidates."""
-    from emogen_cli.evaluation.edit_metrics import scorer_for
-    from emogen_cli.pipeline import EmoGenPipeline
-
-    if k < 1:
-        raise EmogenError(f"--best-of needs K >= 1, got {k}.")
-    out = Path(out) if out is not None else Path(config.generate.output)
-    generator = EmoGenPipeline(config, mapper, tokens=max(r.tokens for r in requests))
-    scorer = scorer_for(generator, probe)
-    results = []
-    for request in requests:
-        selections = best_of(generator, request, k, scorer, config.runtime.seed, reporter)
-        results.append(write_best_of(generator, request, selections, out, keep_all))
-    return {"out": str(out), "k": k, "count": sum(r["count"] for r in results),
-            "rejected": sum(r["rejected"] for r in results), "grids": [r["grid"] for r in results],
-            "images": [im for r in results for im in r["images"]]}
+def candidate_fields(selection: Selection, candidate: Candidate) -> tuple[dict[str, Any], dict[str, str]]:
+    """The metadata entry and A1111 infotext field recording a candidate's rank and probe score."""
+    k = len(selection.candidates)
+    meta = {"best_of": {"k": k, "rank": candidate.rank, "probe_score": candidate.score,
+                        "candidate_seeds": sorted(c.seed for c in selection.candidates), "kept": candidate.rank == 1}}
+    return meta, {"Emogen best of": f"{candidate.rank}/{k} ({candidate.score:.3f})"}

@@ -16,25 +16,31 @@ Cost: one extra text-encoder pass per batch (no extra UNet pass); bench/intensit
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any
 
 from emogen_cli.core.errors import EmogenError
-from emogen_cli.core.reporting import Reporter, progress
 
 MAX_INTENSITY = 4.0  # beyond this the extrapolated conditioning leaves anything the UNet has seen
 
 
-def parse_intensities(text: str) -> list[float]:
-    """'0,0.5,1,1.5' -> [0.0, 0.5, 1.0, 1.5] (each in [0, MAX_INTENSITY])."""
+def check_intensity(value: float, option: str = "intensity") -> float:
+    """α as a float in [0, MAX_INTENSITY] (NaN and infinities refused)."""
     try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise EmogenError(f"--intensity must be numbers separated by commas, got '{text}'.",
-                          "For example: --intensity 0,0.5,1,1.5.") from None
-    if not values or any(not 0 <= v <= MAX_INTENSITY for v in values):
-        raise EmogenError(f"Intensities must lie in [0, {MAX_INTENSITY:g}], got '{text}'.",
+        alpha = float(value)
+    except (TypeError, ValueError):
+        raise EmogenError(f"{option} must be a number, got {value!r}.", "0 = no emotion, 1 = EmoGen's.") from None
+    if not 0 <= alpha <= MAX_INTENSITY:  # False for NaN too
+        raise EmogenError(f"{option} must lie in [0, {MAX_INTENSITY:g}], got {value}.",
                           "0 = no emotion, 1 = EmoGen's emotion, above 1 = stronger.")
+    return alpha
+
+
+def parse_intensities(text: str, option: str = "--intensity") -> list[float]:
+    """'0,0.5,1,1.5' -> [0.0, 0.5, 1.0, 1.5]: finite, each in [0, MAX_INTENSITY], no repeats."""
+    from emogen_cli.core.validate import numbers
+
+    values = [check_intensity(v, option) for v in numbers(text, option)]
+    if len(set(values)) != len(values):
+        raise EmogenError(f"{option} lists a strength twice: '{text}'.", "Give each strength once, e.g. 0,0.5,1.")
     return values
 
 
@@ -54,12 +60,20 @@ def neutral_conditioning(generator, request, count: int):
 
 def intensity_conditioning(generator, request, seeds: list[int], alpha: float):
     """prompt_embeds at emotion strength `alpha` (exactly EmoGen's at 1, exactly neutral at 0)."""
-    if alpha == 1:
-        return generator.conditioning(request, seeds)
+    from dataclasses import replace
+
+    return generator.conditioning(replace(request, intensity=alpha), seeds)
+
+
+def blend(generator, request, seeds: list[int]):
+    """EmoGenPipeline.conditioning of a request whose intensity is not 1: c_neutral + α (c_emotion − c_neutral)."""
+    from dataclasses import replace
+
+    alpha = request.alpha
     neutral = neutral_conditioning(generator, request, len(seeds))
     if alpha == 0:
         return neutral
-    full = generator.conditioning(request, seeds)
+    full = generator.conditioning(replace(request, intensity=None), seeds)
     return (neutral.float() + alpha * (full.float() - neutral.float())).to(generator.dtype)
 
 
@@ -75,57 +89,3 @@ def text_to_image(generator, prompt_embeds, seeds: list[int]) -> list:
                           negative_prompt_embeds=generator.negative.expand(len(seeds), -1, -1),
                           num_inference_steps=g.steps, guidance_scale=g.guidance, height=size, width=size,
                           generator=generators, output_type="pil").images
-
-
-def intensity_strips(generator, request, alphas: list[float], seeds: list[int], out_dir: str | Path,
-                     reporter: Reporter | None = None) -> dict[str, Any]:
-    """For every seed, one image per α (same seed, so only the emotion strength changes) and a strip
-    `grid-intensity-<stem>-seed<S>.png` left to right in the order of `alphas`."""
-    from emogen_cli.inference.pngio import append_index, next_number, save_png, save_sheet, slug
-
-    reporter = reporter or Reporter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{request.name}-intensity" + (f"-{slug(request.prompt)}" if slug(request.prompt) != "image" else "")
-    start = next_number(out, stem)
-    batch = max(1, generator.config.generate.batch_size)
-    images: dict[tuple[float, int], Any] = {}
-    with progress(reporter, "Intensity", len(alphas) * len(seeds)):
-        for alpha in alphas:
-            for i in range(0, len(seeds), batch):
-                chunk = seeds[i:i + batch]
-                for seed, image in zip(chunk, text_to_image(generator, intensity_conditioning(generator, request, chunk,
-                                                                                                  alpha), chunk)):
-                    images[(alpha, seed)] = image
-                reporter.advance("Intensity", len(chunk))
-    records, strips = [], []
-    n = start
-    for seed in seeds:
-        for alpha in alphas:
-            meta = {**generator.metadata(request, seed), "intensity": alpha,
-                    "neutral_prompt": neutral_prompt(request.prompt)}
-            records.append(save_png(out / f"{stem}-{n:05d}.png", images[(alpha, seed)], meta,
-                                    f"{generator.infotext(request, seed)}, Emogen intensity: {alpha:g}"))
-            n += 1
-        strips.append(save_sheet(out / f"grid-intensity-{slug(stem)}-seed{seed}-{start:05d}.png",
-                                 [[images[(a, seed)] for a in alphas]]))
-    append_index(out, records)
-    return {"out": str(out), "count": len(records), "alphas": alphas, "seeds": seeds, "strips": strips,
-            "images": records}
-
-
-def intensity(config, emotion: str, alphas: list[float], prompt: str = "{}", count: int = 1,
-              out: str | Path | None = None, mapper: str | Path | None = None,
-              reporter: Reporter | None = None) -> dict[str, Any]:
-    """`emogen intensity`: strips of `emotion` at each α, one per seed (runtime.seed + i, i < count)."""
-    from emogen_cli.core.emotions import validate_emotion
-    from emogen_cli.pipeline import EmoGenPipeline, Request
-
-    from emogen_cli.core import validate
-
-    template = validate.template(prompt, "--prompt")
-    request = Request((validate_emotion(emotion),), template, count)
-    out = Path(out) if out is not None else Path(config.generate.output).parent / "intensity"
-    generator = EmoGenPipeline(config, mapper)
-    seeds = [config.runtime.seed + i for i in range(count)]
-    return intensity_strips(generator, request, alphas, seeds, out, reporter)

@@ -1,4 +1,4 @@
-"""Output files of the edit / intensity / valence-arousal / best-of commands.
+"""Output files of the edit and valence-arousal grid commands (generate's own files: writer.py).
 
 PNGs carry their parameters as JSON in the "emogen" text chunk (what `emogen evaluate` reads);
 `index.jsonl` lists them (both through writer.py, as `generate` writes them); contact sheets,

@@ -41,6 +41,16 @@ def parse_point(text: str) -> tuple[float, float]:
         v, a = (float(x) for x in text.split(","))
     except ValueError:
         raise EmogenError(f"--va must be two numbers 'V,A', got '{text}'.", "For example: --va 0.8,0.3.") from None
+    return check_point((v, a))
+
+
+def check_point(point: Any) -> tuple[float, float]:
+    """A (valence, arousal) pair of numbers in [0, 1] (NaN refused), as floats."""
+    try:
+        v, a = (float(x) for x in point)
+    except (TypeError, ValueError):
+        raise EmogenError(f"A valence-arousal point is two numbers (V, A), got {point!r}.",
+                          "For example: va=(0.8, 0.3) or --va 0.8,0.3.") from None
     if not (0 <= v <= 1 and 0 <= a <= 1):
         raise EmogenError(f"Valence and arousal lie in [0, 1] (the NRC VAD scale), got {v}, {a}.",
                           "For example: --va 0.8,0.3 (pleasant, calm).")
@@ -50,8 +60,8 @@ def parse_point(text: str) -> tuple[float, float]:
 def va_weights(valence: float, arousal: float, sigma: float = DEFAULT_SIGMA,
                emotions: tuple[str, ...] = EMOTIONS) -> dict[str, float]:
     """Kernel weights over `emotions` for the point (valence, arousal); they sum to 1."""
-    if sigma <= 0:
-        raise EmogenError(f"--sigma must be positive, got {sigma}.")
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise EmogenError(f"--sigma must be a positive number, got {sigma}.", "For example: --sigma 0.15.")
     coords = coordinates()
     logits = {e: -((valence - coords[e][0]) ** 2 + (arousal - coords[e][1]) ** 2) / (2 * sigma ** 2) for e in emotions}
     top = max(logits.values())
@@ -66,7 +76,17 @@ def va_request(valence: float, arousal: float, sigma: float = DEFAULT_SIGMA, pro
     from emogen_cli.pipeline import Request
 
     weights = va_weights(valence, arousal, sigma, emotions)
-    return Request(tuple(weights), prompt, count, "space", tuple(weights.values()))
+    return Request(tuple(weights), prompt, count, "space", tuple(weights.values()),
+                   va=(float(valence), float(arousal), float(sigma)))
+
+
+def va_metadata(request) -> dict[str, Any]:
+    """What a V-A image records: the dominant emotion as its label (what `evaluate` groups by) and the point."""
+    v, a, sigma = request.va
+    weights = dict(zip(request.emotions, request.weights))
+    return {"emotion": dominant(weights),
+            "va": {"valence": v, "arousal": a, "sigma": sigma, "weights": weights,
+                   "coordinates": "NRC VAD Lexicon v1.0 (Mohammad 2018)"}}
 
 
 def dominant(weights: dict[str, float]) -> str:
@@ -92,12 +112,8 @@ def va_grid(generator, out_dir: str | Path, seed: int = 0, valences: tuple[float
             for v in sorted(valences):
                 request = va_request(v, a, sigma, prompt, 1, emotions)
                 image = generator.images(request, [seed])[0]
-                weights = dict(zip(request.emotions, request.weights))
-                meta = {**generator.metadata(request, seed), "emotion": dominant(weights),
-                        "va": {"valence": v, "arousal": a, "sigma": sigma, "weights": weights,
-                               "coordinates": "NRC VAD Lexicon v1.0 (Mohammad 2018)"}}
-                records.append(save_png(out / f"va-{n:05d}.png", image, meta, f"{generator.infotext(request, seed)}, "
-                                                                           f"Emogen valence-arousal: {v:g}/{a:g}"))
+                records.append(save_png(out / f"va-{n:05d}.png", image, generator.metadata(request, seed),
+                                        generator.infotext(request, seed)))
                 cells[(v, a)] = image
                 n += 1
                 reporter.advance("Valence-arousal grid")

@@ -41,9 +41,16 @@ def _slug(text: str) -> str:
 
 
 def file_stem(request: Any, baseline: bool) -> str:
-    """`awe`, `awe-a-cup`, `amusement+fear-embedding`, `awe-baseline`: what a request's files are called."""
-    stem = request.name + (f"-{request.mode}" if len(request.emotions) > 1 and request.mode != "tokens" else "")
+    """`awe`, `awe-a-cup`, `amusement+fear-embedding`, `awe-baseline`, `awe-intensity0.5`, `va-0.8-0.3`:
+    what a request's files are called (intensity 1 is plain generation and shares its files)."""
+    va = getattr(request, "va", None)
+    if va is not None:
+        stem = f"va-{va[0]:g}-{va[1]:g}"
+    else:
+        stem = request.name + (f"-{request.mode}" if len(request.emotions) > 1 and request.mode != "tokens" else "")
     stem += f"-{_slug(request.prompt)}" if _slug(request.prompt) else ""
+    alpha = getattr(request, "alpha", 1.0)
+    stem += f"-intensity{alpha:g}" if alpha != 1 else ""
     return stem + ("-baseline" if baseline else "")
 
 
@@ -132,20 +139,27 @@ def _taken_numbers(out_dir: Path) -> dict[str, set[int]]:
     return taken
 
 
-def claim_numbers(out_dir: Path, stems: list[str], counts: list[int], overwrite: bool = False) -> list[int]:
+def claim_numbers(out_dir: Path, stems: list[str], counts: list[int], overwrite: bool = False,
+                  groups: list[int] | None = None) -> list[int]:
     """The first file number of each request, reserved across processes until its files are written.
 
-    Requests sharing a stem get consecutive ranges. With `overwrite`, numbering starts at 0 and
-    replaces existing files (nothing is reserved)."""
+    Requests sharing a stem get consecutive ranges. Requests of one group (the intensities of one
+    strip) get the same start, the first number free under all their stems, so image i of each has
+    the same seed. With `overwrite`, numbering starts at 0 and replaces existing files (nothing is
+    reserved)."""
     starts: list[int] = []
     following: dict[str, int] = {}
+    group_start: dict[int, int] = {}
+    groups = list(range(len(stems))) if groups is None else groups
     owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
     with folder_lock(out_dir):
         taken = {} if overwrite else _taken_numbers(out_dir)
-        for stem, count in zip(stems, counts):
-            if stem not in following:
-                following[stem] = max(taken.get(stem, ()), default=-1) + 1
-            start = following[stem]
+        for stem in stems:
+            following.setdefault(stem, max(taken.get(stem, ()), default=-1) + 1)
+        for stem, count, group in zip(stems, counts, groups):
+            if group not in group_start:
+                group_start[group] = max(following[s] for s, g in zip(stems, groups) if g == group)
+            start = group_start[group]
             if not overwrite:
                 for number in range(start, start + count):
                     try:
@@ -230,64 +244,132 @@ def _shared_starts(share: Any, starts: list[int] | None) -> list[int]:
 
 
 def generate(config: Config, requests: list[Any], out: str | Path | None = None, mapper: str | Path | None = None,
-             overwrite: bool = False, baseline: bool = False, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Generate every request's images into `out`; returns the written records (from all processes)."""
+             overwrite: bool = False, baseline: bool = False, reporter: Reporter | None = None, *,
+             intensities: list[float] | None = None, best_of: int | None = None, keep_all: bool = False,
+             probe: str | Path | None = None) -> dict[str, Any]:
+    """Generate every request's images into `out`; returns the written records (from all processes).
+
+    `intensities`: every request at each strength α (files `<stem>-intensity<α>-N.png`, α = 1 the
+    plain files), image i of every α with the same number and seed, and with several α one strip
+    `grid-<stem>-intensity-N.png` per number. `best_of` (default generate.best_of): K candidates per
+    image, the probe's favourite kept (bestof.py), the others in rejected/ with `keep_all`."""
+    from dataclasses import replace
+
+    from emogen_cli.inference.bestof import candidate_fields, check_best_of, select
     from emogen_cli.core.images import load_rgb
     from emogen_cli.pipeline import EmoGenPipeline
     from emogen_cli.core.runtime import process_share
 
     reporter = reporter or Reporter()
+    k = check_best_of(config.generate.best_of if best_of is None else best_of, keep_all)
+    bases = [file_stem(request, baseline) for request in requests]
+    groups = list(range(len(requests)))
+    if intensities:
+        groups = [g for g in range(len(requests)) for _ in intensities]
+        requests = [replace(request, intensity=alpha) for request in requests for alpha in intensities]
     share = process_share(config.runtime.device)
     out_dir = Path(out or config.generate.output)
     check_writable(out_dir)
+    rejected_dir = out_dir / "rejected"
     stems = [file_stem(request, baseline) for request in requests]
     pipe = EmoGenPipeline(config, mapper, baseline, max(r.tokens for r in requests), share.device, reporter=reporter)
     for request in requests:
         pipe.check(request)  # a lost emotion token fails now, before any image is made
-    starts = claim_numbers(out_dir, stems, [r.count for r in requests], overwrite) if share.is_main else None
+    scorer = pipe.scorer(probe) if k > 1 else None  # a missing probe fails now too
+    starts = claim_numbers(out_dir, stems, [r.count for r in requests], overwrite, groups) if share.is_main else None
     starts = _shared_starts(share, starts)
     seed = config.runtime.seed
     batches = plan(requests, share, config.generate.batch_size)
     mine = [image_name(stems[r], starts[r] + i) for r, indices in batches for i in indices]
     records: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    rejected_pending: list[dict[str, Any]] = []
     written: set[str] = set()
     try:
-        with progress(reporter, "Generating", len(mine)):
+        task = "Generating" if k == 1 else f"Generating (best of {k})"
+        with progress(reporter, task, len(mine)):
             for r, indices in batches:
                 request, numbers = requests[r], [starts[r] + i for i in indices]
-                for number, image in zip(numbers, pipe.images(request, [seed + n for n in numbers])):
+                if k == 1:
+                    kept = [(image, seed + n, None, None)
+                            for n, image in zip(numbers, pipe.images(request, [seed + n for n in numbers]))]
+                else:
+                    kept = []
+                    groups_of_seeds = [[seed + n * k + j for j in range(k)] for n in numbers]
+                    for n, sel in zip(numbers, select(pipe, request, groups_of_seeds, scorer, None,
+                                                      config.generate.batch_size)):
+                        kept.append((sel.kept.image, sel.kept.seed, *candidate_fields(sel, sel.kept)))
+                        for cand in sel.rejected if keep_all else []:
+                            extra, fields = candidate_fields(sel, cand)
+                            path = rejected_dir / f"{stems[r]}-{n:05d}-rank{cand.rank}.png"
+                            rejected_dir.mkdir(exist_ok=True)
+                            rejected_pending.append(pipe.save(cand.image, path, request, cand.seed, None, extra, fields))
+                    merge_index(rejected_dir, rejected_pending)
+                    rejected += rejected_pending
+                    rejected_pending = []
+                for number, (image, image_seed, extra, fields) in zip(numbers, kept):
                     name = image_name(stems[r], number)
-                    pending.append(pipe.save(image, out_dir / name, request, seed + number))
+                    pending.append(pipe.save(image, out_dir / name, request, image_seed, None, extra, fields))
                     written.add(name)
                     release_claims(out_dir, [name])
                 merge_index(out_dir, pending)
                 records += pending
                 pending = []
-                reporter.advance("Generating", len(indices))
+                reporter.advance(task, len(indices))
     except KeyboardInterrupt:
+        _settle(rejected_dir, rejected_pending, rejected)
         _settle(out_dir, pending, records)
         raise Interrupted(f"Interrupted after {len(records)} images; they are in {out_dir} and {INDEX}.",
                           "Run again to add more: numbering (and seeds) continue after the existing files.") from None
     except EmogenError:
+        _settle(rejected_dir, rejected_pending, rejected)
         _settle(out_dir, pending, records)
         raise
     except OSError as exc:
+        _settle(rejected_dir, rejected_pending, rejected)
         _settle(out_dir, pending, records)
         raise disk_error(out_dir, exc) from None
     finally:
         release_claims(out_dir, [n for n in mine if n not in written])
     records = sorted(share.gather(records), key=lambda rec: rec["path"])
+    rejected_count = len(share.gather(rejected))
     share.wait()
+    strips: list[str] = []
     if share.is_main:
         for request, stem, start in zip(requests, stems, starts):
             paths = [out_dir / image_name(stem, start + i) for i in range(request.count)]
             if all(p.is_file() for p in paths):
                 atomic_save_image(out_dir / f"grid-{stem}-{start:05d}.png", grid([load_rgb(p) for p in paths]))
+        if intensities and len(intensities) > 1:
+            strips = _strips(out_dir, requests, stems, starts, groups, bases)
         release_claims(out_dir, [image_name(s, st + i) for s, st, r in zip(stems, starts, requests)
                                  for i in range(r.count)])
     share.wait()
-    return {"out": str(out_dir), "count": len(records), "processes": share.count, "images": records}
+    result = {"out": str(out_dir), "count": len(records), "processes": share.count, "images": records}
+    if intensities:
+        result.update(intensities=list(intensities), strips=strips)
+    if k > 1:
+        result.update(best_of=k, rejected=rejected_count)
+    return result
+
+
+def _strips(out_dir: Path, requests: list[Any], stems: list[str], starts: list[int], groups: list[int],
+            bases: list[str]) -> list[str]:
+    """One row per file number (= seed) of each group: its image at every intensity, left to right."""
+    from emogen_cli.core.images import load_rgb
+    from emogen_cli.inference.pngio import save_sheet
+
+    written = []
+    for group, base in enumerate(bases):
+        members = [r for r, g in enumerate(groups) if g == group]
+        for i in range(requests[members[0]].count):
+            paths = [out_dir / image_name(stems[r], starts[r] + i) for r in members]
+            if all(p.is_file() for p in paths):
+                number = starts[members[0]] + i
+                written.append(save_sheet(out_dir / f"grid-{base}-intensity-{number:05d}.png",
+                                          [[load_rgb(p) for p in paths]]))
+    return written
 
 
 def _settle(out_dir: Path, pending: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
