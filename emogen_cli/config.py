@@ -289,7 +289,12 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         if not path.is_file():
             raise EmogenError(f"Config file '{path}' does not exist.", "Pass an existing YAML file to --config.")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise EmogenError(f"Config file '{path}' is not UTF-8 text (byte {exc.start}).",
+                              "Save the YAML file as UTF-8.") from None
+        except OSError as exc:
+            raise EmogenError(f"Cannot read config file '{path}': {exc.strerror or exc}.") from None
         except yaml.YAMLError as exc:
             raise EmogenError(f"Config file '{path}' is not valid YAML: {exc}".splitlines()[0]) from None
         if not isinstance(data, Mapping):

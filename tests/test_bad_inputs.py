@@ -290,3 +290,49 @@ def test_missing_local_model_folder_is_not_a_connection_failure(tmp_path, monkey
         load(Model, "someone/some-model", "unet")
     assert "'someone/some-model'" in info.value.message and "HF_HUB_OFFLINE=1" in info.value.message
     assert "`hf download someone/some-model`" in info.value.hint
+
+
+def test_config_file_that_is_not_utf8_is_one_line(cli, tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("generate: {negative_prompt: 'caf\xe9'}\n".encode("latin-1"))
+    lines = assert_one_error(cli(*GEN, "--config", bad), 1, "is not UTF-8 text")
+    assert str(bad) in lines[0] and "UTF-8" in lines[1]
+
+
+def _fake_latents(folder: Path, model: str, resolution: int) -> None:
+    folder.mkdir(parents=True)
+    (folder / "index.json").write_text(json.dumps({"model": model, "revision": None, "resolution": resolution,
+                                                   "shards": {}}))
+
+
+def test_prepare_overwrite_keeps_the_old_manifest_until_the_new_one_is_complete(cli, emoset, tmp_path):
+    root, _ = emoset
+    out = tmp_path / "prep"
+    assert cli("prepare", "--data", root, "--out", out, "--seed", "1").code == 0
+    manifest, summary = (out / "manifest.jsonl").read_text(), (out / "prepared.json").read_text()
+    _fake_latents(out / "latents", "some/model", 512)
+    empty = tmp_path / "empty"
+    (empty / "image").mkdir(parents=True)
+    (empty / "annotation").mkdir()
+    failed = cli("prepare", "--data", empty, "--out", out, "--seed", "2", "--overwrite")
+    assert failed.code == 1 and "Traceback" not in failed.err
+    # the failed re-prepare lost nothing: manifest, summary and latent cache are those of the first run
+    assert (out / "manifest.jsonl").read_text() == manifest and (out / "prepared.json").read_text() == summary
+    assert (out / "latents" / "index.json").is_file()
+    # a successful overwrite from the same root keeps the latent cache (latents depend on the image, not the seed)
+    assert cli("prepare", "--data", root, "--out", out, "--seed", "2", "--overwrite").code == 0
+    assert (out / "manifest.jsonl").read_text() != manifest and (out / "latents" / "index.json").is_file()
+    assert json.loads((out / "prepared.json").read_text())["seed"] == 2
+
+
+def test_prepare_overwrite_from_another_root_drops_the_stale_latent_cache(cli, tmp_path):
+    from emogen_cli.synthetic import make_synthetic_emoset
+
+    a, b = tmp_path / "A", tmp_path / "B"
+    make_synthetic_emoset(a, counts={"awe": 2, "fear": 2}, broken=False)
+    make_synthetic_emoset(b, counts={"awe": 2, "fear": 2}, broken=False)
+    out = tmp_path / "prep"
+    assert cli("prepare", "--data", a, "--out", out).code == 0
+    _fake_latents(out / "latents", "some/model", 512)
+    assert cli("prepare", "--data", b, "--out", out, "--overwrite").code == 0
+    assert not (out / "latents").exists()  # ids are relative to the root: another root's latents are stale
