@@ -146,8 +146,11 @@ class Evaluation:
         """The configured CLIP model, or the mapper bundle's when left at the default."""
         from emogen_cli.mapper import trained_model
 
+        from emogen_cli.files import read_json
+
         bundle_config = self.mapper_path / "config.json"
-        trained = json.loads(bundle_config.read_text()) if bundle_config.is_file() else {}
+        trained = read_json(bundle_config, "Mapper bundle config") if bundle_config.is_file() else {}
+        trained = trained if isinstance(trained, dict) else {}
         return trained_model(self.config, "clip", trained)
 
     def clip(self):
@@ -340,6 +343,15 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
         reporter.warn(f"Skipping {len(broken)} unreadable image(s), e.g. {broken[0]}.")
     explicit = metrics is not None
     chosen = list(metrics if explicit else config.evaluate.metrics)
+    given = mapper if mapper is not None else config.generate.mapper if config.is_explicit("generate.mapper") else None
+    if given is not None and Path(given).is_dir():  # e.g. an encoder folder given as --mapper, before models load
+        from emogen_cli.encoder import read_bundle_config
+
+        read_bundle_config(Path(given), "emogen-mapper", "emogen train-mapper")
+    reference = config.evaluate.reference
+    if reference is not None and "fid" in chosen and not Path(reference).exists():  # a typo, before any model loads
+        raise EmogenError(f"The FID reference '{reference}' does not exist.",
+                          "Pass --reference with a prepared folder, an EmoSet root or a folder of real images.")
     run = Evaluation(config, images, mapper, encoder, reporter)
     results: dict[str, Any] = {}
     failed: list[str] = []
@@ -365,7 +377,9 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
     result["files"] = write_report(result, out_dir)
     if failed:
         first = results[failed[0]]["failed"]
-        raise EmogenError(f"{len(failed)} metric(s) failed ({', '.join(failed)}; {failed[0]}: {first}) - the other "
-                          f"results are written to {result['files']['json']}.",
+        what = f"Metric {failed[0]} failed" if len(failed) == 1 else f"{len(failed)} metrics failed ({', '.join(failed)})"
+        kept = (f"; the other results are written to {result['files']['json']}" if len(failed) < len(chosen)
+                else f"; the report is written to {result['files']['json']}")
+        raise EmogenError(f"{what}{kept}. {failed[0]}: {first}",
                           "Fix the cause and run again with --overwrite, or leave those metrics out with --metrics.")
     return result
