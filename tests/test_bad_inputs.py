@@ -105,6 +105,38 @@ CASES = [
     # other bad state
     ("fuse-one-emotion", ["fuse", "awe"], 1, "two or more different emotions"),
     ("unknown-emotion", ["generate", "-e", "sadnes"], 1, "Unknown emotion 'sadnes'"),
+    # a bundle of the wrong kind (an encoder folder passed as --mapper, and the reverse)
+    ("wrong-kind-decompose", ["decompose", "awe", "--mapper", "{enc}"], 1, "is an emogen-encoder folder, not an"),
+    ("wrong-kind-export", ["export", "awe", "--mapper", "{enc}", "--out", "{tmp}/emb"], 1,
+     "is an emogen-encoder folder, not an emogen-mapper folder"),
+    ("wrong-kind-evaluate", ["evaluate", "{imgs}", "--mapper", "{enc}"], 1, "is an emogen-encoder folder"),
+    ("wrong-kind-train-mapper", ["train-mapper", "--encoder", "{map}", "--prepared", "{prep}", "--out", "{tmp}/m"], 1,
+     "is an emogen-mapper folder, not an emogen-encoder folder"),
+    pytest.param([*GEN, "--mapper", "{enc}"], 1, "is an emogen-encoder folder", id="wrong-kind-generate",
+                 marks=pytest.mark.xfail(reason="writer.generate creates --out before the bundle loads")),
+    ("bundle-config-not-utf8", ["evaluate", "{imgs}", "--mapper", "{latin}"], 1, "is not UTF-8 text"),
+    # empty folders, missing files, files that are not what they claim
+    ("prepare-root-is-file", ["prepare", "--data", "{file}", "--out", "{tmp}/p"], 1, "afile' is a file, not a folder"),
+    ("prepare-root-empty", ["prepare", "--data", "{empty}", "--out", "{tmp}/p"], 1, "does not look like EmoSet"),
+    ("prepare-root-markup", ["prepare", "--data", "{tmp}/[bold]x", "--out", "{tmp}/p"], 1, "/[bold]x' does not"),
+    ("train-mapper-not-prepared", ["train-mapper", "--prepared", "{empty}", "--out", "{tmp}/m"], 1,
+     "is not a prepared dataset"),
+    ("edit-not-an-image", ["edit", "{junk}/fake.png", "-e", "awe", "--out", "{tmp}/ed"], 1,
+     "fake.png: not an image"),
+    ("edit-empty-folder", ["edit", "{empty}", "-e", "awe", "--out", "{tmp}/ed"], 1, "the inputs hold no image files"),
+    ("decompose-images-empty", ["decompose", "--images", "{empty}"], 1, "No readable images in"),
+    ("decompose-images-junk", ["decompose", "awe", "--images", "{junk}"], 1, "No readable images in"),
+    ("decompose-attributes-binary", ["decompose", "awe", "--attributes", "{bin}"], 1,
+     "is neither text nor an official EmoGen pickle"),
+    ("decompose-attributes-folder", ["decompose", "awe", "--attributes", "{empty}"], 1, "Cannot read the attribute"),
+    ("decompose-attributes-empty", ["decompose", "awe", "--attributes", "{junk}/empty.txt"], 1, "lists no names"),
+    ("evaluate-empty", ["evaluate", "{empty}"], 1, "No readable images in"),
+    ("evaluate-missing", ["evaluate", "{tmp}/nope"], 1, "is not a folder of images"),
+    ("evaluate-reference-typo", ["evaluate", "{imgs}", "--reference", "{tmp}/nope"], 1,
+     "The FID reference '"),
+    ("prompt-file-binary", ["transfer", "-e", "awe", "--prompt-file", "{bin}"], 1, "Cannot read the prompt file"),
+    ("config-not-utf8", [*GEN, "--config", "{latin}/config.json"], 1, "is not UTF-8 text"),
+    ("export-format-before-load", ["export", "awe", "--format", "zip", "--mapper", "{enc}"], 1, "--format must be"),
 ]
 
 
@@ -115,9 +147,25 @@ def place(tmp_path: Path):
     keep = tmp_path / "keep"
     keep.mkdir()
     (keep / "awe-00000.png").write_bytes(b"precious")
+    from PIL import Image
+
+    files = {"enc/config.json": '{"format": "emogen-encoder"}', "map/config.json": '{"format": "emogen-mapper"}',
+             "junk/fake.png": "not a PNG", "junk/empty.txt": "", "prep/prepared.json": json.dumps({"root": str(tmp_path)}),
+             "prep/manifest.jsonl": json.dumps({"id": "a", "image": "image/awe/a.jpg", "emotion": "awe",
+                                                "attribute": "lake", "kind": "scene", "split": "train"})}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bin").write_bytes(bytes(range(255, 127, -1)) * 2)
+    (tmp_path / "latin").mkdir()
+    (tmp_path / "latin" / "config.json").write_bytes("generate: {negative_prompt: caf\xe9}\n".encode("latin-1"))
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (16, 16), "red").save(tmp_path / "imgs" / "awe-00000.png")
 
     def fill(args: list[str]) -> list[str]:
         names = {"{tmp}": tmp_path, "{file}": tmp_path / "afile", "{keep}": keep}
+        names.update({f"{{{n}}}": tmp_path / n for n in ("enc", "map", "junk", "empty", "bin", "latin", "imgs", "prep")})
         for name, value in names.items():
             args = [a.replace(name, str(value)) for a in args]
         return args
@@ -152,10 +200,17 @@ def test_bad_input_is_one_line_before_models_load(cli, place, tmp_path, monkeypa
     ([*GEN, "--guidance", "nan"], 1),
     ([*GEN, "--bogus"], 2),
     (["generate", "-e", "[/x]"], 1),
+    (["export", "awe", "--format", "zip"], 1),
+    (["decompose", "awe", "--attributes", "{tmp}/nope.txt"], 1),
+    (["edit", "{tmp}/nope.png", "-e", "awe"], 1),
+    (["prepare", "--data", "{tmp}/nope", "--out", "{tmp}/p"], 1),
+    (["evaluate", "{tmp}/nope"], 1),
+    (["train-encoder", "--epochs", "0"], 1),
+    (["train-mapper", "--prepared", "{tmp}", "--out", "{tmp}/m"], 1),
 ])
 def test_json_failure_shape(cli, tmp_path, monkeypatch, args, code):
     monkeypatch.chdir(tmp_path)
-    result = cli(*args, "--json")
+    result = cli(*[a.replace("{tmp}", str(tmp_path)) for a in args], "--json")
     assert result.code == code
     payload = json.loads(result.out)  # strict JSON: bare NaN would not parse with parse_constant below
     json.loads(result.out, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
