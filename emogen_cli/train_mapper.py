@@ -294,6 +294,8 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
         apply_state(ckpts[-1], accelerator.unwrap_model(mapper), optimizer, weights, opt_state)
         step, history = state["step"], state.get("history", [])
         reporter.info(f"Resuming from {ckpts[-1].name} (step {step}/{total}).")
+    elif resume:  # a mistyped --out must not pass silently for a continuation
+        reporter.warn(f"--resume: no checkpoint in {ckpt_dir}; starting a new run.")
     saved_step = step if resume and step else -1
 
     def checkpoint() -> None:

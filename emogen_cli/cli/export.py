@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from emogen_cli.choices import EXPORT_FORMATS
-from emogen_cli.cli._utils import ConfigOpt, JsonOpt, OverwriteOpt, RichReporter, SeedOpt, command, emit, opt, say
+from emogen_cli.cli._utils import ConfigOpt, JsonOpt, OverwriteOpt, RichReporter, SeedOpt, command, emit, opt, plural, say
 from emogen_cli.config import Config
 
 
@@ -55,6 +55,6 @@ def export(
         result = export_embeddings(cfg.generate.mapper, [emotion], format_, out, samples, cfg.runtime.seed,
                                    overwrite, reporter)
     emit(result, json_, lambda r: say(
-        f"Wrote {len(r['files'])} files for {len(r['emotions'])} emotion{'s' * (len(r['emotions']) != 1)} "
+        f"Wrote {plural(len(r['files']), 'file')} for {plural(len(r['emotions']), 'emotion')} "
         f"({r['vectors']} x {r['dim']}-d) to "
         f"{r['out']}; prompt words: {', '.join(r['prompt_words'].values())}"))
