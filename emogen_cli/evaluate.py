@@ -321,6 +321,25 @@ def _signed(path: Path, size: int | None = None) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
 
 
+def _interrupted(stopped: str, chosen: list[str], results: dict[str, Any], folder: Path, images: list, broken: list,
+                 run: Evaluation, config: Config, out_dir: Path) -> dict[str, Any]:
+    """Write the report of the metrics finished before a stop (others marked interrupted), then stop."""
+    from emogen_cli.errors import Interrupted
+    from emogen_cli.report import write_report
+
+    done = [n for n in chosen if n in results]
+    if not done:
+        raise Interrupted(f"Interrupted during {stopped}; no metric was finished.")
+    for name in chosen[len(done):]:
+        results[name] = {"value": None, "failed": "interrupted before it finished"}
+    result = {"folder": str(folder), "images": len(images), "unreadable": broken,
+              "groups": {g: len(idx) for g, idx in run.groups.items()}, "metrics": results, "paper": PAPER,
+              "seed": config.runtime.seed, "interrupted": True}
+    files = write_report(result, out_dir)
+    raise Interrupted(f"Interrupted during {stopped}; the finished metrics ({', '.join(done)}) are in {files['json']}.",
+                      "Run again with --overwrite to compute every metric.")
+
+
 def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, metrics: list[str] | None = None,
              mapper: str | Path | None = None, encoder: str | Path | None = None, overwrite: bool = False,
              reporter: Reporter | None = None) -> dict[str, Any]:
@@ -355,6 +374,7 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
     run = Evaluation(config, images, mapper, encoder, reporter)
     results: dict[str, Any] = {}
     failed: list[str] = []
+    stopped: str | None = None
     for name in chosen:
         reporter.info(f"Computing {name}.")
         try:
@@ -367,6 +387,11 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
                 results[name] = {"value": None, "failed": reason}
                 failed.append(name)
             reporter.warn(f"{name}: {reason}")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the metrics already computed are still written
+            stopped = name
+            break
+    if stopped is not None:
+        return _interrupted(stopped, chosen, results, folder, images, broken, run, config, out_dir)
     result = {"folder": str(folder), "images": len(images), "unreadable": broken,
               "groups": {g: len(idx) for g, idx in run.groups.items()}, "metrics": results, "paper": PAPER,
               "seed": config.runtime.seed}

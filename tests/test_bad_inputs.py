@@ -393,3 +393,29 @@ def test_prepare_overwrite_from_another_root_drops_the_stale_latent_cache(cli, t
     _fake_latents(out / "latents", "some/model", 512)
     assert cli("prepare", "--data", b, "--out", out, "--overwrite").code == 0
     assert not (out / "latents").exists()  # ids are relative to the root: another root's latents are stale
+
+
+def test_ctrl_c_during_evaluate_keeps_the_finished_metrics(cli, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from emogen_cli.evaluate import Evaluation
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for k in range(2):
+        Image.new("RGB", (16, 16), (40 * k, 0, 0)).save(images / f"awe-{k:05d}.png")
+
+    def interrupt(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Evaluation, "sem_d", lambda self: {"value": 0.5, "per_emotion": {"awe": 0.5}})
+    monkeypatch.setattr(Evaluation, "emo_a", interrupt)
+    result = cli("evaluate", images, "--metrics", "sem-d,emo-a", "--out", tmp_path / "ev")
+    assert result.code == 130 and "Traceback" not in result.err
+    assert "Interrupted during emo-a; the finished metrics (sem-d) are in" in result.err
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["metrics"]["sem-d"]["value"] == 0.5 and report["interrupted"] is True
+    assert report["metrics"]["emo-a"] == {"value": None, "failed": "interrupted before it finished"}
+    monkeypatch.setattr(Evaluation, "sem_d", interrupt)  # nothing finished: nothing is written
+    result = cli("evaluate", images, "--metrics", "sem-d,emo-a", "--out", tmp_path / "ev2")
+    assert result.code == 130 and "no metric was finished" in result.err and not (tmp_path / "ev2").exists()
