@@ -287,7 +287,8 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 
         path = Path(path)
         if not path.is_file():
-            raise EmogenError(f"Config file '{path}' does not exist.", "Pass an existing YAML file to --config.")
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise EmogenError(f"Config file '{path}' {what}.", "Pass an existing YAML file to --config.")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as exc:
@@ -296,7 +297,10 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         except OSError as exc:
             raise EmogenError(f"Cannot read config file '{path}': {exc.strerror or exc}.") from None
         except yaml.YAMLError as exc:
-            raise EmogenError(f"Config file '{path}' is not valid YAML: {exc}".splitlines()[0]) from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise EmogenError(f"Config file '{path}' is not valid YAML{where}: {problem}.".replace("\n", " ")) from None
         if not isinstance(data, Mapping):
             raise EmogenError(f"Config file '{path}' must contain a mapping of sections.")
         for key, value in _flatten(data, str(path)).items():

@@ -136,6 +136,10 @@ CASES = [
      "The FID reference '"),
     ("prompt-file-binary", ["transfer", "-e", "awe", "--prompt-file", "{bin}"], 1, "Cannot read the prompt file"),
     ("config-not-utf8", [*GEN, "--config", "{latin}/config.json"], 1, "is not UTF-8 text"),
+    ("config-is-folder", [*GEN, "--config", "{empty}"], 1, "empty' is a folder, not a file"),
+    ("config-bad-yaml", [*GEN, "--config", "{junk}/bad.yaml"], 1,
+     "is not valid YAML (line 1, column 5): mapping values are not allowed here"),
+    ("config-not-a-mapping", [*GEN, "--config", "{junk}/list.yaml"], 1, "must contain a mapping of sections"),
     ("export-format-before-load", ["export", "awe", "--format", "zip", "--mapper", "{enc}"], 1, "--format must be"),
 ]
 
@@ -150,7 +154,8 @@ def place(tmp_path: Path):
     from PIL import Image
 
     files = {"enc/config.json": '{"format": "emogen-encoder"}', "map/config.json": '{"format": "emogen-mapper"}',
-             "junk/fake.png": "not a PNG", "junk/empty.txt": "", "prep/prepared.json": json.dumps({"root": str(tmp_path)}),
+             "junk/fake.png": "not a PNG", "junk/empty.txt": "", "junk/bad.yaml": "a: b: c\n",
+             "junk/list.yaml": "- a\n- b\n", "prep/prepared.json": json.dumps({"root": str(tmp_path)}),
              "prep/manifest.jsonl": json.dumps({"id": "a", "image": "image/awe/a.jpg", "emotion": "awe",
                                                 "attribute": "lake", "kind": "scene", "split": "train"})}
     for name, text in files.items():
