@@ -95,6 +95,9 @@ CASES = [
     ("out-under-file-evaluate", ["evaluate", "{tmp}", "--out", "{file}/eval"], 1, "is a file, not a folder"),
     ("images-is-file-decompose", ["decompose", "--images", "{file}"], 1, "is a file, not a folder"),
     ("out-under-file-dev", ["dev", "tiny-bundle", "{file}/tiny"], 1, "is a file, not a folder"),
+    # dev helpers never write random weights or synthetic images into a folder that holds something
+    ("dev-emoset-into-non-empty", ["dev", "synthetic-emoset", "{keep}"], 1, "keep' is not empty"),
+    ("dev-bundle-into-non-empty", ["dev", "tiny-bundle", "{keep}"], 1, "keep' is not empty"),
     # usage errors: exit code 2
     ("huge-n", [*GEN, "-n", "100000000"], 2, "less than or equal to 10000"),
     ("zero-n", [*GEN, "-n", "0"], 2, "--num-images"),
