@@ -81,7 +81,8 @@ def collect_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[dict[str,
     for item in map(Path, inputs):
         if item.is_dir():
             for p in sorted(item.iterdir()):
-                if p.name.startswith(".") or p.is_dir():
+                # emogen's own contact sheets and index (an --out that is also the input folder) are not inputs
+                if p.name.startswith((".", "grid-")) or p.name == "index.jsonl" or p.is_dir():
                     continue
                 if p.suffix.lower() in IMAGE_SUFFIXES:
                     files.append(p)

@@ -427,3 +427,13 @@ def test_ctrl_c_during_evaluate_keeps_the_finished_metrics(cli, tmp_path, monkey
     monkeypatch.setattr(Evaluation, "sem_d", interrupt)  # nothing finished: nothing is written
     result = cli("evaluate", images, "--metrics", "sem-d,emo-a", "--out", tmp_path / "ev2")
     assert result.code == 130 and "no metric was finished" in result.err and not (tmp_path / "ev2").exists()
+
+
+def test_edit_inputs_skip_its_own_contact_sheets_and_index(tmp_path):
+    from emogen_cli.edit import collect_inputs
+
+    for name in ("a.png", "grid-edit-a-awe-00000.png", "index.jsonl", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    files, skipped = collect_inputs([tmp_path])
+    assert [p.name for p in files] == ["a.png"]
+    assert [s["path"] for s in skipped] == [str(tmp_path / "notes.txt")]
