@@ -437,3 +437,17 @@ def test_edit_inputs_skip_its_own_contact_sheets_and_index(tmp_path):
     files, skipped = collect_inputs([tmp_path])
     assert [p.name for p in files] == ["a.png"]
     assert [s["path"] for s in skipped] == [str(tmp_path / "notes.txt")]
+
+
+@pytest.mark.parametrize("option, content, text", [
+    ("--emotion-probe", b"not a PyTorch file", "(it is not a PyTorch file)"),
+    ("--emotion-probe", None, "is missing"),
+    ("--import-official-attributes", bytes(range(255, 127, -1)), "Cannot read the emotional attribute list"),
+])
+def test_train_mapper_checks_given_files_before_models_load(cli, mapper_config, tmp_path, option, content, text):
+    given = tmp_path / "given.pth"
+    if content is not None:
+        given.write_bytes(content)
+    result = cli("train-mapper", "--config", mapper_config, "--out", tmp_path / "m", option, given)
+    assert_one_error(result, 1, text)
+    assert not (tmp_path / "m").exists()  # nothing was written: the check ran before the output folder was made
