@@ -225,6 +225,8 @@ def _invalid(key: str, source: str, must: str, got: Any) -> EmogenError:
 
 def _check(key: str, value: Any, source: str) -> None:
     allowed = CHOICES.get(key)
+    if allowed and isinstance(value, list) and not value:  # `--metrics ""` would silently do nothing
+        raise _invalid(key, source, f"must name at least one of {', '.join(allowed)}", "nothing")
     for item in value if isinstance(value, list) else [value]:
         if allowed and item not in allowed:
             raise _invalid(key, source, f"must be one of {', '.join(allowed)}", f"'{item}'")

@@ -74,6 +74,8 @@ CASES = [
     ("precision", [*GEN, "--mixed-precision", "fp8"], 1, "--mixed-precision must be one of"),
     ("metrics", ["evaluate", "{tmp}", "--metrics", "fid,bogus"], 1, "--metrics must be one of"),
     ("splits", ["prepare", "--splits", "train,bogus", "--out", "{tmp}/prep"], 1, "--splits must be one of"),
+    ("splits-empty", ["prepare", "--splits", "", "--out", "{tmp}/prep"], 1, "--splits must name at least one of"),
+    ("metrics-empty", ["evaluate", "{imgs}", "--metrics", ",,"], 1, "--metrics must name at least one of fid"),
     ("export-format", ["export", "awe", "--format", "bogus", "--mapper", "{tmp}/nope"], 1,
      "--format must be one of diffusers, a1111; got 'bogus'"),
     ("fusion-mode", ["fuse", "awe", "fear", "--mode", "blend"], 1, "Unknown fusion mode 'blend'"),
