@@ -50,7 +50,7 @@ def official_style(cfg, steps: int) -> float:
 
     from emogen_cli.stage2.conditioning import EmotionPromptEncoder
     from emogen_cli.data.emoset import load_prepared
-    from emogen_cli.stage1.encoder import load_encoder
+    from emogen_cli.stage1.encoder import encoder_pixels, load_encoder
     from emogen_cli.core.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
     from emogen_cli.stage2.mapper import MappingNetwork
     from emogen_cli.core.pretrained import freeze, load_sd_components
@@ -69,7 +69,6 @@ def official_style(cfg, steps: int) -> float:
     mapper = MappingNetwork(encoder.space.dim, cfg.mapper.hidden_dim, text_encoder.config.hidden_size).to(device)
     optimizer = torch.optim.AdamW(mapper.parameters(), lr=cfg.mapper.lr, weight_decay=cfg.mapper.weight_decay)
     prepared = load_prepared(cfg.data.prepared)
-    size, mean, std = encoder.config["image_size"], encoder.config["image_mean"], encoder.config["image_std"]
     sync = cuda_sync()
     times = []
     for step in range(steps + 2):
@@ -78,8 +77,8 @@ def official_style(cfg, steps: int) -> float:
         pixels = torch.from_numpy(to_array(resize_center_crop(image, cfg.model.resolution), DIFFUSION_MEAN,
                                            DIFFUSION_STD))[None].to(device)
         with torch.no_grad():
-            vector = encoder.model.encode(torch.from_numpy(to_array(resize_center_crop(image, size), mean, std))[None]
-                                          .to(device))
+            # the stage-1 preprocessing recorded in the encoder bundle, as train-mapper applies it
+            vector = encoder.model.encode(torch.from_numpy(encoder_pixels(image, encoder.config))[None].to(device))
             latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
         hidden, _ = prompts.encode(ids, mapper(vector)[:, None])
         noise = torch.randn_like(latents)

@@ -74,6 +74,10 @@ CASES = [
     ("precision", [*GEN, "--mixed-precision", "fp8"], 1, "--mixed-precision must be one of"),
     ("metrics", ["evaluate", "{tmp}", "--metrics", "fid,bogus"], 1, "--metrics must be one of"),
     ("splits", ["prepare", "--splits", "train,bogus", "--out", "{tmp}/prep"], 1, "--splits must be one of"),
+    ("splits-empty", ["prepare", "--splits", "", "--out", "{tmp}/prep"], 1, "--splits must name at least one of"),
+    ("metrics-empty", ["evaluate", "{imgs}", "--metrics", ",,"], 1, "--metrics must name at least one of fid"),
+    ("export-format", ["export", "awe", "--format", "bogus", "--mapper", "{tmp}/nope"], 1,
+     "--format must be one of diffusers, a1111; got 'bogus'"),
     ("fusion-mode", ["fuse", "awe", "fear", "--mode", "blend"], 1, "Unknown fusion mode 'blend'"),
     # prompt templates
     ("template-named-field", ["transfer", "-e", "awe", "--template", "{red} cup"], 1, "placeholder '{red}'"),
@@ -93,6 +97,9 @@ CASES = [
     ("out-under-file-evaluate", ["evaluate", "{tmp}", "--out", "{file}/eval"], 1, "is a file, not a folder"),
     ("images-is-file-decompose", ["decompose", "--images", "{file}"], 1, "is a file, not a folder"),
     ("out-under-file-dev", ["dev", "tiny-bundle", "{file}/tiny"], 1, "is a file, not a folder"),
+    # dev helpers never write random weights or synthetic images into a folder that holds something
+    ("dev-emoset-into-non-empty", ["dev", "synthetic-emoset", "{keep}"], 1, "keep' is not empty"),
+    ("dev-bundle-into-non-empty", ["dev", "tiny-bundle", "{keep}"], 1, "keep' is not empty"),
     # usage errors: exit code 2
     ("huge-n", [*GEN, "-n", "100000000"], 2, "less than or equal to 10000"),
     ("zero-n", [*GEN, "-n", "0"], 2, "--num-images"),
@@ -118,6 +125,42 @@ CASES = [
     ("va-one-number", ["generate", "--va", "0.5"], 1, "--va must be two numbers"),
     ("va-and-emotion", ["generate", "-e", "awe", "--va", "0.5,0.5"], 1, "either --emotion or --va"),
     ("va-sigma-zero", ["generate", "--va", "0.5,0.5", "--sigma", "0"], 1, "--sigma must be a positive number"),
+    # a bundle of the wrong kind (an encoder folder passed as --mapper, and the reverse)
+    ("wrong-kind-decompose", ["decompose", "awe", "--mapper", "{enc}"], 1, "is an emogen-encoder folder, not an"),
+    ("wrong-kind-export", ["export", "awe", "--mapper", "{enc}", "--out", "{tmp}/emb"], 1,
+     "is an emogen-encoder folder, not an emogen-mapper folder"),
+    ("wrong-kind-evaluate", ["evaluate", "{imgs}", "--mapper", "{enc}"], 1, "is an emogen-encoder folder"),
+    ("wrong-kind-train-mapper", ["train-mapper", "--encoder", "{map}", "--prepared", "{prep}", "--out", "{tmp}/m"], 1,
+     "is an emogen-mapper folder, not an emogen-encoder folder"),
+    pytest.param([*GEN, "--mapper", "{enc}"], 1, "is an emogen-encoder folder", id="wrong-kind-generate",
+                 marks=pytest.mark.xfail(reason="writer.generate creates --out before the bundle loads")),
+    ("bundle-config-not-utf8", ["evaluate", "{imgs}", "--mapper", "{latin}"], 1, "is not UTF-8 text"),
+    # empty folders, missing files, files that are not what they claim
+    ("prepare-root-is-file", ["prepare", "--data", "{file}", "--out", "{tmp}/p"], 1, "afile' is a file, not a folder"),
+    ("prepare-root-empty", ["prepare", "--data", "{empty}", "--out", "{tmp}/p"], 1, "does not look like EmoSet"),
+    ("prepare-root-markup", ["prepare", "--data", "{tmp}/[bold]x", "--out", "{tmp}/p"], 1, "/[bold]x' does not"),
+    ("train-mapper-not-prepared", ["train-mapper", "--prepared", "{empty}", "--out", "{tmp}/m"], 1,
+     "is not a prepared dataset"),
+    ("edit-not-an-image", ["edit", "{junk}/fake.png", "-e", "awe", "--out", "{tmp}/ed"], 1,
+     "fake.png: not an image"),
+    ("edit-empty-folder", ["edit", "{empty}", "-e", "awe", "--out", "{tmp}/ed"], 1, "the inputs hold no image files"),
+    ("decompose-images-empty", ["decompose", "--images", "{empty}"], 1, "No readable images in"),
+    ("decompose-images-junk", ["decompose", "awe", "--images", "{junk}"], 1, "No readable images in"),
+    ("decompose-attributes-binary", ["decompose", "awe", "--attributes", "{bin}"], 1,
+     "is neither text nor an official EmoGen pickle"),
+    ("decompose-attributes-folder", ["decompose", "awe", "--attributes", "{empty}"], 1, "Cannot read the attribute"),
+    ("decompose-attributes-empty", ["decompose", "awe", "--attributes", "{junk}/empty.txt"], 1, "lists no names"),
+    ("evaluate-empty", ["evaluate", "{empty}"], 1, "No readable images in"),
+    ("evaluate-missing", ["evaluate", "{tmp}/nope"], 1, "is not a folder of images"),
+    ("evaluate-reference-typo", ["evaluate", "{imgs}", "--reference", "{tmp}/nope"], 1,
+     "The FID reference '"),
+    ("prompt-file-binary", ["transfer", "-e", "awe", "--prompt-file", "{bin}"], 1, "Cannot read the prompt file"),
+    ("config-not-utf8", [*GEN, "--config", "{latin}/config.json"], 1, "is not UTF-8 text"),
+    ("config-is-folder", [*GEN, "--config", "{empty}"], 1, "empty' is a folder, not a file"),
+    ("config-bad-yaml", [*GEN, "--config", "{junk}/bad.yaml"], 1,
+     "is not valid YAML (line 1, column 5): mapping values are not allowed here"),
+    ("config-not-a-mapping", [*GEN, "--config", "{junk}/list.yaml"], 1, "must contain a mapping of sections"),
+    ("export-format-before-load", ["export", "awe", "--format", "zip", "--mapper", "{enc}"], 1, "--format must be"),
 ]
 
 
@@ -128,9 +171,26 @@ def place(tmp_path: Path):
     keep = tmp_path / "keep"
     keep.mkdir()
     (keep / "awe-00000.png").write_bytes(b"precious")
+    from PIL import Image
+
+    files = {"enc/config.json": '{"format": "emogen-encoder"}', "map/config.json": '{"format": "emogen-mapper"}',
+             "junk/fake.png": "not a PNG", "junk/empty.txt": "", "junk/bad.yaml": "a: b: c\n",
+             "junk/list.yaml": "- a\n- b\n", "prep/prepared.json": json.dumps({"root": str(tmp_path)}),
+             "prep/manifest.jsonl": json.dumps({"id": "a", "image": "image/awe/a.jpg", "emotion": "awe",
+                                                "attribute": "lake", "kind": "scene", "split": "train"})}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bin").write_bytes(bytes(range(255, 127, -1)) * 2)
+    (tmp_path / "latin").mkdir()
+    (tmp_path / "latin" / "config.json").write_bytes("generate: {negative_prompt: caf\xe9}\n".encode("latin-1"))
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (16, 16), "red").save(tmp_path / "imgs" / "awe-00000.png")
 
     def fill(args: list[str]) -> list[str]:
         names = {"{tmp}": tmp_path, "{file}": tmp_path / "afile", "{keep}": keep}
+        names.update({f"{{{n}}}": tmp_path / n for n in ("enc", "map", "junk", "empty", "bin", "latin", "imgs", "prep")})
         for name, value in names.items():
             args = [a.replace(name, str(value)) for a in args]
         return args
@@ -165,10 +225,17 @@ def test_bad_input_is_one_line_before_models_load(cli, place, tmp_path, monkeypa
     ([*GEN, "--guidance", "nan"], 1),
     ([*GEN, "--bogus"], 2),
     (["generate", "-e", "[/x]"], 1),
+    (["export", "awe", "--format", "zip"], 1),
+    (["decompose", "awe", "--attributes", "{tmp}/nope.txt"], 1),
+    (["edit", "{tmp}/nope.png", "-e", "awe"], 1),
+    (["prepare", "--data", "{tmp}/nope", "--out", "{tmp}/p"], 1),
+    (["evaluate", "{tmp}/nope"], 1),
+    (["train-encoder", "--epochs", "0"], 1),
+    (["train-mapper", "--prepared", "{tmp}", "--out", "{tmp}/m"], 1),
 ])
 def test_json_failure_shape(cli, tmp_path, monkeypatch, args, code):
     monkeypatch.chdir(tmp_path)
-    result = cli(*args, "--json")
+    result = cli(*[a.replace("{tmp}", str(tmp_path)) for a in args], "--json")
     assert result.code == code
     payload = json.loads(result.out)  # strict JSON: bare NaN would not parse with parse_constant below
     json.loads(result.out, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
@@ -305,3 +372,99 @@ def test_missing_local_model_folder_is_not_a_connection_failure(tmp_path, monkey
         load(Model, "someone/some-model", "unet")
     assert "'someone/some-model'" in info.value.message and "HF_HUB_OFFLINE=1" in info.value.message
     assert "`hf download someone/some-model`" in info.value.hint
+
+
+def test_config_file_that_is_not_utf8_is_one_line(cli, tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("generate: {negative_prompt: 'caf\xe9'}\n".encode("latin-1"))
+    lines = assert_one_error(cli(*GEN, "--config", bad), 1, "is not UTF-8 text")
+    assert str(bad) in lines[0] and "UTF-8" in lines[1]
+
+
+def _fake_latents(folder: Path, model: str, resolution: int) -> None:
+    folder.mkdir(parents=True)
+    (folder / "index.json").write_text(json.dumps({"model": model, "revision": None, "resolution": resolution,
+                                                   "shards": {}}))
+
+
+def test_prepare_overwrite_keeps_the_old_manifest_until_the_new_one_is_complete(cli, emoset, tmp_path):
+    root, _ = emoset
+    out = tmp_path / "prep"
+    assert cli("prepare", "--data", root, "--out", out, "--seed", "1").code == 0
+    manifest, summary = (out / "manifest.jsonl").read_text(), (out / "prepared.json").read_text()
+    _fake_latents(out / "latents", "some/model", 512)
+    empty = tmp_path / "empty"
+    (empty / "image").mkdir(parents=True)
+    (empty / "annotation").mkdir()
+    failed = cli("prepare", "--data", empty, "--out", out, "--seed", "2", "--overwrite")
+    assert failed.code == 1 and "Traceback" not in failed.err
+    # the failed re-prepare lost nothing: manifest, summary and latent cache are those of the first run
+    assert (out / "manifest.jsonl").read_text() == manifest and (out / "prepared.json").read_text() == summary
+    assert (out / "latents" / "index.json").is_file()
+    # a successful overwrite from the same root keeps the latent cache (latents depend on the image, not the seed)
+    assert cli("prepare", "--data", root, "--out", out, "--seed", "2", "--overwrite").code == 0
+    assert (out / "manifest.jsonl").read_text() != manifest and (out / "latents" / "index.json").is_file()
+    assert json.loads((out / "prepared.json").read_text())["seed"] == 2
+
+
+def test_prepare_overwrite_from_another_root_drops_the_stale_latent_cache(cli, tmp_path):
+    from emogen_cli.testing.synthetic import make_synthetic_emoset
+
+    a, b = tmp_path / "A", tmp_path / "B"
+    make_synthetic_emoset(a, counts={"awe": 2, "fear": 2}, broken=False)
+    make_synthetic_emoset(b, counts={"awe": 2, "fear": 2}, broken=False)
+    out = tmp_path / "prep"
+    assert cli("prepare", "--data", a, "--out", out).code == 0
+    _fake_latents(out / "latents", "some/model", 512)
+    assert cli("prepare", "--data", b, "--out", out, "--overwrite").code == 0
+    assert not (out / "latents").exists()  # ids are relative to the root: another root's latents are stale
+
+
+def test_ctrl_c_during_evaluate_keeps_the_finished_metrics(cli, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from emogen_cli.evaluation.evaluate import Evaluation
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for k in range(2):
+        Image.new("RGB", (16, 16), (40 * k, 0, 0)).save(images / f"awe-{k:05d}.png")
+
+    def interrupt(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Evaluation, "sem_d", lambda self: {"value": 0.5, "per_emotion": {"awe": 0.5}})
+    monkeypatch.setattr(Evaluation, "emo_a", interrupt)
+    result = cli("evaluate", images, "--metrics", "sem-d,emo-a", "--out", tmp_path / "ev")
+    assert result.code == 130 and "Traceback" not in result.err
+    assert "Interrupted during emo-a; the finished metrics (sem-d) are in" in result.err
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["metrics"]["sem-d"]["value"] == 0.5 and report["interrupted"] is True
+    assert report["metrics"]["emo-a"] == {"value": None, "failed": "interrupted before it finished"}
+    monkeypatch.setattr(Evaluation, "sem_d", interrupt)  # nothing finished: nothing is written
+    result = cli("evaluate", images, "--metrics", "sem-d,emo-a", "--out", tmp_path / "ev2")
+    assert result.code == 130 and "no metric was finished" in result.err and not (tmp_path / "ev2").exists()
+
+
+def test_edit_inputs_skip_its_own_contact_sheets_and_index(tmp_path):
+    from emogen_cli.inference.edit import collect_inputs
+
+    for name in ("a.png", "grid-edit-a-awe-00000.png", "index.jsonl", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    files, skipped = collect_inputs([tmp_path])
+    assert [p.name for p in files] == ["a.png"]
+    assert [s["path"] for s in skipped] == [str(tmp_path / "notes.txt")]
+
+
+@pytest.mark.parametrize("option, content, text", [
+    ("--emotion-probe", b"not a PyTorch file", "(it is not a PyTorch file)"),
+    ("--emotion-probe", None, "is missing"),
+    ("--import-official-attributes", bytes(range(255, 127, -1)), "Cannot read the emotional attribute list"),
+])
+def test_train_mapper_checks_given_files_before_models_load(cli, mapper_config, tmp_path, option, content, text):
+    given = tmp_path / "given.pth"
+    if content is not None:
+        given.write_bytes(content)
+    result = cli("train-mapper", "--config", mapper_config, "--out", tmp_path / "m", option, given)
+    assert_one_error(result, 1, text)
+    assert not (tmp_path / "m").exists()  # nothing was written: the check ran before the output folder was made

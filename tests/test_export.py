@@ -82,4 +82,4 @@ def test_a1111_export_follows_the_webui_loader_rules(cli, mapper_dir, tmp_path):
     assert again.code == 1 and "already exists" in again.err and "--overwrite" in again.err
     assert cli("export", "all", "--format", "a1111", "--mapper", mapper_dir, "--out", tmp_path, "--overwrite").code == 0
     bad = cli("export", "awe", "--format", "ckpt", "--mapper", mapper_dir, "--out", tmp_path)
-    assert bad.code == 1 and "Unknown export format 'ckpt'" in bad.err
+    assert bad.code == 1 and "--format must be one of diffusers, a1111; got 'ckpt'" in bad.err

@@ -13,10 +13,18 @@ from typing import Annotated
 
 import typer
 
-from emogen_cli.cli._utils import JsonOpt, SeedOpt, command, emit, epilog, say
+from emogen_cli.cli._utils import JsonOpt, OverwriteOpt, SeedOpt, command, emit, epilog, say
 from emogen_cli.core.config import Config
 
 app = typer.Typer(help="Developer helpers: tiny models and synthetic data.", no_args_is_help=True)
+
+
+def _refuse_non_empty(out: Path, overwrite: bool) -> None:
+    """Never write random weights or synthetic images into a folder that holds something (a real EmoSet)."""
+    from emogen_cli.core.errors import EmogenError
+
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise EmogenError(f"'{out}' is not empty.", "Choose a new folder, or pass --overwrite to write into it anyway.")
 
 
 @command(examples="emogen dev tiny-bundle runs/tiny\nemogen dev tiny-bundle runs/mid --size mid", writes=["out"])
@@ -24,6 +32,7 @@ def tiny_bundle(
     out: Annotated[Path, typer.Argument(help="Folder to write the tiny models to.")],
     size: Annotated[str, typer.Option("--size", help="tiny (tests, demo) or mid (CPU benchmarks).")] = "tiny",
     seed: SeedOpt = None,
+    overwrite: OverwriteOpt = False,
     json_: JsonOpt = False,
     *,
     cfg: Config,
@@ -34,6 +43,7 @@ def tiny_bundle(
 
     if size not in SIZES:
         raise EmogenError(f"Unknown size '{size}'.", f"Choose one of: {', '.join(SIZES)}.")
+    _refuse_non_empty(out, overwrite)
     path = build_tiny_bundle(out, seed=cfg.runtime.seed, size=size)
     emit({"path": str(path)}, json_, lambda r: say(f"Tiny model bundle written to {r['path']}"))
 
@@ -42,6 +52,7 @@ def tiny_bundle(
 def synthetic_emoset(
     out: Annotated[Path, typer.Argument(help="Folder to write the dataset to.")],
     seed: SeedOpt = None,
+    overwrite: OverwriteOpt = False,
     json_: JsonOpt = False,
     *,
     cfg: Config,
@@ -49,6 +60,7 @@ def synthetic_emoset(
     """Write a small synthetic dataset in the real EmoSet layout (with a few broken entries)."""
     from emogen_cli.testing.synthetic import make_synthetic_emoset
 
+    _refuse_non_empty(out, overwrite)
     expected = make_synthetic_emoset(out, seed=cfg.runtime.seed)
     emit({"path": str(out), **expected}, json_,
          lambda r: say(f"Synthetic EmoSet ({r['total_kept']} usable images) written to {r['path']}"))

@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from emogen_cli.cli._utils import ConfigOpt, JsonOpt, OverwriteOpt, RichReporter, SeedOpt, command, emit, opt, say
+from emogen_cli.core.choices import EXPORT_FORMATS
+from emogen_cli.cli._utils import ConfigOpt, JsonOpt, OverwriteOpt, RichReporter, SeedOpt, command, emit, opt, plural, say
 from emogen_cli.core.config import Config
 
 
@@ -24,8 +25,11 @@ emogen export fear --samples 4 --format a1111 --out runs/emb
 """, writes=["out"])
 def export(
     emotion: Annotated[str, typer.Argument(help="Emotion name, a comma-separated list, or 'all'.")] = "all",
-    format_: Annotated[str, typer.Option("--format", "-f", help="diffusers (learned_embeds.safetensors) or a1111 "
-                                         "(.pt + .safetensors for AUTOMATIC1111 and ComfyUI).")] = "diffusers",
+    format_: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(EXPORT_FORMATS)} (diffusers: "
+                                         "learned_embeds.safetensors; a1111: .pt + .safetensors for AUTOMATIC1111 "
+                                         "and ComfyUI).",
+                                         autocompletion=lambda incomplete: [f for f in EXPORT_FORMATS
+                                                                            if f.startswith(incomplete)])] = "diffusers",
     samples: Annotated[int | None, typer.Option("--samples", "-k", help="Export K seeded samples of the emotion as K "
                                                 "vectors of one embedding (default: the mapped mean, 1 vector).",
                                                 min=1, show_default=False)] = None,
@@ -40,11 +44,17 @@ def export(
     cfg: Config,
 ) -> None:
     """Export emotions as textual-inversion embeddings other Stable Diffusion 1.x tools load."""
+    from emogen_cli.core.errors import EmogenError
     from emogen_cli.inference.export import export_embeddings
 
+    if format_.lower() not in EXPORT_FORMATS:  # before the bundle loads
+        raise EmogenError(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got '{format_}'.",
+                          "Run `emogen export --help` to see what each format writes.")
+    format_ = format_.lower()
     with RichReporter() as reporter:
         result = export_embeddings(cfg.generate.mapper, [emotion], format_, out, samples, cfg.runtime.seed,
                                    overwrite, reporter)
     emit(result, json_, lambda r: say(
-        f"Wrote {len(r['files'])} files for {len(r['emotions'])} emotions ({r['vectors']} x {r['dim']}-d) to "
+        f"Wrote {plural(len(r['files']), 'file')} for {plural(len(r['emotions']), 'emotion')} "
+        f"({r['vectors']} x {r['dim']}-d) to "
         f"{r['out']}; prompt words: {', '.join(r['prompt_words'].values())}"))

@@ -23,6 +23,8 @@ from emogen_cli.cli._utils import (
 )
 from emogen_cli.core.config import Config
 
+# The options with long names get their own --help panel, so the others keep a readable width at 80 columns.
+OFFICIAL = "Official EmoGen method and files"
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
 DataOpt = Annotated[Path | None, opt("--data", key="data.root", help="EmoSet root folder.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Let an import replace existing files in --out.")]
@@ -125,20 +127,21 @@ def train_mapper(
                                            help="Emotion-confidence JSON to use instead of computing it.")] = None,
     import_official_confidence: Annotated[
         Path | None, typer.Option("--import-official-confidence", help="Convert the official attr_coefficient_*.pkl tables and exit.",
-                                  show_default=False)] = None,
+                                  show_default=False, rich_help_panel=OFFICIAL)] = None,
     attribute_vocabulary: Annotated[str | None, opt("--attribute-vocabulary", key="mapper.attribute_vocabulary",
-                                                    help="L_attr classes: the emotional attributes (official) or all.")] = None,
+                                                    help="L_attr classes: the emotional attributes (official) or all.",
+                                                    rich_help_panel=OFFICIAL)] = None,
     import_official_attributes: Annotated[Path | None, opt(
         "--import-official-attributes", key="mapper.emotional_attributes",
         help="Emotional vocabulary: the official dataset_balance/ folder (or repo root) with {object,scene}_attr.pkl, "
-             "a JSON list, or a bundle's attributes.json.")] = None,
+             "a JSON list, or a bundle's attributes.json.", rich_help_panel=OFFICIAL)] = None,
     semantic_token: Annotated[str | None, opt("--semantic-token", key="mapper.semantic_token",
                                               help="Where the semantic vector is pooled: the placeholder (official) or "
-                                                   "end-of-text.")] = None,
+                                                   "end-of-text.", rich_help_panel=OFFICIAL)] = None,
     emotion_probe: Annotated[Path | None, opt("--emotion-probe", key="mapper.emotion_probe",
                                               help="CLIP emotion probe for L_emo (official Clip_emotion_classifier "
-                                                   ".pth or .safetensors).")] = None,
-    gradient_checkpointing: Annotated[bool | None, opt("--gradient-checkpointing/--no-gradient-checkpointing",
+                                                   ".pth or .safetensors).", rich_help_panel=OFFICIAL)] = None,
+    gradient_checkpointing: Annotated[bool | None, opt("--gradient-checkpointing",
                                                        key="mapper.gradient_checkpointing",
                                                        help="Trade compute for memory.")] = None,
     model: ModelOpt = None,

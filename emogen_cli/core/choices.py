@@ -25,6 +25,7 @@ BALANCE: tuple[str, ...] = ("per_kind", "union", "none")  # official: per_kind
 PREPROCESSING: tuple[str, ...] = ("official", "imagenet")  # stage-1 inputs; official: Resize 256, crop 224, 0.5/0.5
 ATTRIBUTE_VOCABULARIES: tuple[str, ...] = ("emotional", "all")  # official: emotional
 SEMANTIC_TOKENS: tuple[str, ...] = ("placeholder", "eos")  # official: placeholder
+EXPORT_FORMATS: tuple[str, ...] = ("diffusers", "a1111")  # `emogen export --format`
 
 # Config keys whose values (or list items) must be one of a closed set.
 BY_KEY: dict[str, tuple[str, ...]] = {

@@ -227,6 +227,8 @@ def _invalid(key: str, source: str, must: str, got: Any) -> EmogenError:
 
 def _check(key: str, value: Any, source: str) -> None:
     allowed = CHOICES.get(key)
+    if allowed and isinstance(value, list) and not value:  # `--metrics ""` would silently do nothing
+        raise _invalid(key, source, f"must name at least one of {', '.join(allowed)}", "nothing")
     for item in value if isinstance(value, list) else [value]:
         if allowed and item not in allowed:
             raise _invalid(key, source, f"must be one of {', '.join(allowed)}", f"'{item}'")
@@ -289,11 +291,20 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 
         path = Path(path)
         if not path.is_file():
-            raise EmogenError(f"Config file '{path}' does not exist.", "Pass an existing YAML file to --config.")
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise EmogenError(f"Config file '{path}' {what}.", "Pass an existing YAML file to --config.")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise EmogenError(f"Config file '{path}' is not UTF-8 text (byte {exc.start}).",
+                              "Save the YAML file as UTF-8.") from None
+        except OSError as exc:
+            raise EmogenError(f"Cannot read config file '{path}': {exc.strerror or exc}.") from None
         except yaml.YAMLError as exc:
-            raise EmogenError(f"Config file '{path}' is not valid YAML: {exc}".splitlines()[0]) from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise EmogenError(f"Config file '{path}' is not valid YAML{where}: {problem}.".replace("\n", " ")) from None
         if not isinstance(data, Mapping):
             raise EmogenError(f"Config file '{path}' must contain a mapping of sections.")
         for key, value in _flatten(data, str(path)).items():

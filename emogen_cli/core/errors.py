@@ -47,6 +47,8 @@ def load_failure(exc: BaseException) -> str:
     import pickle
 
     text = str(exc).strip()
+    if "invalid load key" in text:  # not a pickle at all (text, an image, a truncated zip)
+        return "it is not a PyTorch file"
     if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text or "Weights only load failed" in text:
         return ("refused: it holds pickled Python objects besides tensors, and loading those would run code "
                 "(emogen only reads plain tensors)")

@@ -228,7 +228,9 @@ def read_bundle_config(path: Path, expected: str, producer: str) -> dict[str, An
     if not isinstance(config, dict):
         raise EmogenError(f"Bundle config '{path / 'config.json'}' is not a JSON object.", hint)
     if config.get("format") != expected:
-        raise EmogenError(f"'{path}' holds a '{config.get('format', 'unknown')}' folder, not an {expected} folder.",
+        kind = config.get("format")
+        kind = f"an {kind}" if isinstance(kind, str) and kind.startswith("emogen-") else "another kind of"
+        raise EmogenError(f"'{path}' is {kind} folder, not an {expected} folder.",
                           f"Pass the folder written by `{producer}`.")
     return config
 

@@ -18,6 +18,9 @@ def quiet_libraries() -> None:
 
     transformers.logging.set_verbosity_error()
     diffusers.logging.set_verbosity_error()
+    # diffusers also logs "An error occurred while trying to fetch ..." at error level before raising; the
+    # exception becomes emogen's own one-line message (models.load), so the log line would only repeat it
+    diffusers.logging.set_verbosity(diffusers.logging.CRITICAL)
     transformers.logging.disable_progress_bar()
     diffusers.utils.logging.disable_progress_bar()
 
@@ -47,7 +50,8 @@ def load(cls: Any, name_or_path: str, subfolder: str | None = None, **kwargs: An
         name = cls.__name__
         if Path(name_or_path).exists():
             raise EmogenError(f"Cannot load {name} from '{where}': {load_failure(exc)}",
-                              f"Check that '{where}' holds a {name} saved with save_pretrained.") from None
+                              f"Check that '{where}' holds {'an' if name[0] in 'AEIOU' else 'a'} {name} saved with "
+                              "save_pretrained.") from None
         if _looks_like_path(name_or_path):
             raise EmogenError(f"Cannot load {name}: the local folder '{name_or_path}' does not exist.",
                               "Check the path, or pass a Hugging Face hub id.") from None

@@ -141,7 +141,7 @@ def scan_emoset(root: str | Path, splits: list[str] | None = None, verify_images
     root = Path(root)
     reporter = reporter or Reporter()
     if not root.is_dir():
-        raise EmogenError(f"EmoSet root '{root}' does not exist.",
+        raise EmogenError(f"EmoSet root '{root}' {'is a file, not a folder' if root.exists() else 'does not exist'}.",
                           "Download EmoSet and pass its folder with --data (or set data.root in the config).")
     result = ScanResult(samples=[])
     candidates: list[Sample] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -23,12 +24,8 @@ def prepare(config: Config, out: str | Path | None = None, cache_latents: bool =
     settings = {"root": str(root), "splits": config.data.splits, "seed": config.runtime.seed,
                 "balance": config.data.balance}
     existing = (out_dir / PREPARED).is_file()
-    if existing and overwrite:
-        for name in (MANIFEST, PREPARED):
-            (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "latents", ignore_errors=True)
-        existing = False
-    if existing:
+    old_root = _old_root(out_dir) if existing else None
+    if existing and not overwrite:
         prepared = load_prepared(out_dir)
         if {k: prepared.info.get(k) for k in settings} != settings:
             raise EmogenError(f"'{out_dir}' already holds a manifest prepared with other settings.",
@@ -59,11 +56,42 @@ def prepare(config: Config, out: str | Path | None = None, cache_latents: bool =
             "skipped": {reason: skipped[reason] for reason in sorted(skipped)},
             "skipped_examples": scan.examples,
         }
+        # The old manifest stays until the new one is complete: only now is it replaced. prepared.json goes first
+        # so that a stop between the two writes leaves no summary that describes the other manifest.
+        (out_dir / PREPARED).unlink(missing_ok=True)
         write_manifest(out_dir, rows, summary)
+        if existing and old_root != str(root):  # latents are keyed by image id, which is relative to the root
+            shutil.rmtree(out_dir / "latents", ignore_errors=True)
     result = {**summary, "manifest": str(out_dir / MANIFEST)}
     if cache_latents:
         from emogen_cli.data.latents import cache_latents as run_cache
 
+        if overwrite:
+            _drop_stale_latents(out_dir / "latents", config)
+
         result["latents"] = run_cache(rows, root, out_dir / "latents", config.model.pretrained, config.model.revision,
                                       config.model.resolution, device=config.runtime.device, reporter=reporter)
     return result
+
+
+def _old_root(out_dir: Path) -> str | None:
+    """The dataset root an earlier prepare recorded (None when its summary cannot be read)."""
+    try:
+        info = json.loads((out_dir / PREPARED).read_bytes().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return info.get("root") if isinstance(info, dict) else None
+
+
+def _drop_stale_latents(folder: Path, config: Config) -> None:
+    """--overwrite with another model, revision or resolution: the cached latents no longer apply.
+    A matching cache is kept; the images it lacks are encoded by the run that follows."""
+    from emogen_cli.data.latents import INDEX
+
+    try:
+        index = json.loads((folder / INDEX).read_bytes().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return  # no cache, or a damaged index that cache_latents rebuilds
+    wanted = {"model": config.model.pretrained, "revision": config.model.revision, "resolution": config.model.resolution}
+    if not isinstance(index, dict) or {k: index.get(k) for k in wanted} != wanted:
+        shutil.rmtree(folder, ignore_errors=True)

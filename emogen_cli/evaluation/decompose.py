@@ -122,16 +122,23 @@ def rank_attributes(config: Config, bundle: MapperBundle, emotions: list[str], n
     return results
 
 
-@torch.no_grad()
-def label_images(folder: Path, names: list[str], clip_model: str, device: torch.device,
-                 reporter: Reporter) -> dict[str, Any]:
-    """Label every image in `folder` with its best-matching attribute; writes attribute_labels.jsonl."""
-    from emogen_cli.core.clipspace import clip_image_features, clip_text_features, load_clip
+def _gallery(folder: Path) -> tuple[list[Any], list[str]]:
+    """The readable images of `folder` (and the unreadable ones); none at all is an error."""
     from emogen_cli.evaluation.gallery import scan_gallery
 
     images, broken = scan_gallery(folder)
     if not images:
         raise EmogenError(f"No readable images in '{folder}'.", "Pass the --out folder of `emogen generate`.")
+    return images, broken
+
+
+@torch.no_grad()
+def label_images(folder: Path, names: list[str], clip_model: str, device: torch.device,
+                 reporter: Reporter, scanned: tuple[list[Any], list[str]] | None = None) -> dict[str, Any]:
+    """Label every image in `folder` with its best-matching attribute; writes attribute_labels.jsonl."""
+    from emogen_cli.core.clipspace import clip_image_features, clip_text_features, load_clip
+
+    images, broken = scanned or _gallery(folder)
     clip, tokenizer = load_clip(clip_model, device)
     text = clip_text_features(clip, tokenizer, [attribute_text(n) for n in names], device)
     feats = clip_image_features(clip, [im.path for im in images], device, reporter=reporter, task="Labelling images")
@@ -156,9 +163,11 @@ def decompose(config: Config, emotions: list[str], top: int = 6, attributes: str
     if not emotions and images is None:
         raise EmogenError("Nothing to decompose.", "Name an emotion (e.g. `emogen decompose awe`) or pass --images DIR.")
     device = resolve_device(config.runtime.device)
+    listed = read_attributes(attributes) if attributes is not None else None  # bad files fail before models load
+    scanned = _gallery(Path(images)) if images is not None else None
     bundle = load_mapper(mapper or config.generate.mapper) if emotions or attributes is None else None
-    if attributes is not None:
-        names = read_attributes(attributes)
+    if listed is not None:
+        names = listed
     elif emotions:  # rank within the L_attr vocabulary the mapper was trained on
         names = bundle.vocabulary
     else:  # label images with any attribute, as the official inference script
@@ -167,9 +176,9 @@ def decompose(config: Config, emotions: list[str], top: int = 6, attributes: str
         raise EmogenError("The mapper bundle lists no attribute names.", "Pass --attributes FILE (one name per line).")
     result: dict[str, Any] = {"attributes": len(names)}
     if emotions:
-        reporter.info(f"Ranking {len(names)} attributes for {', '.join(emotions)}.")
+        reporter.info(f"Ranking {len(names)} attribute{'s' * (len(names) != 1)} for {', '.join(emotions)}.")
         result["emotions"] = rank_attributes(config, bundle, emotions, names, min(top, len(names)), samples, device)
     if images is not None:
         clip_model = bundle.clip_model(config) if bundle else config.model.clip
-        result["labels"] = label_images(Path(images), names, clip_model, device, reporter)
+        result["labels"] = label_images(Path(images), names, clip_model, device, reporter, scanned)
     return result

@@ -146,8 +146,11 @@ class Evaluation:
         """The configured CLIP model, or the mapper bundle's when left at the default."""
         from emogen_cli.stage2.mapper import trained_model
 
+        from emogen_cli.core.files import read_json
+
         bundle_config = self.mapper_path / "config.json"
-        trained = json.loads(bundle_config.read_text()) if bundle_config.is_file() else {}
+        trained = read_json(bundle_config, "Mapper bundle config") if bundle_config.is_file() else {}
+        trained = trained if isinstance(trained, dict) else {}
         return trained_model(self.config, "clip", trained)
 
     def clip(self):
@@ -318,6 +321,25 @@ def _signed(path: Path, size: int | None = None) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
 
 
+def _interrupted(stopped: str, chosen: list[str], results: dict[str, Any], folder: Path, images: list, broken: list,
+                 run: Evaluation, config: Config, out_dir: Path) -> dict[str, Any]:
+    """Write the report of the metrics finished before a stop (others marked interrupted), then stop."""
+    from emogen_cli.core.errors import Interrupted
+    from emogen_cli.evaluation.report_files import write_report
+
+    done = [n for n in chosen if n in results]
+    if not done:
+        raise Interrupted(f"Interrupted during {stopped}; no metric was finished.")
+    for name in chosen[len(done):]:
+        results[name] = {"value": None, "failed": "interrupted before it finished"}
+    result = {"folder": str(folder), "images": len(images), "unreadable": broken,
+              "groups": {g: len(idx) for g, idx in run.groups.items()}, "metrics": results, "paper": PAPER,
+              "seed": config.runtime.seed, "interrupted": True}
+    files = write_report(result, out_dir)
+    raise Interrupted(f"Interrupted during {stopped}; the finished metrics ({', '.join(done)}) are in {files['json']}.",
+                      "Run again with --overwrite to compute every metric.")
+
+
 def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, metrics: list[str] | None = None,
              mapper: str | Path | None = None, encoder: str | Path | None = None, overwrite: bool = False,
              reporter: Reporter | None = None) -> dict[str, Any]:
@@ -340,9 +362,19 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
         reporter.warn(f"Skipping {len(broken)} unreadable image(s), e.g. {broken[0]}.")
     explicit = metrics is not None
     chosen = list(metrics if explicit else config.evaluate.metrics)
+    given = mapper if mapper is not None else config.generate.mapper if config.is_explicit("generate.mapper") else None
+    if given is not None and Path(given).is_dir():  # e.g. an encoder folder given as --mapper, before models load
+        from emogen_cli.core.files import read_bundle_config
+
+        read_bundle_config(Path(given), "emogen-mapper", "emogen train-mapper")
+    reference = config.evaluate.reference
+    if reference is not None and "fid" in chosen and not Path(reference).exists():  # a typo, before any model loads
+        raise EmogenError(f"The FID reference '{reference}' does not exist.",
+                          "Pass --reference with a prepared folder, an EmoSet root or a folder of real images.")
     run = Evaluation(config, images, mapper, encoder, reporter)
     results: dict[str, Any] = {}
     failed: list[str] = []
+    stopped: str | None = None
     for name in chosen:
         reporter.info(f"Computing {name}.")
         try:
@@ -355,6 +387,11 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
                 results[name] = {"value": None, "failed": reason}
                 failed.append(name)
             reporter.warn(f"{name}: {reason}")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the metrics already computed are still written
+            stopped = name
+            break
+    if stopped is not None:
+        return _interrupted(stopped, chosen, results, folder, images, broken, run, config, out_dir)
     result = {"folder": str(folder), "images": len(images), "unreadable": broken,
               "groups": {g: len(idx) for g, idx in run.groups.items()}, "metrics": results, "paper": PAPER,
               "seed": config.runtime.seed}
@@ -365,7 +402,9 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
     result["files"] = write_report(result, out_dir)
     if failed:
         first = results[failed[0]]["failed"]
-        raise EmogenError(f"{len(failed)} metric(s) failed ({', '.join(failed)}; {failed[0]}: {first}) - the other "
-                          f"results are written to {result['files']['json']}.",
+        what = f"Metric {failed[0]} failed" if len(failed) == 1 else f"{len(failed)} metrics failed ({', '.join(failed)})"
+        kept = (f"; the other results are written to {result['files']['json']}" if len(failed) < len(chosen)
+                else f"; the report is written to {result['files']['json']}")
+        raise EmogenError(f"{what}{kept}. {failed[0]}: {first}",
                           "Fix the cause and run again with --overwrite, or leave those metrics out with --metrics.")
     return result

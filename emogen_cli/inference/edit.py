@@ -81,7 +81,8 @@ def collect_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[dict[str,
     for item in map(Path, inputs):
         if item.is_dir():
             for p in sorted(item.iterdir()):
-                if p.name.startswith(".") or p.is_dir():
+                # emogen's own contact sheets and index (an --out that is also the input folder) are not inputs
+                if p.name.startswith((".", "grid-")) or p.name == "index.jsonl" or p.is_dir():
                     continue
                 if p.suffix.lower() in IMAGE_SUFFIXES:
                     files.append(p)
@@ -397,8 +398,15 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
     _check(options.get("strength", DEFAULT_STRENGTH), options.get("until"), options.get("min_ssim", DEFAULT_MIN_SSIM),
            options.get("best_of", 1), options.get("max_pixels", MAX_PIXELS), options.get("intensity", 1.0))
     files, skipped = collect_inputs(inputs)
-    if not files:
-        raise _nothing(skipped)
+    unreadable: list[dict[str, str]] = []
+    for path in files:  # before the models load: at least one input must decode
+        try:
+            load_source(path, options.get("max_pixels", MAX_PIXELS))
+            break
+        except Skip as exc:
+            unreadable.append({"path": str(path), "reason": str(exc)})
+    else:
+        raise _nothing(skipped + unreadable)
     from emogen_cli.core import validate
 
     template = validate.template(prompt, "--prompt")
@@ -422,6 +430,9 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
 
 
 def _nothing(skipped: list[dict[str, str]]) -> EmogenError:
+    if not skipped:
+        return EmogenError("Nothing to edit: the inputs hold no image files.",
+                           "Pass image files, or folders that hold images.")
     reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
     return EmogenError(f"Nothing to edit ({len(skipped)} input(s) skipped: {reasons}).",
                        "Pass image files, or folders that hold images.")

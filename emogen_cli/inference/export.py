@@ -23,11 +23,12 @@ from typing import Any
 
 import torch
 
+from emogen_cli.core.choices import EXPORT_FORMATS
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.files import atomic_path, atomic_save_safetensors
 from emogen_cli.core.reporting import Reporter, progress
 
-FORMATS = ("diffusers", "a1111")
+FORMATS = EXPORT_FORMATS
 A1111_STAR_TOKEN = 265  # CLIP's id of "*", the key A1111 writes in string_to_token
 
 

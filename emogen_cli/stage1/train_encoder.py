@@ -164,6 +164,8 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
         loss_value = float("nan") if state.get("loss") is None else state["loss"]
         best_state = state["_tensors"]["best"]
         reporter.info(f"Resuming from {ckpts[-1].name} (step {step}/{total}).")
+    elif resume:  # a mistyped --out must not pass silently for a continuation
+        reporter.warn(f"--resume: no checkpoint in {ckpt_dir}; starting a new run.")
     saved_step = step if resume and step else -1
 
     def checkpoint() -> None:

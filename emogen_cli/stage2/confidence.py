@@ -170,11 +170,16 @@ def load_probe(path: str | Path, classes: int | None = None, in_dim: int | None 
         if not path.is_file():
             raise EmogenError(f"Emotion probe '{path}' is missing.", hint)
         check_not_lfs_pointer(path)
+        with path.open("rb") as f:
+            magic = f.read(2)
+        if magic[:1] != b"\x80" and magic != b"PK":  # neither a pickle (protocol >= 2) nor torch's zip format
+            raise EmogenError(f"Cannot read the emotion probe '{path}' (it is not a PyTorch file).", hint)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure means "not a probe file"
             refused = "weights_only" in str(exc) or "Unsupported global" in str(exc)
-            reason = ("it holds Python objects that would run code" if refused
+            reason = ("it is not a PyTorch file" if "invalid load key" in str(exc)
+                      else "it holds Python objects that would run code" if refused
                       else str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
             raise EmogenError(f"Cannot read the emotion probe '{path}' ({reason}).", hint) from None
     if not isinstance(state, dict):

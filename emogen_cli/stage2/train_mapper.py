@@ -211,6 +211,13 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
         raise EmogenError(f"'{out_dir}' holds checkpoints of an unfinished run.", "Pass --resume to continue it.")
     prepared = load_prepared(prepared_dir or config.data.prepared)
     encoder = load_encoder(cfg.encoder)
+    if cfg.emotion_probe or (cfg.emotional_attributes and cfg.attribute_vocabulary == "emotional"):
+        from emogen_cli.stage2.confidence import load_probe, read_emotional_attributes
+
+        if cfg.emotion_probe:  # small files given by the user: a bad one fails now, before the models load
+            load_probe(cfg.emotion_probe)
+        if cfg.emotional_attributes and cfg.attribute_vocabulary == "emotional":
+            read_emotional_attributes(cfg.emotional_attributes)
     accelerator = make_accelerator(config.runtime.mixed_precision, config.runtime.device)
     device, weight_dtype = accelerator.device, DTYPES[accelerator.mixed_precision]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -294,6 +301,8 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
         apply_state(ckpts[-1], accelerator.unwrap_model(mapper), optimizer, weights, opt_state)
         step, history = state["step"], state.get("history", [])
         reporter.info(f"Resuming from {ckpts[-1].name} (step {step}/{total}).")
+    elif resume:  # a mistyped --out must not pass silently for a continuation
+        reporter.warn(f"--resume: no checkpoint in {ckpt_dir}; starting a new run.")
     saved_step = step if resume and step else -1
 
     def checkpoint() -> None:
