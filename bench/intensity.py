@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.size, args.steps, args.repeats = "tiny", 4, 3
 
     from emogen_cli.core.config import load_config
-    from emogen_cli.pipeline import EmoGenPipeline, Request
     from emogen_cli.inference.intensity import intensity_conditioning, text_to_image
+    from emogen_cli.pipeline import EmoGenPipeline, Request
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"generate.steps": args.steps, "generate.batch_size": args.batch}

@@ -48,13 +48,13 @@ def official_style(cfg, steps: int) -> float:
     import torch
     import torch.nn.functional as F
 
-    from emogen_cli.stage2.conditioning import EmotionPromptEncoder
-    from emogen_cli.data.emoset import load_prepared
-    from emogen_cli.stage1.encoder import encoder_pixels, load_encoder
     from emogen_cli.core.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
-    from emogen_cli.stage2.mapper import MappingNetwork
     from emogen_cli.core.pretrained import freeze, load_sd_components
     from emogen_cli.core.runtime import resolve_device
+    from emogen_cli.data.emoset import load_prepared
+    from emogen_cli.stage1.encoder import encoder_pixels, load_encoder
+    from emogen_cli.stage2.conditioning import EmotionPromptEncoder
+    from emogen_cli.stage2.mapper import MappingNetwork
 
     device = resolve_device(cfg.runtime.device)
     parts = load_sd_components(cfg.model.pretrained)

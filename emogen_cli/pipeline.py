@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -32,20 +33,19 @@ import torch
 from PIL import Image
 
 from emogen_cli import __version__
-from emogen_cli.stage2.conditioning import EmotionPromptEncoder
+from emogen_cli.core.choices import FUSION_MODES, SCHEDULER_CLASSES
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import validate_emotion
 from emogen_cli.core.errors import EmogenError
-from emogen_cli.stage2.mapper import MapperBundle, load_mapper
 from emogen_cli.core.reporting import Reporter
 from emogen_cli.core.runtime import DTYPES, resolve_device, resolve_precision
+from emogen_cli.stage2.conditioning import EmotionPromptEncoder
+from emogen_cli.stage2.mapper import MapperBundle, load_mapper
 
-SCHEDULERS = {"unipc": "UniPCMultistepScheduler", "ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",
-              "dpm": "DPMSolverMultistepScheduler", "pndm": "PNDMScheduler"}
+SCHEDULERS = SCHEDULER_CLASSES  # generate.scheduler -> diffusers class name (one table, in choices.py)
 # The names AUTOMATIC1111 shows for the same samplers (its "Sampler:" infotext field).
 SAMPLER_NAMES = {"unipc": "UniPC", "ddim": "DDIM", "euler": "Euler", "dpm": "DPM++ 2M", "pndm": "PLMS"}
 BASELINE_PROMPT = "a photo that evokes {emotion}"
-FUSION_MODES = ("tokens", "embedding", "space")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -89,9 +89,12 @@ def fusion_request(emotions: list[str], weights: list[float] | None = None, mode
     if mode == "tokens":
         raise EmogenError("--weights applies to the mixing modes; the token mode gives each emotion its own word.",
                           "Add --mode embedding (or --mode space).")
-    if len(weights) != len(emotions) or any(w < 0 for w in weights) or sum(weights) <= 0:
+    if len(weights) != len(emotions):
         raise EmogenError(f"Got {len(weights)} weights for {len(emotions)} emotions: {weights}.",
-                          "Give one non-negative weight per emotion, e.g. --weights 0.7,0.3.")
+                          "Give one weight per emotion, e.g. --weights 0.7,0.3.")
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise EmogenError(f"Fusion weights must be non-negative numbers, not all zero; got {weights}.",
+                          "For example: --weights 0.7,0.3 (they are normalised to sum to 1).")
     total = sum(weights)
     return Request(tuple(emotions), prompt, count, mode, tuple(w / total for w in weights))
 

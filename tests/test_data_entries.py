@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from emogen_cli.data.emoset import load_prepared, safe_relative, scan_emoset
 from emogen_cli.core.errors import EmogenError
+from emogen_cli.data.emoset import load_prepared, safe_relative, scan_emoset
 
 
 def _image(root: Path, rel: str, emotion: str, scene: str = "beach") -> list[str]:
@@ -89,8 +89,8 @@ def test_damaged_manifest_is_one_line(tmp_path):
 
 def test_evaluate_keeps_finished_metrics_when_one_model_cannot_load(tmp_path, monkeypatch):
     """Sem-C's classifier is missing: Sem-D is still computed and written, Sem-C is reported as failed."""
-    from emogen_cli.evaluation import evaluate as ev
     from emogen_cli.core.config import Config
+    from emogen_cli.evaluation import evaluate as ev
 
     gallery = tmp_path / "gen"
     for emotion in ("awe", "fear"):

@@ -12,11 +12,17 @@ from PIL import Image
 
 skdata = pytest.importorskip("skimage.data")
 
-from emogen_cli.inference.edit import (  # noqa: E402
-    Skip, collect_inputs, denoising_steps, load_source, model_size, strength_schedule, until_confident,
-)
-from emogen_cli.evaluation.edit_metrics import emotion_shift, kl_divergence, ssim  # noqa: E402
 from emogen_cli.core.emotions import EMOTIONS  # noqa: E402
+from emogen_cli.evaluation.edit_metrics import emotion_shift, kl_divergence, ssim  # noqa: E402
+from emogen_cli.inference.edit import (  # noqa: E402
+    Skip,
+    collect_inputs,
+    denoising_steps,
+    load_source,
+    model_size,
+    strength_schedule,
+    until_confident,
+)
 
 
 def photo(name: str = "astronaut", box: tuple[int, int, int, int] | None = None) -> Image.Image:
@@ -177,8 +183,8 @@ def generator(mapper_config):
 def test_intensity_endpoints_are_exact(generator):
     import torch
 
-    from emogen_cli.pipeline import Request
     from emogen_cli.inference.intensity import intensity_conditioning, neutral_conditioning, neutral_prompt
+    from emogen_cli.pipeline import Request
 
     request, seeds = Request(("awe",), "{} a street"), [3, 4]
     full = generator.conditioning(request, seeds)
@@ -197,8 +203,8 @@ def test_intensity_endpoints_are_exact(generator):
 
 
 def test_edit_keeps_size_metadata_and_strength_zero_is_exact(generator, inputs, tmp_path):
-    from emogen_cli.inference.edit import edit_images
     from emogen_cli.evaluation.edit_metrics import file_sha256
+    from emogen_cli.inference.edit import edit_images
     from emogen_cli.pipeline import Request
 
     out = tmp_path / "out"
@@ -309,8 +315,8 @@ def test_new_commands_have_help_and_json(cli, command):
 def test_edit_metrics_without_a_probe_are_reported_unavailable(tmp_path):
     from types import SimpleNamespace
 
-    from emogen_cli.evaluation.edit_metrics import evaluate_edit_folder
     from emogen_cli.core.reporting import Reporter
+    from emogen_cli.evaluation.edit_metrics import evaluate_edit_folder
 
     warnings = []
 

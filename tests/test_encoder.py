@@ -6,9 +6,9 @@ from safetensors.torch import load_file
 
 from emogen_cli.core.config import load_config
 from emogen_cli.core.emotions import EMOTIONS
-from emogen_cli.stage1.encoder import EmotionClassifier, EmotionSpace, import_official, load_encoder
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.reporting import Reporter
+from emogen_cli.stage1.encoder import EmotionClassifier, EmotionSpace, import_official, load_encoder
 
 
 class Recorder(Reporter):

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 from scipy import linalg
 
-from emogen_cli.evaluation import metrics as M
 from emogen_cli.core.config import load_config
+from emogen_cli.evaluation import metrics as M
 
 
 def test_frechet_distance_matches_the_formula():

@@ -108,8 +108,9 @@ def test_stage1_preprocessing_equals_the_official_transform():
     """torchvision Resize(256) -> CenterCrop(224) -> ToTensor -> Normalize(0.5, 0.5), by hand: a 300x225
     image resizes (bilinear, PIL's antialiasing) to int(256 * 300 / 225) = 341 x 256, and the crop starts at
     top round(32 / 2) = 16, left round(117 / 2) = round(58.5) = 58 (Python's half-to-even, as torchvision)."""
-    from emogen_cli.stage1.encoder import encoder_config, encoder_pixels
     from transformers import ResNetConfig
+
+    from emogen_cli.stage1.encoder import encoder_config, encoder_pixels
 
     image = _pattern(300, 225)
     resized = np.asarray(image.resize((341, 256), Image.BILINEAR), dtype=np.float32)
@@ -198,8 +199,8 @@ def test_semantic_vector_is_the_final_hidden_state_at_the_placeholder(tiny_bundl
 def test_attribute_loss_is_zero_outside_the_vocabulary_and_hand_computed_inside(tiny_bundle):
     import torch.nn.functional as F
 
-    from emogen_cli.stage2.mapper import MappingNetwork
     from emogen_cli.core.runtime import step_generator
+    from emogen_cli.stage2.mapper import MappingNetwork
     from emogen_cli.stage2.train_mapper import MapperSamples, _loss_terms
 
     prompts, proj = _prompts(tiny_bundle)
@@ -260,8 +261,8 @@ def _official_lists(folder: Path) -> None:
 
 
 def test_official_attribute_pickles_are_read_restricted(tmp_path):
-    from emogen_cli.stage2.confidence import read_official_attributes
     from emogen_cli.evaluation.decompose import read_attributes
+    from emogen_cli.stage2.confidence import read_official_attributes
 
     _official_lists(tmp_path / "dataset_balance")
     vocab = read_official_attributes(tmp_path)
@@ -283,9 +284,9 @@ def test_official_attribute_pickles_are_read_restricted(tmp_path):
 # --- official artefacts ---------------------------------------------------------------------------------------------
 
 def test_lfs_pointers_give_one_line(tmp_path, cli):
-    from emogen_cli.stage2.confidence import load_probe, read_official_pickle
     from emogen_cli.evaluation.decompose import read_attributes
     from emogen_cli.stage1.encoder import import_official
+    from emogen_cli.stage2.confidence import load_probe, read_official_pickle
 
     src = tmp_path / "EmoGen"
     (src / "emo_space").mkdir(parents=True)
@@ -310,8 +311,8 @@ def test_lfs_pointers_give_one_line(tmp_path, cli):
 
 
 def test_space_only_import_is_recorded_official_and_train_mapper_says_what_is_missing(tmp_path, tiny_config):
-    from emogen_cli.stage1.encoder import import_official, load_encoder
     from emogen_cli.data.prepare import prepare
+    from emogen_cli.stage1.encoder import import_official, load_encoder
     from emogen_cli.stage2.train_mapper import train_mapper
 
     src = tmp_path / "EmoGen" / "emo_space"
@@ -378,8 +379,8 @@ def test_emotion_probe_never_silently_off_and_official_lists_train(stage1, tmp_p
 # --- evaluation -----------------------------------------------------------------------------------------------------
 
 def test_sem_c_crops_the_centre(tmp_path):
-    from emogen_cli.evaluation.evaluate import semc_pixels
     from emogen_cli.core.images import IMAGENET_MEAN, IMAGENET_STD
+    from emogen_cli.evaluation.evaluate import semc_pixels
 
     array = np.zeros((256, 320, 3), dtype=np.uint8)
     array[...] = (255, 0, 0)  # red border

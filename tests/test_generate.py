@@ -122,9 +122,9 @@ def test_fuse_cli(cli, mapper_config, tmp_path):
 
 
 def test_plan_splits_images_evenly_between_processes():
+    from emogen_cli.core.runtime import ProcessShare
     from emogen_cli.inference.writer import plan
     from emogen_cli.pipeline import Request
-    from emogen_cli.core.runtime import ProcessShare
 
     requests = [Request(("awe",), count=5), Request(("fear",), count=4)]
     shares = [plan(requests, ProcessShare(index=p, count=3), batch_size=2) for p in range(3)]

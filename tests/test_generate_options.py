@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from a1111 import parse_infotext
+from PIL import Image
 
 from emogen_cli.core.config import load_config
 from emogen_cli.core.emotions import EMOTIONS

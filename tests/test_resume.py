@@ -111,9 +111,9 @@ def test_mapper_resume_refuses_other_settings_naming_each(stage1, tmp_path):
 
 
 def test_emotion_vectors_are_tied_to_their_encoder(stage1, tmp_path):
+    from emogen_cli.core.reporting import Reporter
     from emogen_cli.data.emoset import load_prepared
     from emogen_cli.stage1.encoder import load_encoder
-    from emogen_cli.core.reporting import Reporter
     from emogen_cli.stage2.train_mapper import _emotion_vectors
 
     class Notes(Reporter):

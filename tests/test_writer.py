@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from a1111 import parse_infotext
+from PIL import Image
 
 
 def _index(folder: Path) -> list[dict]:

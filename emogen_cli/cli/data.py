@@ -16,8 +16,20 @@ from rich.markup import escape
 from rich.table import Table
 
 from emogen_cli.cli._utils import (
-    ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, OverwriteOpt, ResolutionOpt, RichReporter, SeedOpt, command, emit, opt,
-    out_console, plural, say,
+    ConfigOpt,
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    OverwriteOpt,
+    ResolutionOpt,
+    RichReporter,
+    SeedOpt,
+    command,
+    emit,
+    opt,
+    out_console,
+    plural,
+    say,
 )
 from emogen_cli.core.config import Config
 

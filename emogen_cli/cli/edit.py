@@ -15,8 +15,19 @@ from typing import Annotated
 import typer
 
 from emogen_cli.cli._utils import (
-    ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, RichReporter, SeedOpt, command, emit, opt, out_console,
-    plural, say,
+    ConfigOpt,
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    PrecisionOpt,
+    RichReporter,
+    SeedOpt,
+    command,
+    emit,
+    opt,
+    out_console,
+    plural,
+    say,
 )
 from emogen_cli.core.config import Config
 

@@ -15,7 +15,17 @@ from typing import Annotated
 import typer
 
 from emogen_cli.cli._utils import (
-    ClipOpt, ConfigOpt, DeviceOpt, JsonOpt, OverwriteOpt, RichReporter, SeedOpt, command, emit, opt, out_console,
+    ClipOpt,
+    ConfigOpt,
+    DeviceOpt,
+    JsonOpt,
+    OverwriteOpt,
+    RichReporter,
+    SeedOpt,
+    command,
+    emit,
+    opt,
+    out_console,
     say,
 )
 from emogen_cli.core.config import Config

@@ -13,8 +13,19 @@ from typing import Annotated
 
 import typer
 
+from emogen_cli.cli._utils import (
+    ConfigOpt,
+    JsonOpt,
+    OverwriteOpt,
+    RichReporter,
+    SeedOpt,
+    command,
+    emit,
+    opt,
+    plural,
+    say,
+)
 from emogen_cli.core.choices import EXPORT_FORMATS
-from emogen_cli.cli._utils import ConfigOpt, JsonOpt, OverwriteOpt, RichReporter, SeedOpt, command, emit, opt, plural, say
 from emogen_cli.core.config import Config
 
 

@@ -20,11 +20,25 @@ from typing import Annotated
 
 import typer
 
-from emogen_cli.core.choices import FUSION_MODES, MAX_IMAGES
 from emogen_cli.cli._utils import (
-    ClipOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, OverwriteOpt, PrecisionOpt, ResolutionOpt, RichReporter, SeedOpt,
-    command, emit, opt, out_console, plural, say,
+    ClipOpt,
+    ConfigOpt,
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    OverwriteOpt,
+    PrecisionOpt,
+    ResolutionOpt,
+    RichReporter,
+    SeedOpt,
+    command,
+    emit,
+    opt,
+    out_console,
+    plural,
+    say,
 )
+from emogen_cli.core.choices import FUSION_MODES, MAX_IMAGES
 from emogen_cli.core.config import Config
 
 MapperOpt = Annotated[Path | None, opt("--mapper", "-m", key="generate.mapper", help="Mapper bundle folder.")]
@@ -178,7 +192,8 @@ def transfer(
     texts = [(t, "Prompt") for t in prompts or []] + [(t, "--template") for t in template or []]
     if prompt_file is not None:
         if not prompt_file.is_file():
-            raise EmogenError(f"Prompt file '{prompt_file}' does not exist.", "Pass an existing text file to --prompt-file.")
+            what = "is a folder, not a file" if prompt_file.is_dir() else "does not exist"
+            raise EmogenError(f"Prompt file '{prompt_file}' {what}.", "Pass a text file with one prompt per line.")
         try:
             lines = prompt_file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
@@ -186,7 +201,9 @@ def transfer(
                               "Pass a UTF-8 text file with one prompt per line.") from None
         texts += [(line.strip(), f"Line {i} of '{prompt_file}'") for i, line in enumerate(lines, 1) if line.strip()]
     if not texts:
-        raise EmogenError("No prompt given.", "Pass one like 'a cup', or --template '{} bag', or --prompt-file FILE.")
+        empty = f" (the prompt file '{prompt_file}' holds no prompt)" if prompt_file is not None else ""
+        raise EmogenError(f"No prompt given{empty}.",
+                          "Pass one like 'a cup', or --template '{} bag', or --prompt-file FILE.")
     templates = [validate.template(text, where) for text, where in texts]
     requests = [Request((e,), t, num_images) for e in parse_emotions([emotion]) for t in templates]
     _run(requests, cfg, baseline, overwrite, json_, intensity, keep_all, probe)
@@ -270,8 +287,8 @@ def decompose(
     cfg: Config,
 ) -> None:
     """List the semantics (EmoSet objects and scenes) an emotion is made of."""
-    from emogen_cli.evaluation.decompose import decompose as run
     from emogen_cli.core.emotions import parse_emotions
+    from emogen_cli.evaluation.decompose import decompose as run
 
     with RichReporter() as reporter:
         result = run(cfg, parse_emotions([emotion]) if emotion else [], top, attributes, images, samples, None,

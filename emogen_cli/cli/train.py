@@ -18,8 +18,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from emogen_cli.cli._utils import (
-    ClipOpt, ConfigOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, ResolutionOpt, RichReporter, SeedOpt, command, emit,
-    opt, out_console, plural, say,
+    ClipOpt,
+    ConfigOpt,
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    PrecisionOpt,
+    ResolutionOpt,
+    RichReporter,
+    SeedOpt,
+    command,
+    emit,
+    opt,
+    out_console,
+    plural,
+    say,
 )
 from emogen_cli.core.config import Config
 

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from emogen_cli.data.emoset import Row
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.files import atomic_save_safetensors, atomic_write_text
 from emogen_cli.core.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
 from emogen_cli.core.reporting import Reporter, progress
+from emogen_cli.data.emoset import Row
 
 INDEX = "index.json"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from emogen_cli.core.config import Config
-from emogen_cli.data.emoset import MANIFEST, PREPARED, filter_and_balance, load_prepared, scan_emoset, write_manifest
 from emogen_cli.core.emotions import EMOTIONS
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.reporting import Reporter
+from emogen_cli.data.emoset import MANIFEST, PREPARED, filter_and_balance, load_prepared, scan_emoset, write_manifest
 
 
 def prepare(config: Config, out: str | Path | None = None, cache_latents: bool = False, overwrite: bool = False,

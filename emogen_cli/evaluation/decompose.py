@@ -25,11 +25,11 @@ import torch.nn.functional as F
 
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import EMOTIONS, attribute_text, normalise_attribute
-from emogen_cli.core.files import atomic_write_text
 from emogen_cli.core.errors import EmogenError
-from emogen_cli.stage2.mapper import MapperBundle, load_mapper
+from emogen_cli.core.files import atomic_write_text
 from emogen_cli.core.reporting import Reporter
 from emogen_cli.core.runtime import resolve_device
+from emogen_cli.stage2.mapper import MapperBundle, load_mapper
 
 LABELS_FILE = "attribute_labels.jsonl"
 
@@ -94,8 +94,8 @@ def read_attributes(path: str | Path) -> list[str]:
 def rank_attributes(config: Config, bundle: MapperBundle, emotions: list[str], names: list[str], top: int,
                     samples: int, device: torch.device) -> list[dict[str, Any]]:
     """Per emotion, the `top` attribute names closest to its mapped semantics."""
-    from emogen_cli.stage2.conditioning import EmotionPromptEncoder, text_semantics
     from emogen_cli.core.pretrained import load_sd_components
+    from emogen_cli.stage2.conditioning import EmotionPromptEncoder, text_semantics
 
     base = bundle.base_model(config)
     parts = load_sd_components(base, config.model.revision, vae=False, unet=False)

@@ -16,7 +16,6 @@ images.
 from __future__ import annotations
 
 import importlib.util
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -24,16 +23,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from emogen_cli.evaluation import metrics as M
-from emogen_cli.core.choices import METRICS
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import EMOTIONS
 from emogen_cli.core.errors import EmogenError
-from emogen_cli.evaluation.gallery import GalleryImage, by_emotion, scan_gallery
-from emogen_cli.core.images import (IMAGENET_MEAN, IMAGENET_STD, center_crop, load_rgb, resize_center_crop, resize_shorter,
-                               to_array)
+from emogen_cli.core.images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    center_crop,
+    load_rgb,
+    resize_center_crop,
+    resize_shorter,
+    to_array,
+)
 from emogen_cli.core.reporting import Reporter, progress
 from emogen_cli.core.runtime import resolve_device
+from emogen_cli.evaluation import metrics as M
+from emogen_cli.evaluation.gallery import GalleryImage, by_emotion, scan_gallery
 
 PAPER = {"EmoGen": {"fid": 41.60, "lpips": 0.717, "emo-a": 0.7625, "sem-c": 0.633, "sem-d": 0.0335},
          "SD": {"fid": 44.05, "lpips": 0.687, "emo-a": 0.7077, "sem-c": 0.608, "sem-d": 0.0199}}
@@ -75,8 +80,8 @@ def load_image_classifier(name: str, device: torch.device):
     the Places365 resnet50_places365.pth.tar (converted; read with weights_only=True)."""
     from transformers import AutoModelForImageClassification, ResNetForImageClassification
 
-    from emogen_cli.stage1.encoder import load_tensors, resnet_from_torchvision
     from emogen_cli.core.pretrained import load, quiet_libraries
+    from emogen_cli.stage1.encoder import load_tensors, resnet_from_torchvision
 
     quiet_libraries()
     path = Path(name)
@@ -144,9 +149,8 @@ class Evaluation:
     # -- shared CLIP features ----------------------------------------------------------------------------------
     def clip_name(self) -> str:
         """The configured CLIP model, or the mapper bundle's when left at the default."""
-        from emogen_cli.stage2.mapper import trained_model
-
         from emogen_cli.core.files import read_json
+        from emogen_cli.stage2.mapper import trained_model
 
         bundle_config = self.mapper_path / "config.json"
         trained = read_json(bundle_config, "Mapper bundle config") if bundle_config.is_file() else {}

@@ -317,8 +317,8 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
                 reporter: Reporter | None = None) -> dict[str, Any]:
     """Edit every input toward `request` (target emotion `target`, used by the probe); write the
     edits, their before/after sheets and index.jsonl into `out_dir`. Bad inputs are skipped."""
-    from emogen_cli.evaluation.edit_metrics import scorer_for, ssim
     from emogen_cli.core.errors import Interrupted
+    from emogen_cli.evaluation.edit_metrics import scorer_for, ssim
     from emogen_cli.inference.pngio import append_index, next_number, save_png, save_sheet, slug
 
     _check(strength, until, min_ssim, best_of, max_pixels, intensity)
@@ -388,8 +388,8 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
     """`emogen edit`: load the mapper bundle + SD once and edit `inputs` toward `emotion` or a
     valence-arousal point `va`; `options` are edit_images' keyword arguments."""
     from emogen_cli.core.emotions import validate_emotion
-    from emogen_cli.pipeline import EmoGenPipeline, Request
     from emogen_cli.inference.va import DEFAULT_SIGMA, dominant, va_request
+    from emogen_cli.pipeline import EmoGenPipeline, Request
 
     reporter = reporter or Reporter()
     if (emotion is None) == (va is None):

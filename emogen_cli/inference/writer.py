@@ -31,6 +31,7 @@ from emogen_cli.core.config import Config
 from emogen_cli.core.errors import EmogenError, Interrupted
 from emogen_cli.core.files import atomic_save_image, atomic_write_text, disk_error
 from emogen_cli.core.reporting import Reporter, progress
+from emogen_cli.core.validate import writable_folder
 
 INDEX = "index.jsonl"
 LOCK = ".emogen.lock"
@@ -56,17 +57,6 @@ def file_stem(request: Any, baseline: bool) -> str:
 
 def image_name(stem: str, number: int) -> str:
     return f"{stem}-{number:05d}.png"
-
-
-def check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".emogen-write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise EmogenError(f"Cannot write to the output folder '{out_dir}' ({exc.strerror}).",
-                          "Choose a writable --out.") from None
 
 
 @contextlib.contextmanager
@@ -255,10 +245,10 @@ def generate(config: Config, requests: list[Any], out: str | Path | None = None,
     image, the probe's favourite kept (bestof.py), the others in rejected/ with `keep_all`."""
     from dataclasses import replace
 
-    from emogen_cli.inference.bestof import candidate_fields, check_best_of, select
     from emogen_cli.core.images import load_rgb
-    from emogen_cli.pipeline import EmoGenPipeline
     from emogen_cli.core.runtime import process_share
+    from emogen_cli.inference.bestof import candidate_fields, check_best_of, select
+    from emogen_cli.pipeline import EmoGenPipeline
 
     reporter = reporter or Reporter()
     k = check_best_of(config.generate.best_of if best_of is None else best_of, keep_all)
@@ -269,13 +259,18 @@ def generate(config: Config, requests: list[Any], out: str | Path | None = None,
         requests = [replace(request, intensity=alpha) for request in requests for alpha in intensities]
     share = process_share(config.runtime.device)
     out_dir = Path(out or config.generate.output)
-    check_writable(out_dir)
+    writable_folder(out_dir)  # creates nothing: a bundle that fails to load leaves no empty folder behind
     rejected_dir = out_dir / "rejected"
     stems = [file_stem(request, baseline) for request in requests]
     pipe = EmoGenPipeline(config, mapper, baseline, max(r.tokens for r in requests), share.device, reporter=reporter)
     for request in requests:
         pipe.check(request)  # a lost emotion token fails now, before any image is made
     scorer = pipe.scorer(probe) if k > 1 else None  # a missing probe fails now too
+    if share.is_main:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise disk_error(out_dir, exc) from None
     starts = claim_numbers(out_dir, stems, [r.count for r in requests], overwrite, groups) if share.is_main else None
     starts = _shared_starts(share, starts)
     seed = config.runtime.seed

@@ -24,8 +24,14 @@ from torch import nn
 from emogen_cli.core.emotions import EMOTIONS
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.files import (
-    atomic_save_safetensors, check_bundle_files, check_finite, check_not_lfs_pointer, check_shapes, read_bundle_config,
-    read_json, read_safetensors, write_bundle,
+    atomic_save_safetensors,
+    check_bundle_files,
+    check_finite,
+    check_not_lfs_pointer,
+    check_shapes,
+    read_bundle_config,
+    read_safetensors,
+    write_bundle,
 )
 from emogen_cli.core.images import stage1_image, stage1_stats, to_array
 

@@ -30,16 +30,16 @@ from torch.utils.data import DataLoader
 
 from emogen_cli.core.checkpoint import apply_state, check_settings, list_checkpoints, load_checkpoint, save_checkpoint
 from emogen_cli.core.config import Config
-from emogen_cli.data.datasets import EpochSampler, LabelledImages, set_epoch
-from emogen_cli.data.emoset import scan_emoset
 from emogen_cli.core.emotions import EMOTIONS
-from emogen_cli.stage1.encoder import EmotionClassifier, EmotionSpace, EncoderBundle, encoder_config
 from emogen_cli.core.errors import EmogenError, Interrupted, TrainingDiverged
 from emogen_cli.core.files import atomic_save_safetensors
 from emogen_cli.core.images import load_rgb, random_resized_crop, stage1_image, stage1_stats, to_array
 from emogen_cli.core.interrupts import StopSignals, fault_point
 from emogen_cli.core.reporting import Reporter, progress
 from emogen_cli.core.runtime import make_accelerator
+from emogen_cli.data.datasets import EpochSampler, LabelledImages, set_epoch
+from emogen_cli.data.emoset import scan_emoset
+from emogen_cli.stage1.encoder import EmotionClassifier, EmotionSpace, EncoderBundle, encoder_config
 
 
 class Stage1Images(LabelledImages):

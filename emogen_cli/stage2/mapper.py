@@ -21,10 +21,16 @@ from torch import nn
 
 from emogen_cli.core.config import Config
 from emogen_cli.core.errors import EmogenError
-from emogen_cli.stage1.encoder import EmotionSpace
 from emogen_cli.core.files import (
-    check_bundle_files, check_finite, check_shapes, read_bundle_config, read_json, read_safetensors, write_bundle,
+    check_bundle_files,
+    check_finite,
+    check_shapes,
+    read_bundle_config,
+    read_json,
+    read_safetensors,
+    write_bundle,
 )
+from emogen_cli.stage1.encoder import EmotionSpace
 
 FORMAT = "emogen-mapper"
 

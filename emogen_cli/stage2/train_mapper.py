@@ -24,21 +24,21 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from emogen_cli.stage2.card import write_model_card
 from emogen_cli.core.checkpoint import apply_state, check_settings, list_checkpoints, load_checkpoint, save_checkpoint
-from emogen_cli.stage2.conditioning import EmotionPromptEncoder, text_semantics
 from emogen_cli.core.config import Config
-from emogen_cli.data.datasets import EpochSampler, set_epoch
-from emogen_cli.data.emoset import MANIFEST, Prepared, Row, load_prepared
 from emogen_cli.core.emotions import EMOTIONS, attribute_text
-from emogen_cli.stage1.encoder import EncoderBundle, encoder_pixels, load_encoder
 from emogen_cli.core.errors import EmogenError, Interrupted, TrainingDiverged
 from emogen_cli.core.files import atomic_save_safetensors, atomic_write_json, file_digest, read_safetensors
 from emogen_cli.core.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
 from emogen_cli.core.interrupts import StopSignals, fault_point
-from emogen_cli.stage2.mapper import FORMAT, MapperBundle, MappingNetwork, mapper_loss
 from emogen_cli.core.reporting import Reporter, progress
 from emogen_cli.core.runtime import DTYPES, make_accelerator, step_generator
+from emogen_cli.data.datasets import EpochSampler, set_epoch
+from emogen_cli.data.emoset import MANIFEST, Prepared, Row, load_prepared
+from emogen_cli.stage1.encoder import EncoderBundle, encoder_pixels, load_encoder
+from emogen_cli.stage2.card import write_model_card
+from emogen_cli.stage2.conditioning import EmotionPromptEncoder, text_semantics
+from emogen_cli.stage2.mapper import FORMAT, MapperBundle, MappingNetwork, mapper_loss
 
 
 class MapperSamples(Dataset):
@@ -199,8 +199,8 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
                  reporter: Reporter | None = None) -> dict[str, Any]:
     from transformers import CLIPModel
 
-    from emogen_cli.data.latents import LatentCache
     from emogen_cli.core.pretrained import freeze, load, load_sd_components, quiet_libraries
+    from emogen_cli.data.latents import LatentCache
 
     reporter = reporter or Reporter()
     cfg, seed = config.mapper, config.runtime.seed
