@@ -292,9 +292,3 @@ def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]
 def say(text: str) -> None:
     """One plain line of result on stdout; paths and names in it are never read as Rich markup."""
     out_console.print(Text(text), soft_wrap=True)
-
-
-def overrides(**values: Any) -> dict[str, Any]:
-    """Old style, kept for commands not yet declared with `opt(key=...)`: CLI option values keyed by config
-    key ('mapper__lr' -> 'mapper.lr'); unset (None) options drop out."""
-    return {k.replace("__", "."): v for k, v in values.items() if v is not None}

@@ -80,9 +80,10 @@ def _settings(config: Config, precision: str, processes: int, steps_per_epoch: i
 
 
 @torch.no_grad()
-def _features(model: EmotionClassifier, loader: DataLoader, accelerator,
-              should_stop=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(emotion-space features, logits, labels) of every image in `loader`, gathered across processes."""
+def _features(model: EmotionClassifier, loader: DataLoader, accelerator, should_stop=None,
+              advance=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(emotion-space features, logits, labels) of every image in `loader`, gathered across processes;
+    `advance(n)` is told how many images this process finished."""
     model.eval()
     feats, logits, labels = [], [], []
     for pixels, y in loader:
@@ -95,6 +96,8 @@ def _features(model: EmotionClassifier, loader: DataLoader, accelerator,
         feats.append(f.cpu())
         logits.append(out.cpu())
         labels.append(y.cpu())
+        if advance is not None:
+            advance(len(pixels))
     return torch.cat(feats), torch.cat(logits), torch.cat(labels)
 
 
@@ -259,8 +262,11 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
     final = accelerator.unwrap_model(model)
     if best_state is not None:
         final.load_state_dict(best_state)
-    with progress(reporter, "Building emotion space", None):
-        feats, logits, labels = _features(final, accelerator.prepare(eval_loader(space_samples)), accelerator)
+    space_loader = accelerator.prepare(eval_loader(space_samples))
+    with progress(reporter, "Building emotion space", len(space_samples)):
+        feats, logits, labels = _features(final, space_loader, accelerator,
+                                          advance=lambda n: reporter.advance("Building emotion space",
+                                                                             n * accelerator.num_processes))
     space = EmotionSpace.from_features(feats, labels, EMOTIONS)
     train_images = {s.image for s in train}
     in_train = torch.tensor([s.image in train_images for s in space_samples])
