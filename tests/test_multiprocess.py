@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -54,13 +55,17 @@ def stage1(tiny_bundle, emoset, tmp_path_factory) -> Path:
 
 
 def launch(config: Path, command: str, out: Path, *args: str, kill_at: str | None = None):
-    """`torchrun --nproc_per_node 2 -m emogen_cli COMMAND`; with kill_at, rank 0 is SIGKILLed there."""
+    """`accelerate launch --multi_gpu --num_processes 2 -m emogen_cli COMMAND` on CPU (gloo); with kill_at,
+    rank 0 is SIGKILLed there."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     if kill_at:
         env.update(EMOGEN_TEST_KILL_AT=kill_at, EMOGEN_TEST_KILL_SIGNAL="KILL", EMOGEN_TEST_KILL_RANK="0")
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "emogen_cli", command, "-c", str(config),
-           "--out", str(out), *args]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(port), "-m", "emogen_cli", command, "-c", str(config), "--out", str(out), "--device", "cpu", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
