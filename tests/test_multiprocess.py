@@ -2,9 +2,8 @@
 its shard, only the main process writes, a killed launch resumes under two processes, and the result
 matches a one-process run with the same global batch.
 
-The processes are started with `torchrun` (the launcher `accelerate launch` uses for GPUs): on a machine
-without GPUs, `accelerate launch --num_processes 2` starts a single process unless MPI is set up. The
-trainers' Accelerator joins torchrun's process group exactly as it joins accelerate's."""
+The processes are started with `accelerate launch --multi_gpu --num_processes 2` and `--device cpu`
+(without `--multi_gpu`, accelerate starts a single process on a machine with no GPU)."""
 
 from __future__ import annotations
 
