@@ -284,7 +284,7 @@ class RichReporter(Reporter):
             self.progress.stop()
             self.progress = None
 
-    def __enter__(self) -> "RichReporter":
+    def __enter__(self) -> RichReporter:
         return self
 
     def __exit__(self, *exc: object) -> None:
