@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from emogen_cli.core.errors import EmogenError
+from emogen_cli.core.errors import EmogenError, TrainingDiverged
 from emogen_cli.core.files import _fsync_dir, disk_error, read_json, read_safetensors
 from emogen_cli.core.interrupts import fault_point
 
@@ -173,3 +173,10 @@ def check_settings(path: Path, saved: dict[str, Any] | None, current: dict[str, 
         raise EmogenError(f"Cannot resume from '{path}': the settings differ from the run that wrote it "
                           f"({'; '.join(diffs)}).",
                           "Resume with the same settings, or start a new run in another --out.")
+
+
+def check_finite(loss: torch.Tensor, step: int, lr_key: str, ckpt_dir: Path) -> None:
+    """TrainingDiverged for a NaN/inf loss, before it reaches the weights: the last good checkpoint stays."""
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"The loss became {loss.item()} at step {step}.",
+                               f"Lower {lr_key}; the last good checkpoint is kept in {ckpt_dir} (resume with --resume).")
