@@ -114,7 +114,8 @@ def _merged(fn: Callable[..., Any], groups: Sequence[Callable[..., Any]]) -> ins
     names = {p.name for p in shared}
     if stray := [n for n, p in own.parameters.items() if p.kind is p.KEYWORD_ONLY and n not in names | {"cfg"}]:
         raise TypeError(f"{fn.__name__} receives {stray}, which no option group declares")
-    params = [p for name, p in own.parameters.items() if name != "cfg" and name not in names] + shared
+    params = [p for name, p in own.parameters.items()
+              if name != "cfg" and name not in names and p.kind is not p.VAR_KEYWORD] + shared
     return own.replace(parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params])
 
 
@@ -128,13 +129,15 @@ def command(examples: str = "", writes: Iterable[Output] = (),
     The decorated function may take `cfg` (not a CLI option): the Config from `--config` (the `config`
     parameter) plus every keyed option that was given (None means "not given"). `options` are option groups
     (functions whose parameters are options, such as `runtime_options`) appended to the command's own, so
-    commands that share options declare them once; the function receives those of them it names. `writes`
+    commands that share options declare them once; the function receives those of them it names (all of them
+    with a `**kwargs` parameter). `writes`
     names the command's output folders - a config key ("generate.output"), a parameter ("out"), or a
     function of (parameters, cfg) - each checked for being writable, as the device is, before the body runs.
     `examples` becomes the --help epilog."""
 
     def decorate(fn: F) -> F:
         own = inspect.signature(fn).parameters
+        takes_all = any(p.kind is p.VAR_KEYWORD for p in own.values())
         signature = _merged(fn, options)
         defaults = {n: p.default for n, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
         outputs = list(writes)
@@ -149,7 +152,7 @@ def command(examples: str = "", writes: Iterable[Output] = (),
             cfg = load_config(params.get("config"), {keyed[n][0]: v for n, v in given.items()},
                               {keyed[n][0]: keyed[n][1] for n in given})
             preflight(cfg.runtime.device, [_output(o, params, cfg) for o in outputs])
-            wanted = {n: v for n, v in params.items() if n in own}
+            wanted = params if takes_all else {n: v for n, v in params.items() if n in own}
             return fn(**wanted, cfg=cfg) if "cfg" in own else fn(**wanted)
 
         run.__signature__ = signature  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ Usage examples:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -96,19 +96,19 @@ def sampling_options(
 ) -> None:
     """Option group (see `command`): what generate, transfer and fuse share besides `runtime_options`."""
 
-def _run(requests: list, cfg: Config, baseline: bool, overwrite: bool, json_: bool, intensity: str | None = None,
-         keep_all: bool = False, probe: Path | None = None) -> None:
-    """Generate `requests` with the command's Config; print the result."""
+def _run(requests: list, cfg: Config, options: dict[str, Any]) -> None:
+    """Generate `requests` with the command's Config and `sampling_options`; print the result."""
     from emogen_cli.inference.bestof import check_best_of
     from emogen_cli.inference.intensity import parse_intensities
     from emogen_cli.inference.writer import generate as run
 
+    intensity, keep_all = options["intensity"], options["keep_all"]
     alphas = parse_intensities(intensity) if intensity is not None else None
     check_best_of(cfg.generate.best_of, keep_all)  # before models load
     with RichReporter() as reporter:
-        result = run(cfg, requests, overwrite=overwrite, baseline=baseline, reporter=reporter, intensities=alphas,
-                     keep_all=keep_all, probe=probe)
-    emit(result, json_, _render_generated)
+        result = run(cfg, requests, overwrite=options["overwrite"], baseline=options["baseline"], reporter=reporter,
+                     intensities=alphas, keep_all=keep_all, probe=options["probe"])
+    emit(result, options["json_"], _render_generated)
 
 
 def _render_generated(r: dict) -> None:
@@ -140,13 +140,8 @@ def generate(
                                                 "coordinates (0.15).", show_default=False)] = None,
     *,
     num_images: int,
-    intensity: str | None,
-    keep_all: bool,
-    probe: Path | None,
-    baseline: bool,
-    overwrite: bool,
-    json_: bool,
     cfg: Config,
+    **options: Any,
 ) -> None:
     """Generate images that evoke an emotion (or a valence-arousal point)."""
     from emogen_cli.core.emotions import parse_emotions
@@ -161,7 +156,7 @@ def generate(
         requests = [va_request(*parse_point(va), DEFAULT_SIGMA if sigma is None else sigma, "{}", num_images)]
     else:
         requests = [Request((e,), "{}", num_images) for e in parse_emotions([emotion or "all"])]
-    _run(requests, cfg, baseline, overwrite, json_, intensity, keep_all, probe)
+    _run(requests, cfg, options)
 
 
 @command(examples="""
@@ -178,13 +173,8 @@ def transfer(
     prompt_file: Annotated[Path | None, typer.Option("--prompt-file", help="One prompt per line.", show_default=False)] = None,
     *,
     num_images: int,
-    intensity: str | None,
-    keep_all: bool,
-    probe: Path | None,
-    baseline: bool,
-    overwrite: bool,
-    json_: bool,
     cfg: Config,
+    **options: Any,
 ) -> None:
     """Put an emotion onto neutral objects or scenes ('{} cup'; text without {} gets the emotion in front)."""
     from emogen_cli.core import validate
@@ -209,7 +199,7 @@ def transfer(
                           "Pass one like 'a cup', or --template '{} bag', or --prompt-file FILE.")
     templates = [validate.template(text, where) for text, where in texts]
     requests = [Request((e,), t, num_images) for e in parse_emotions([emotion]) for t in templates]
-    _run(requests, cfg, baseline, overwrite, json_, intensity, keep_all, probe)
+    _run(requests, cfg, options)
 
 
 @command(examples="""
@@ -230,13 +220,8 @@ def fuse(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Template with {} for the emotions, e.g. '{} street'.")] = "{}",
     *,
     num_images: int,
-    intensity: str | None,
-    keep_all: bool,
-    probe: Path | None,
-    baseline: bool,
-    overwrite: bool,
-    json_: bool,
     cfg: Config,
+    **options: Any,
 ) -> None:
     """Blend two or more emotions in one image."""
     from emogen_cli.core import validate
@@ -246,7 +231,7 @@ def fuse(
     names = [validate_emotion(part) for e in emotions for part in e.split(",") if part.strip()]
     values = validate.numbers(weights, "--weights") if weights is not None else None
     request = fusion_request(names, values, mode, validate.template(prompt, "--prompt"), num_images)
-    _run([request], cfg, baseline, overwrite, json_, intensity, keep_all, probe)
+    _run([request], cfg, options)
 
 
 @command(examples="""

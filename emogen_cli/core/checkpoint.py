@@ -180,3 +180,21 @@ def check_finite(loss: torch.Tensor, step: int, lr_key: str, ckpt_dir: Path) -> 
     if not torch.isfinite(loss):
         raise TrainingDiverged(f"The loss became {loss.item()} at step {step}.",
                                f"Lower {lr_key}; the last good checkpoint is kept in {ckpt_dir} (resume with --resume).")
+
+
+def resume_from(ckpt_dir: Path, resume: bool, settings: dict[str, Any], model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer, total: int, reporter: Any, tensors: tuple[str, ...] = ()
+                ) -> dict[str, Any] | None:
+    """With --resume, the newest checkpoint's state.json (its `tensors` files under "_tensors") once its weights
+    and optimizer state are in `model` and `optimizer` and its settings match `settings`; None for a new run
+    (with a warning when --resume found nothing: a mistyped --out must not pass silently for a continuation)."""
+    if not resume:
+        return None
+    if not (ckpts := list_checkpoints(ckpt_dir)):
+        reporter.warn(f"--resume: no checkpoint in {ckpt_dir}; starting a new run.")
+        return None
+    weights, opt_state, state = load_checkpoint(ckpts[-1], tensors=tensors)
+    check_settings(ckpts[-1], state.get("settings"), settings)
+    apply_state(ckpts[-1], model, optimizer, weights, opt_state)
+    reporter.info(f"Resuming from {ckpts[-1].name} (step {state['step']}/{total}).")
+    return state

@@ -28,14 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from emogen_cli.core.checkpoint import (
-    apply_state,
-    check_finite,
-    check_settings,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-)
+from emogen_cli.core.checkpoint import check_finite, list_checkpoints, resume_from, save_checkpoint
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import EMOTIONS
 from emogen_cli.core.errors import EmogenError
@@ -162,16 +155,12 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
     settings = _settings(config, accelerator.mixed_precision, accelerator.num_processes, steps_per_epoch, train, val)
     step, history, best, loss_value = 0, [], -1.0, float("nan")
     best_state: dict[str, torch.Tensor] | None = None  # the best validated weights: part of every checkpoint
-    if resume and (ckpts := list_checkpoints(ckpt_dir)):
-        weights, opt_state, state = load_checkpoint(ckpts[-1], tensors=("best",))
-        check_settings(ckpts[-1], state.get("settings"), settings)
-        apply_state(ckpts[-1], accelerator.unwrap_model(model), optimizer, weights, opt_state)
+    state = resume_from(ckpt_dir, resume, settings, accelerator.unwrap_model(model), optimizer, total, reporter,
+                        tensors=("best",))
+    if state is not None:
         step, history, best = state["step"], state["history"], state["best"]
         loss_value = float("nan") if state.get("loss") is None else state["loss"]
         best_state = state["_tensors"]["best"]
-        reporter.info(f"Resuming from {ckpts[-1].name} (step {step}/{total}).")
-    elif resume:  # a mistyped --out must not pass silently for a continuation
-        reporter.warn(f"--resume: no checkpoint in {ckpt_dir}; starting a new run.")
     saved_step = step if resume and step else -1
 
     def checkpoint() -> None:

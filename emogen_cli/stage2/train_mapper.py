@@ -24,14 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from emogen_cli.core.checkpoint import (
-    apply_state,
-    check_finite,
-    check_settings,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-)
+from emogen_cli.core.checkpoint import check_finite, list_checkpoints, resume_from, save_checkpoint
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import EMOTIONS, attribute_text
 from emogen_cli.core.errors import EmogenError
@@ -298,14 +291,9 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     settings = _settings(config, encoder_id, prepared, accelerator.mixed_precision, accelerator.num_processes,
                          steps_per_epoch, latents is not None)
     history: list[dict[str, float]] = []
-    if resume and (ckpts := list_checkpoints(ckpt_dir)):
-        weights, opt_state, state = load_checkpoint(ckpts[-1])
-        check_settings(ckpts[-1], state.get("settings"), settings)
-        apply_state(ckpts[-1], accelerator.unwrap_model(mapper), optimizer, weights, opt_state)
+    if (state := resume_from(ckpt_dir, resume, settings, accelerator.unwrap_model(mapper), optimizer, total,
+                             reporter)) is not None:
         step, history = state["step"], state.get("history", [])
-        reporter.info(f"Resuming from {ckpts[-1].name} (step {step}/{total}).")
-    elif resume:  # a mistyped --out must not pass silently for a continuation
-        reporter.warn(f"--resume: no checkpoint in {ckpt_dir}; starting a new run.")
     saved_step = step if resume and step else -1
 
     def checkpoint() -> None:
