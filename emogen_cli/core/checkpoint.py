@@ -133,12 +133,6 @@ def load_checkpoint(path: Path, tensors: tuple[str, ...] = ()) -> tuple[dict[str
     return model, optimizer, state
 
 
-def restore(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Load a checkpoint's weights and optimizer state into live objects; mismatches are one line."""
-    weights, opt_state, _ = load_checkpoint(path)
-    apply_state(path, model, optimizer, weights, opt_state)
-
-
 def apply_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 weights: dict[str, torch.Tensor], opt_state: dict[str, Any]) -> None:
     hint = "Resume with the settings that wrote it, or start a new run in another --out."
