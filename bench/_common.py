@@ -25,6 +25,52 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def chain_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--size and --workdir: the random model chain a benchmark builds (see `workspace`)."""
+    p.add_argument("--size", default="mid", choices=["tiny", "mid"], help="Size of the random models (tiny: CI; mid: CPU benchmarks).")
+    p.add_argument("--workdir", help="Where to build the random model chain (default: a temporary folder).")
+    return p
+
+
+def sampling_parser(description: str, batch: bool = True) -> argparse.ArgumentParser:
+    """`parser` plus what the benchmarks that sample images take: a random chain or a trained --mapper, steps,
+    batch and repeats (see `parse_sampling` for --quick)."""
+    p = chain_args(parser(description))
+    p.add_argument("--pretrained", help="SD model to use with --mapper (e.g. SD 1.5 on a GPU).")
+    p.add_argument("--mapper", help="A trained mapper bundle (default: a random one on the --size model).")
+    p.add_argument("--steps", type=int, default=20)
+    if batch:
+        p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=5)
+    return p
+
+
+def parse_sampling(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments of a `sampling_parser`; --quick: the tiny model, 4 steps, 3 repeats."""
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.steps, args.repeats = "tiny", 4, 3
+    return args
+
+
+def sampling_config(args: argparse.Namespace, tmp: str, batch_size: int) -> Any:
+    """The Config to sample with: the trained --mapper (and --pretrained) when given, else a random chain built
+    under --workdir or `tmp` (which must outlive the benchmark's use of the models)."""
+    from emogen_cli.core.config import load_config
+
+    overrides = {"generate.steps": args.steps, "generate.batch_size": batch_size}
+    if args.mapper:
+        overrides.update({"generate.mapper": args.mapper,
+                          **({"model.pretrained": args.pretrained} if args.pretrained else {})})
+        return load_config(None, overrides)
+    return load_config(workspace(Path(args.workdir or tmp), args.size), overrides)
+
+
+def model_label(args: argparse.Namespace, base_model: str) -> str:
+    """What a sampling benchmark ran on, for its result: the real model, or the random chain's size."""
+    return (args.pretrained or base_model) if args.mapper else args.size
+
+
 def timings(fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: Callable[[], None] = lambda: None) -> list[float]:
     """Wall-clock seconds of `repeats` calls of `fn` after `warmup` untimed ones."""
     for _ in range(warmup):
@@ -37,6 +83,16 @@ def timings(fn: Callable[[], Any], repeats: int, warmup: int = 1, sync: Callable
         sync()
         out.append(time.perf_counter() - start)
     return out
+
+
+def interleaved(runs: dict[str, Callable[[], Any]], repeats: int, sync: Callable[[], None]) -> dict[str, list[float]]:
+    """`repeats` timed calls of each run, taken in turn so that drift on a busy machine affects all alike; the
+    first call of each is an untimed warm-up."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            times[name] += timings(fn, 1, warmup=0 if times[name] else 1, sync=sync)
+    return times
 
 
 def median(values: list[float]) -> float:

@@ -9,38 +9,20 @@ difference is emotion sampling + mapping + text encoding, the work our command a
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 
-from _common import cuda_sync, emit, median, parser, timings, workspace
+from _common import cuda_sync, emit, interleaved, median, model_label, parse_sampling, sampling_config, sampling_parser
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--size", default="mid", choices=["tiny", "mid"], help="Random model size when no --mapper.")
-    p.add_argument("--pretrained", help="SD model to use with --mapper (e.g. SD 1.5 on a GPU).")
-    p.add_argument("--mapper", help="A trained mapper bundle (default: a random one on the --size model).")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--workdir", help="Where to build the random model chain (default: a temporary folder).")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.size, args.steps, args.repeats = "tiny", 4, 3
+    args = parse_sampling(sampling_parser(__doc__.splitlines()[0]), argv)
 
     import diffusers
     import torch
 
-    from emogen_cli.core.config import load_config
     from emogen_cli.pipeline import SCHEDULERS, EmoGenerator, Request
 
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = {"generate.steps": args.steps, "generate.batch_size": args.batch}
-        if args.mapper:
-            overrides.update({"generate.mapper": args.mapper, **({"model.pretrained": args.pretrained}
-                                                                  if args.pretrained else {})})
-            cfg = load_config(None, overrides)
-        else:
-            cfg = load_config(workspace(Path(args.workdir or tmp), args.size), overrides)
+        cfg = sampling_config(args, tmp, args.batch)
         ours = EmoGenerator(cfg)
         plain = diffusers.StableDiffusionPipeline.from_pretrained(ours.base_model, safety_checker=None,
                                                                   requires_safety_checker=False)
@@ -58,13 +40,11 @@ def main(argv: list[str] | None = None) -> dict:
                   guidance_scale=cfg.generate.guidance, height=size, width=size, generator=generators,
                   output_type="pil")
 
-        sync = cuda_sync()
-        ours_s, base_s = [], []
-        for _ in range(args.repeats):  # interleaved, so drift affects both alike
-            ours_s += timings(lambda: ours.images(request, seeds), 1, warmup=0 if ours_s else 1, sync=sync)
-            base_s += timings(baseline, 1, warmup=0 if base_s else 1, sync=sync)
+        times = interleaved({"ours": lambda: ours.images(request, seeds), "diffusers": baseline}, args.repeats,
+                            cuda_sync())
+    ours_s, base_s = times["ours"], times["diffusers"]
     ratio = median(ours_s) / median(base_s)
-    result = {"model": args.pretrained or ours.base_model if args.mapper else args.size, "device": str(ours.device),
+    result = {"model": model_label(args, ours.base_model), "device": str(ours.device),
               "dtype": str(ours.dtype), "steps": args.steps, "batch": args.batch, "repeats": args.repeats,
               "ours_s": median(ours_s), "diffusers_s": median(base_s), "ratio": ratio,
               "overhead_percent": 100 * (ratio - 1)}

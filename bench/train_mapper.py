@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import cuda_sync, emit, median, parser, workspace
+from _common import chain_args, cuda_sync, emit, median, parser, workspace
 
 from emogen_cli.core.reporting import Reporter
 
@@ -93,11 +93,9 @@ def official_style(cfg, steps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--size", default="mid", choices=["tiny", "mid"])
+    p = chain_args(parser(__doc__.splitlines()[0]))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--workdir", help="Where to build the random model chain (default: a temporary folder).")
     args = p.parse_args(argv)
     if args.quick:
         args.size, args.steps, args.batch = "tiny", 6, 4

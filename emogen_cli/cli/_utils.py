@@ -106,37 +106,59 @@ def _keyed(fn: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, tuple[s
     return signature, keyed
 
 
+def _merged(fn: Callable[..., Any], groups: Sequence[Callable[..., Any]]) -> inspect.Signature:
+    """The CLI signature: fn's own options, then every group's (a group's parameter that fn also names is the
+    group's: fn names it only to receive it). All keyword-only, since Typer passes options by name."""
+    own = inspect.signature(fn, eval_str=True)
+    shared = [p for group in groups for p in inspect.signature(group, eval_str=True).parameters.values()]
+    names = {p.name for p in shared}
+    if stray := [n for n, p in own.parameters.items() if p.kind is p.KEYWORD_ONLY and n not in names | {"cfg"}]:
+        raise TypeError(f"{fn.__name__} receives {stray}, which no option group declares")
+    params = [p for name, p in own.parameters.items()
+              if name != "cfg" and name not in names and p.kind is not p.VAR_KEYWORD] + shared
+    return own.replace(parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params])
+
+
 Output = str | Callable[[dict[str, Any], Any], "str | Path | None"]
 
 
-def command(examples: str = "", writes: Iterable[Output] = ()) -> Callable[[F], F]:
+def command(examples: str = "", writes: Iterable[Output] = (),
+            options: Sequence[Callable[..., Any]] = ()) -> Callable[[F], F]:
     """Turn a command's keyed options into its Config and check what can be checked before models load.
 
     The decorated function may take `cfg` (not a CLI option): the Config from `--config` (the `config`
-    parameter) plus every keyed option that was given (None means "not given"). `writes` names the
-    command's output folders - a config key ("generate.output"), a parameter ("out"), or a function of
-    (parameters, cfg) - each checked for being writable, as the device is, before the body runs.
+    parameter) plus every keyed option that was given (None means "not given"). `options` are option groups
+    (functions whose parameters are options, such as `runtime_options`) appended to the command's own, so
+    commands that share options declare them once; the function receives those of them it names (all of them
+    with a `**kwargs` parameter). `writes`
+    names the command's output folders - a config key ("generate.output"), a parameter ("out"), or a
+    function of (parameters, cfg) - each checked for being writable, as the device is, before the body runs.
     `examples` becomes the --help epilog."""
 
     def decorate(fn: F) -> F:
-        signature, keyed = _keyed(fn)
-        takes_cfg = "cfg" in signature.parameters
+        own = inspect.signature(fn).parameters
+        takes_all = any(p.kind is p.VAR_KEYWORD for p in own.values())
+        signature = _merged(fn, options)
+        defaults = {n: p.default for n, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
         outputs = list(writes)
 
         @functools.wraps(fn)
-        def run(**params: Any) -> Any:
+        def run(**given_params: Any) -> Any:
             from emogen_cli.core.config import load_config
             from emogen_cli.core.validate import preflight
 
+            params = defaults | given_params
             given = {name: params[name] for name in keyed if params.get(name) is not None}
             cfg = load_config(params.get("config"), {keyed[n][0]: v for n, v in given.items()},
                               {keyed[n][0]: keyed[n][1] for n in given})
             preflight(cfg.runtime.device, [_output(o, params, cfg) for o in outputs])
-            return fn(**params, cfg=cfg) if takes_cfg else fn(**params)
+            wanted = params if takes_all else {n: v for n, v in params.items() if n in own}
+            return fn(**wanted, cfg=cfg) if "cfg" in own else fn(**wanted)
 
-        run.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=[p for name, p in signature.parameters.items() if name != "cfg"])
+        run.__signature__ = signature  # type: ignore[attr-defined]
+        run.__annotations__ = {n: p.annotation for n, p in signature.parameters.items()}
         run.emogen_examples = examples  # type: ignore[attr-defined]
+        keyed = _keyed(run)[1]
         return run  # type: ignore[return-value]
 
     return decorate
@@ -171,6 +193,15 @@ ClipOpt = Annotated[str | None, opt("--clip", key="model.clip", help="CLIP hub i
 ResolutionOpt = Annotated[int | None, opt("--resolution", key="model.resolution",
                                           help="Image size in pixels (a multiple of 8).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs instead of refusing.")]
+MapperOpt = Annotated[Path | None, opt("--mapper", "-m", key="generate.mapper", help="Mapper bundle folder.")]
+StepsOpt = Annotated[int | None, opt("--steps", key="generate.steps", help="Denoising steps.")]
+GuidanceOpt = Annotated[float | None, opt("--guidance", key="generate.guidance",
+                                          help="Classifier-free guidance scale (0 or more; 1 or less turns it off).")]
+
+
+def runtime_options(device: DeviceOpt = None, mixed_precision: PrecisionOpt = None, seed: SeedOpt = None,
+                    config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+    """Option group (see `command`): where and how a model-running command runs, and how it reports."""
 
 
 def is_main_process() -> bool:
@@ -256,7 +287,7 @@ class RichReporter(Reporter):
             self.progress.stop()
             self.progress = None
 
-    def __enter__(self) -> "RichReporter":
+    def __enter__(self) -> RichReporter:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,32 +15,31 @@ from typing import Annotated
 import typer
 
 from emogen_cli.cli._utils import (
-    ConfigOpt,
-    DeviceOpt,
-    JsonOpt,
+    GuidanceOpt,
+    MapperOpt,
     ModelOpt,
-    PrecisionOpt,
     RichReporter,
-    SeedOpt,
+    StepsOpt,
     command,
     emit,
-    opt,
     out_console,
     plural,
+    runtime_options,
     say,
 )
 from emogen_cli.core.config import Config
 
-MapperOpt = Annotated[Path | None, opt("--mapper", "-m", key="generate.mapper", help="Mapper bundle folder.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output folder.", show_default=False)]
-StepsOpt = Annotated[int | None, opt("--steps", key="generate.steps", help="Denoising steps.")]
-GuidanceOpt = Annotated[float | None, opt("--guidance", key="generate.guidance",
-                                          help="Classifier-free guidance scale (0 or more; 1 or less turns it off).")]
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="Template with {} for the emotion, e.g. '{} a street'.")]
 ProbeOpt = Annotated[Path | None, typer.Option("--probe", help="CLIP emotion probe (default: the mapper bundle's "
                                                "emotion_probe.safetensors).", show_default=False)]
 SigmaOpt = Annotated[float | None, typer.Option("--sigma", help="Width of the valence-arousal kernel (0.15).",
                                                 show_default=False)]
+
+
+def edit_options(sigma: SigmaOpt = None, steps: StepsOpt = None, guidance: GuidanceOpt = None,
+                 mapper: MapperOpt = None, out: OutOpt = None, model: ModelOpt = None) -> None:
+    """Option group (see `command`): what edit and grid share besides `runtime_options`."""
 
 
 def _default_out(name: str):
@@ -53,7 +52,7 @@ emogen edit photo.jpg --emotion awe --strength 0.5 --out runs/edits
 emogen edit photos/ --emotion fear --prompt "{} a street" --until-confident 0.6 --min-ssim 0.4
 emogen edit photo.jpg --va 0.8,0.3 --intensity 1.5
 emogen edit photo.jpg --emotion sadness --best-of 4 --keep-all --json
-""", writes=[_default_out("edits")])
+""", writes=[_default_out("edits")], options=[edit_options, runtime_options])
 def edit(
     images: Annotated[list[Path], typer.Argument(help="Image files or folders of images.", show_default=False)],
     emotion: Annotated[str | None, typer.Option("--emotion", "-e", help="Target emotion.", show_default=False)] = None,
@@ -75,19 +74,11 @@ def edit(
                                          "probe rates highest.", min=1)] = 1,
     keep_all: Annotated[bool, typer.Option("--keep-all", help="With --best-of: keep the others in rejected/.")] = False,
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Refuse larger images (width x height).")] = 4194304,
-    sigma: SigmaOpt = None,
-    steps: StepsOpt = None,
-    guidance: GuidanceOpt = None,
     probe: ProbeOpt = None,
-    mapper: MapperOpt = None,
-    out: OutOpt = None,
-    model: ModelOpt = None,
-    device: DeviceOpt = None,
-    mixed_precision: PrecisionOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
     *,
+    sigma: float | None,
+    out: Path | None,
+    json_: bool,
     cfg: Config,
 ) -> None:
     """Edit photographs toward an emotion (img2img with the mapped emotion token); keeps their size."""
@@ -133,26 +124,18 @@ def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
 @command(examples="""
 emogen grid --va
 emogen grid --va --valence 0.1,0.5,0.9 --arousal 0.3,0.8 --sigma 0.1 --prompt "{} a house"
-""", writes=[_default_out("va-grid")])
+""", writes=[_default_out("va-grid")], options=[edit_options, runtime_options])
 def grid(
     va: Annotated[bool, typer.Option("--va", help="A valence x arousal contact sheet (the only grid for now).")] = False,
     valence: Annotated[str | None, typer.Option("--valence", help="Valence columns (default 0.1,0.3,0.5,0.7,0.9).",
                                                 show_default=False)] = None,
     arousal: Annotated[str | None, typer.Option("--arousal", help="Arousal rows (default 0.1,0.3,0.5,0.7,0.9).",
                                                 show_default=False)] = None,
-    sigma: SigmaOpt = None,
     prompt: PromptOpt = "{}",
-    steps: StepsOpt = None,
-    guidance: GuidanceOpt = None,
-    mapper: MapperOpt = None,
-    out: OutOpt = None,
-    model: ModelOpt = None,
-    device: DeviceOpt = None,
-    mixed_precision: PrecisionOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
     *,
+    sigma: float | None,
+    out: Path | None,
+    json_: bool,
     cfg: Config,
 ) -> None:
     """Contact sheets; --va: valence (left to right) x arousal (bottom to top) by mixing the emotions."""

@@ -16,7 +16,7 @@ Usage examples:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,30 +24,40 @@ from emogen_cli.cli._utils import (
     ClipOpt,
     ConfigOpt,
     DeviceOpt,
+    GuidanceOpt,
     JsonOpt,
+    MapperOpt,
     ModelOpt,
     OverwriteOpt,
-    PrecisionOpt,
     ResolutionOpt,
     RichReporter,
     SeedOpt,
+    StepsOpt,
     command,
     emit,
     opt,
     out_console,
     plural,
+    runtime_options,
     say,
 )
 from emogen_cli.core.choices import FUSION_MODES, MAX_IMAGES
 from emogen_cli.core.config import Config
 
-MapperOpt = Annotated[Path | None, opt("--mapper", "-m", key="generate.mapper", help="Mapper bundle folder.")]
 OutOpt = Annotated[Path | None, opt("--out", "-o", key="generate.output", help="Output folder.")]
-CountOpt = Annotated[int, typer.Option("--num-images", "-n", help="Images per emotion (and prompt).", min=1,
-                                       max=MAX_IMAGES)]
-StepsOpt = Annotated[int | None, opt("--steps", key="generate.steps", help="Denoising steps.")]
-GuidanceOpt = Annotated[float | None, opt("--guidance", key="generate.guidance",
-                                          help="Classifier-free guidance scale (0 or more; 1 or less turns it off).")]
+
+
+def _count(value: int) -> int:
+    """-n's range, checked here rather than by Typer's min/max, whose `[1<=x<=10000]` squeezes the help."""
+    if value < 1:
+        raise typer.BadParameter("Input should be greater than or equal to 1")
+    if value > MAX_IMAGES:
+        raise typer.BadParameter(f"Input should be less than or equal to {MAX_IMAGES}")
+    return value
+
+
+CountOpt = Annotated[int, typer.Option("--num-images", "-n", help=f"Images per emotion (and prompt), 1 to {MAX_IMAGES}.",
+                                       callback=_count)]
 SchedulerOpt = Annotated[str | None, opt("--scheduler", key="generate.scheduler", help="Sampler.")]
 SizeOpt = Annotated[int | None, opt("--size", key="model.resolution", hidden=True, help="Alias of --resolution.")]
 BatchOpt = Annotated[int | None, opt("--batch-size", key="generate.batch_size", help="Images per denoising batch.")]
@@ -65,19 +75,40 @@ ProbeOpt = Annotated[Path | None, typer.Option("--probe", help="CLIP emotion pro
                                                "bundle's emotion_probe.safetensors).", show_default=False)]
 
 
-def _run(requests: list, cfg: Config, baseline: bool, overwrite: bool, json_: bool, intensity: str | None = None,
-         keep_all: bool = False, probe: Path | None = None) -> None:
-    """Generate `requests` with the command's Config; print the result."""
+
+def sampling_options(
+    num_images: CountOpt = 4,
+    intensity: IntensityOpt = None,
+    best_of: BestOfOpt = None,
+    keep_all: KeepAllOpt = False,
+    probe: ProbeOpt = None,
+    mapper: MapperOpt = None,
+    out: OutOpt = None,
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
+    scheduler: SchedulerOpt = None,
+    resolution: ResolutionOpt = None,
+    size: SizeOpt = None,
+    batch_size: BatchOpt = None,
+    baseline: BaselineOpt = False,
+    model: ModelOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Option group (see `command`): what generate, transfer and fuse share besides `runtime_options`."""
+
+def _run(requests: list, cfg: Config, options: dict[str, Any]) -> None:
+    """Generate `requests` with the command's Config and `sampling_options`; print the result."""
     from emogen_cli.inference.bestof import check_best_of
     from emogen_cli.inference.intensity import parse_intensities
     from emogen_cli.inference.writer import generate as run
 
+    intensity, keep_all = options["intensity"], options["keep_all"]
     alphas = parse_intensities(intensity) if intensity is not None else None
     check_best_of(cfg.generate.best_of, keep_all)  # before models load
     with RichReporter() as reporter:
-        result = run(cfg, requests, overwrite=overwrite, baseline=baseline, reporter=reporter, intensities=alphas,
-                     keep_all=keep_all, probe=probe)
-    emit(result, json_, _render_generated)
+        result = run(cfg, requests, overwrite=options["overwrite"], baseline=options["baseline"], reporter=reporter,
+                     intensities=alphas, keep_all=keep_all, probe=options["probe"])
+    emit(result, options["json_"], _render_generated)
 
 
 def _render_generated(r: dict) -> None:
@@ -97,39 +128,20 @@ emogen generate --emotion awe --intensity 0,0.5,1,1.5 -n 2
 emogen generate --emotion fear --best-of 4 --keep-all
 emogen generate --va 0.8,0.3 -n 4
 accelerate launch -m emogen_cli generate --emotion all -n 1000
-""", writes=["generate.output"])
+""", writes=["generate.output"], options=[sampling_options, runtime_options])
 def generate(
     emotion: Annotated[str | None, typer.Option("--emotion", "-e", help="Emotion name, a comma-separated list, or "
                                                 "'all' (the default, unless --va is given).",
                                                 show_default=False)] = None,
-    num_images: CountOpt = 4,
-    intensity: IntensityOpt = None,
     va: Annotated[str | None, typer.Option("--va", help="A valence,arousal point in [0, 1] (NRC VAD scale) instead "
                                            "of --emotion, e.g. 0.8,0.3: the eight emotions mixed in the emotion "
                                            "space by closeness.", show_default=False)] = None,
     sigma: Annotated[float | None, typer.Option("--sigma", help="With --va: width of the kernel over the emotions' "
                                                 "coordinates (0.15).", show_default=False)] = None,
-    best_of: BestOfOpt = None,
-    keep_all: KeepAllOpt = False,
-    probe: ProbeOpt = None,
-    mapper: MapperOpt = None,
-    out: OutOpt = None,
-    steps: StepsOpt = None,
-    guidance: GuidanceOpt = None,
-    scheduler: SchedulerOpt = None,
-    resolution: ResolutionOpt = None,
-    size: SizeOpt = None,
-    batch_size: BatchOpt = None,
-    baseline: BaselineOpt = False,
-    model: ModelOpt = None,
-    overwrite: OverwriteOpt = False,
-    device: DeviceOpt = None,
-    mixed_precision: PrecisionOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
     *,
+    num_images: int,
     cfg: Config,
+    **options: Any,
 ) -> None:
     """Generate images that evoke an emotion (or a valence-arousal point)."""
     from emogen_cli.core.emotions import parse_emotions
@@ -144,7 +156,7 @@ def generate(
         requests = [va_request(*parse_point(va), DEFAULT_SIGMA if sigma is None else sigma, "{}", num_images)]
     else:
         requests = [Request((e,), "{}", num_images) for e in parse_emotions([emotion or "all"])]
-    _run(requests, cfg, baseline, overwrite, json_, intensity, keep_all, probe)
+    _run(requests, cfg, options)
 
 
 @command(examples="""
@@ -152,36 +164,17 @@ emogen transfer --emotion fear "a cup"
 emogen transfer -e awe,sadness --template "{} street at night" --template "a {} bag"
 emogen transfer -e all --prompt-file prompts.txt -n 2
 emogen transfer -e fear "a cup" --intensity 0.5 --best-of 4
-""", writes=["generate.output"])
+""", writes=["generate.output"], options=[sampling_options, runtime_options])
 def transfer(
     prompts: Annotated[list[str] | None, typer.Argument(help="Neutral content, e.g. 'a cup' or '{} street'.", show_default=False)] = None,
     emotion: EmotionOpt = "all",
     template: Annotated[list[str] | None, typer.Option("--template", "-t", help="Template with {} for the emotion, e.g. "
                                                        "'{} bag' ({{ and }} for literal braces).", show_default=False)] = None,
     prompt_file: Annotated[Path | None, typer.Option("--prompt-file", help="One prompt per line.", show_default=False)] = None,
-    num_images: CountOpt = 4,
-    intensity: IntensityOpt = None,
-    best_of: BestOfOpt = None,
-    keep_all: KeepAllOpt = False,
-    probe: ProbeOpt = None,
-    mapper: MapperOpt = None,
-    out: OutOpt = None,
-    steps: StepsOpt = None,
-    guidance: GuidanceOpt = None,
-    scheduler: SchedulerOpt = None,
-    resolution: ResolutionOpt = None,
-    size: SizeOpt = None,
-    batch_size: BatchOpt = None,
-    baseline: BaselineOpt = False,
-    model: ModelOpt = None,
-    overwrite: OverwriteOpt = False,
-    device: DeviceOpt = None,
-    mixed_precision: PrecisionOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
     *,
+    num_images: int,
     cfg: Config,
+    **options: Any,
 ) -> None:
     """Put an emotion onto neutral objects or scenes ('{} cup'; text without {} gets the emotion in front)."""
     from emogen_cli.core import validate
@@ -206,7 +199,7 @@ def transfer(
                           "Pass one like 'a cup', or --template '{} bag', or --prompt-file FILE.")
     templates = [validate.template(text, where) for text, where in texts]
     requests = [Request((e,), t, num_images) for e in parse_emotions([emotion]) for t in templates]
-    _run(requests, cfg, baseline, overwrite, json_, intensity, keep_all, probe)
+    _run(requests, cfg, options)
 
 
 @command(examples="""
@@ -214,7 +207,7 @@ emogen fuse amusement fear
 emogen fuse amusement fear --mode embedding --weights 0.7,0.3
 emogen fuse awe contentment --prompt "{} lake at dawn" -n 8
 emogen fuse amusement fear --mode space --intensity 0,1,2
-""", writes=["generate.output"])
+""", writes=["generate.output"], options=[sampling_options, runtime_options])
 def fuse(
     emotions: Annotated[list[str], typer.Argument(help="Two or more emotions, e.g. amusement fear.", show_default=False)],
     mode: Annotated[str, typer.Option("--mode", help="tokens: one token per emotion, side by side (the paper's); "
@@ -225,29 +218,10 @@ def fuse(
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="Mixing weights for embedding/space, "
                                                 "e.g. 0.7,0.3 (normalised; default equal).", show_default=False)] = None,
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Template with {} for the emotions, e.g. '{} street'.")] = "{}",
-    num_images: CountOpt = 4,
-    intensity: IntensityOpt = None,
-    best_of: BestOfOpt = None,
-    keep_all: KeepAllOpt = False,
-    probe: ProbeOpt = None,
-    mapper: MapperOpt = None,
-    out: OutOpt = None,
-    steps: StepsOpt = None,
-    guidance: GuidanceOpt = None,
-    scheduler: SchedulerOpt = None,
-    resolution: ResolutionOpt = None,
-    size: SizeOpt = None,
-    batch_size: BatchOpt = None,
-    baseline: BaselineOpt = False,
-    model: ModelOpt = None,
-    overwrite: OverwriteOpt = False,
-    device: DeviceOpt = None,
-    mixed_precision: PrecisionOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
     *,
+    num_images: int,
     cfg: Config,
+    **options: Any,
 ) -> None:
     """Blend two or more emotions in one image."""
     from emogen_cli.core import validate
@@ -257,7 +231,7 @@ def fuse(
     names = [validate_emotion(part) for e in emotions for part in e.split(",") if part.strip()]
     values = validate.numbers(weights, "--weights") if weights is not None else None
     request = fusion_request(names, values, mode, validate.template(prompt, "--prompt"), num_images)
-    _run([request], cfg, baseline, overwrite, json_, intensity, keep_all, probe)
+    _run([request], cfg, options)
 
 
 @command(examples="""

@@ -19,19 +19,15 @@ from rich.table import Table
 
 from emogen_cli.cli._utils import (
     ClipOpt,
-    ConfigOpt,
-    DeviceOpt,
-    JsonOpt,
     ModelOpt,
-    PrecisionOpt,
     ResolutionOpt,
     RichReporter,
-    SeedOpt,
     command,
     emit,
     opt,
     out_console,
     plural,
+    runtime_options,
     say,
 )
 from emogen_cli.core.config import Config
@@ -43,12 +39,16 @@ DataOpt = Annotated[Path | None, opt("--data", key="data.root", help="EmoSet roo
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Let an import replace existing files in --out.")]
 
 
+def trainer_options(resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
+    """Option group (see `command`): what both trainers take besides `runtime_options`."""
+
+
 @command(examples="""
 emogen train-encoder --data data/EmoSet --out runs/encoder
 emogen train-encoder --out runs/encoder --resume
 emogen train-encoder --import-official path/to/EmoGen --out runs/encoder
 accelerate launch -m emogen_cli train-encoder --data data/EmoSet --out runs/encoder
-""", writes=["encoder.output"])
+""", writes=["encoder.output"], options=[trainer_options, runtime_options])
 def train_encoder(
     data: DataOpt = None,
     out: Annotated[Path | None, opt("--out", "-o", key="encoder.output", help="Output folder.")] = None,
@@ -71,14 +71,10 @@ def train_encoder(
                                                   "Normalize(0.5, 0.5); imagenet: ImageNet statistics.")] = None,
     space_splits: Annotated[str | None, opt("--space-splits", key="encoder.space_splits",
                                             help="Comma-separated splits the emotion space is built from.")] = None,
-    resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False,
-    device: DeviceOpt = None,
-    mixed_precision: PrecisionOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
     *,
+    resume: bool,
+    overwrite: bool,
+    json_: bool,
     cfg: Config,
 ) -> None:
     """Stage 1: train the ResNet-50 emotion classifier and build the per-emotion Gaussians."""
@@ -120,7 +116,7 @@ emogen train-mapper --prepared runs/prepared --encoder runs/encoder --out runs/m
 emogen train-mapper --out runs/mapper --resume
 emogen train-mapper --lambda-attr 0.01 --max-steps 5000 --batch-size 8 --gradient-checkpointing
 emogen train-mapper --import-official-confidence path/to/EmoGen --out runs/mapper
-""", writes=["mapper.output"])
+""", writes=["mapper.output"], options=[trainer_options, runtime_options])
 def train_mapper(
     prepared: Annotated[Path | None, opt("--prepared", key="data.prepared", help="`emogen prepare` output folder.")] = None,
     encoder: Annotated[Path | None, opt("--encoder", key="mapper.encoder", help="Stage-1 output folder.")] = None,
@@ -160,14 +156,10 @@ def train_mapper(
     model: ModelOpt = None,
     clip: ClipOpt = None,
     resolution: ResolutionOpt = None,
-    resume: ResumeOpt = False,
-    overwrite: OverwriteOpt = False,
-    device: DeviceOpt = None,
-    mixed_precision: PrecisionOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
     *,
+    resume: bool,
+    overwrite: bool,
+    json_: bool,
     cfg: Config,
 ) -> None:
     """Stage 2: train the mapping network from the emotion space to CLIP's text space."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from emogen_cli.core.errors import EmogenError
+from emogen_cli.core.errors import EmogenError, TrainingDiverged
 from emogen_cli.core.files import _fsync_dir, disk_error, read_json, read_safetensors
 from emogen_cli.core.interrupts import fault_point
 
@@ -133,12 +133,6 @@ def load_checkpoint(path: Path, tensors: tuple[str, ...] = ()) -> tuple[dict[str
     return model, optimizer, state
 
 
-def restore(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Load a checkpoint's weights and optimizer state into live objects; mismatches are one line."""
-    weights, opt_state, _ = load_checkpoint(path)
-    apply_state(path, model, optimizer, weights, opt_state)
-
-
 def apply_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 weights: dict[str, torch.Tensor], opt_state: dict[str, Any]) -> None:
     hint = "Resume with the settings that wrote it, or start a new run in another --out."
@@ -173,3 +167,28 @@ def check_settings(path: Path, saved: dict[str, Any] | None, current: dict[str, 
         raise EmogenError(f"Cannot resume from '{path}': the settings differ from the run that wrote it "
                           f"({'; '.join(diffs)}).",
                           "Resume with the same settings, or start a new run in another --out.")
+
+
+def check_finite(loss: torch.Tensor, step: int, lr_key: str, ckpt_dir: Path) -> None:
+    """TrainingDiverged for a NaN/inf loss, before it reaches the weights: the last good checkpoint stays."""
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"The loss became {loss.item()} at step {step}.",
+                               f"Lower {lr_key}; the last good checkpoint is kept in {ckpt_dir} (resume with --resume).")
+
+
+def resume_from(ckpt_dir: Path, resume: bool, settings: dict[str, Any], model: torch.nn.Module,
+                optimizer: torch.optim.Optimizer, total: int, reporter: Any, tensors: tuple[str, ...] = ()
+                ) -> dict[str, Any] | None:
+    """With --resume, the newest checkpoint's state.json (its `tensors` files under "_tensors") once its weights
+    and optimizer state are in `model` and `optimizer` and its settings match `settings`; None for a new run
+    (with a warning when --resume found nothing: a mistyped --out must not pass silently for a continuation)."""
+    if not resume:
+        return None
+    if not (ckpts := list_checkpoints(ckpt_dir)):
+        reporter.warn(f"--resume: no checkpoint in {ckpt_dir}; starting a new run.")
+        return None
+    weights, opt_state, state = load_checkpoint(ckpts[-1], tensors=tensors)
+    check_settings(ckpts[-1], state.get("settings"), settings)
+    apply_state(ckpts[-1], model, optimizer, weights, opt_state)
+    reporter.info(f"Resuming from {ckpts[-1].name} (step {state['step']}/{total}).")
+    return state

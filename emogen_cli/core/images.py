@@ -103,9 +103,3 @@ def to_array(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]
     array = np.asarray(image, dtype=np.float32) / 255.0
     array = (array - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(array.transpose(2, 0, 1))
-
-
-def to_pil(batch) -> list[Image.Image]:
-    """A [B, 3, H, W] tensor in [0, 1] -> PIL images."""
-    arrays = (batch.clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype("uint8")
-    return [Image.fromarray(a) for a in arrays]

@@ -16,8 +16,13 @@ import os
 import signal
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from emogen_cli.core.errors import Interrupted
 
 _hits: Counter = Counter()
 
@@ -38,6 +43,10 @@ def fault_point(name: str) -> None:
         return
     sig = getattr(signal, "SIG" + os.environ.get("EMOGEN_TEST_KILL_SIGNAL", "KILL").upper())
     os.kill(os.getpid(), sig)
+
+
+class StopRequested(Exception):
+    """Ctrl-C or SIGTERM was received: checkpoint the consistent state and stop."""
 
 
 class StopSignals:
@@ -81,3 +90,36 @@ class StopSignals:
 
         flag = torch.tensor([1.0 if self.requested is not None else 0.0], device=accelerator.device)
         return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    def check(self, accelerator: Any = None) -> None:
+        """Raise StopRequested where `now` says to stop."""
+        if self.now(accelerator):
+            raise StopRequested
+
+
+@contextmanager
+def stop_with_checkpoint(stop: StopSignals, checkpoint: Callable[[], None], ckpt_dir: Path,
+                         step: Callable[[], int]) -> Iterator[None]:
+    """A trainer's loop: StopRequested writes the checkpoint of the current `step()` and ends the run as
+    Interrupted; a second signal (KeyboardInterrupt) ends it at once, keeping the last checkpoint on disk."""
+    try:
+        yield
+    except StopRequested:
+        checkpoint()
+        raise Interrupted(f"Stopped by {stop.name} at step {step()}; checkpoint saved in {ckpt_dir}.",
+                          "Run the same command with --resume to continue.") from None
+    except KeyboardInterrupt:
+        raise Interrupted(f"Stopped at once by a second signal at step {step()}; the last checkpoint in {ckpt_dir} "
+                          "is kept.", "Run the same command with --resume to continue from it.") from None
+
+
+def step_finished(step: int, total: int, every: int, checkpoint: Callable[[], None], stop: StopSignals,
+                  accelerator: Any) -> bool:
+    """After optimizer step `step` (counted): checkpoint every `every` steps and at the end; True when the run is
+    complete, else StopRequested if a stop was asked for."""
+    if step % every == 0 or step >= total:
+        checkpoint()
+    if step >= total:
+        return True
+    stop.check(accelerator)
+    return False

@@ -49,9 +49,15 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator that depends only on (seed, step): resumed runs draw exactly the same noise."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+def step_seed(seed: int, step: int, process: int = 0) -> int:
+    """The seed of training step `step`: it depends only on (seed, step), so resumed runs draw exactly the same
+    random numbers; each extra process of a multi-process run gets its own, for its share of the global batch."""
+    return hash((seed, step, process)) & 0x7FFF_FFFF_FFFF_FFFF if process else seed * 1_000_003 + step
+
+
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu", process: int = 0) -> torch.Generator:
+    """A generator seeded with `step_seed(seed, step, process)`."""
+    return torch.Generator(device=device).manual_seed(step_seed(seed, step, process))
 
 
 def make_accelerator(mixed_precision: str, device: str = "auto", gradient_accumulation_steps: int = 1):

@@ -28,15 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from emogen_cli.core.checkpoint import apply_state, check_settings, list_checkpoints, load_checkpoint, save_checkpoint
+from emogen_cli.core.checkpoint import check_finite, list_checkpoints, resume_from, save_checkpoint
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import EMOTIONS
-from emogen_cli.core.errors import EmogenError, Interrupted, TrainingDiverged
+from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.files import atomic_save_safetensors
 from emogen_cli.core.images import load_rgb, random_resized_crop, stage1_image, stage1_stats, to_array
-from emogen_cli.core.interrupts import StopSignals, fault_point
+from emogen_cli.core.interrupts import StopRequested, StopSignals, fault_point, step_finished, stop_with_checkpoint
 from emogen_cli.core.reporting import Reporter, progress
-from emogen_cli.core.runtime import make_accelerator
+from emogen_cli.core.runtime import make_accelerator, step_seed
 from emogen_cli.data.datasets import EpochSampler, LabelledImages, set_epoch
 from emogen_cli.data.emoset import scan_emoset
 from emogen_cli.stage1.encoder import EmotionClassifier, EmotionSpace, EncoderBundle, encoder_config
@@ -66,10 +66,6 @@ def _optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-class _Stop(Exception):
-    """Ctrl-C or SIGTERM was received: checkpoint the consistent state and stop."""
-
-
 def _settings(config: Config, precision: str, processes: int, steps_per_epoch: int, train, val) -> dict[str, Any]:
     """What a resumed run must share with the run that wrote the checkpoint (the length may change)."""
     free = {"output", "max_steps", "epochs", "checkpoint_every", "keep_checkpoints"}
@@ -88,7 +84,7 @@ def _features(model: EmotionClassifier, loader: DataLoader, accelerator, should_
     feats, logits, labels = [], [], []
     for pixels, y in loader:
         if should_stop is not None and should_stop():
-            raise _Stop
+            raise StopRequested
         with accelerator.autocast():
             f = accelerator.unwrap_model(model).encode(pixels)
             out = accelerator.unwrap_model(model).fc_2(F.relu(f))
@@ -159,16 +155,12 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
     settings = _settings(config, accelerator.mixed_precision, accelerator.num_processes, steps_per_epoch, train, val)
     step, history, best, loss_value = 0, [], -1.0, float("nan")
     best_state: dict[str, torch.Tensor] | None = None  # the best validated weights: part of every checkpoint
-    if resume and (ckpts := list_checkpoints(ckpt_dir)):
-        weights, opt_state, state = load_checkpoint(ckpts[-1], tensors=("best",))
-        check_settings(ckpts[-1], state.get("settings"), settings)
-        apply_state(ckpts[-1], accelerator.unwrap_model(model), optimizer, weights, opt_state)
+    state = resume_from(ckpt_dir, resume, settings, accelerator.unwrap_model(model), optimizer, total, reporter,
+                        tensors=("best",))
+    if state is not None:
         step, history, best = state["step"], state["history"], state["best"]
         loss_value = float("nan") if state.get("loss") is None else state["loss"]
         best_state = state["_tensors"]["best"]
-        reporter.info(f"Resuming from {ckpts[-1].name} (step {step}/{total}).")
-    elif resume:  # a mistyped --out must not pass silently for a continuation
-        reporter.warn(f"--resume: no checkpoint in {ckpt_dir}; starting a new run.")
     saved_step = step if resume and step else -1
 
     def checkpoint() -> None:
@@ -202,51 +194,36 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
         model.train()
 
     stop = StopSignals()
-    with progress(reporter, "Training encoder", total), stop:
+    with progress(reporter, "Training encoder", total), stop, stop_with_checkpoint(stop, checkpoint, ckpt_dir,
+                                                                                   lambda: step):
         reporter.advance("Training encoder", step)
-        try:
-            # A stop at an epoch's end (Ctrl-C during validation) left that validation to do: do it first.
-            if step and step % steps_per_epoch == 0 and (not history or history[-1]["step"] != step):
-                validate()
-                checkpoint()
-            while step < total:
-                epoch, skip = divmod(step, steps_per_epoch)
-                model.train()
-                batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-                set_epoch(batches, sampler, train_set, epoch)
-                for pixels, labels in batches:
-                    torch.manual_seed(seed * 1_000_003 + step)  # dropout depends on the step only
-                    if accelerator.process_index:  # ... and on the process, whose share of the batch it masks
-                        torch.manual_seed(hash((seed, step, accelerator.process_index)) & 0x7FFF_FFFF_FFFF_FFFF)
-                    with accelerator.autocast():
-                        loss = F.cross_entropy(model(pixels), labels)
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(f"The loss became {loss.item()} at step {step}.",
-                                               "Lower encoder.lr; the last good checkpoint is kept in "
-                                               f"{ckpt_dir} (resume with --resume).")
-                    accelerator.backward(loss)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    fault_point("after_optimizer_step")
-                    step += 1
-                    loss_value = (accelerator.reduce(loss.detach().float(), reduction="mean").item()
-                                  if accelerator.num_processes > 1 else loss.item())  # the global batch's loss
-                    reporter.advance("Training encoder", 1, loss=loss_value, epoch=epoch + 1)
-                    if step % steps_per_epoch == 0:  # an epoch ended: validate before checkpointing
-                        validate()
-                    if step % cfg.checkpoint_every == 0 or step >= total:
-                        checkpoint()
-                    if step >= total:
-                        break
-                    if stop.now(accelerator):
-                        raise _Stop
-        except _Stop:
+        # A stop at an epoch's end (Ctrl-C during validation) left that validation to do: do it first.
+        if step and step % steps_per_epoch == 0 and (not history or history[-1]["step"] != step):
+            validate()
             checkpoint()
-            raise Interrupted(f"Stopped by {stop.name} at step {step}; checkpoint saved in {ckpt_dir}.",
-                              "Run the same command with --resume to continue.") from None
-        except KeyboardInterrupt:
-            raise Interrupted(f"Stopped at once by a second signal at step {step}; the last checkpoint in {ckpt_dir} "
-                              "is kept.", "Run the same command with --resume to continue from it.") from None
+        while step < total:
+            epoch, skip = divmod(step, steps_per_epoch)
+            model.train()
+            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+            set_epoch(batches, sampler, train_set, epoch)
+            for pixels, labels in batches:
+                # dropout depends on the step only (and on the process, whose share of the batch it masks)
+                torch.manual_seed(step_seed(seed, step, accelerator.process_index))
+                with accelerator.autocast():
+                    loss = F.cross_entropy(model(pixels), labels)
+                check_finite(loss, step, "encoder.lr", ckpt_dir)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                fault_point("after_optimizer_step")
+                step += 1
+                loss_value = (accelerator.reduce(loss.detach().float(), reduction="mean").item()
+                              if accelerator.num_processes > 1 else loss.item())  # the global batch's loss
+                reporter.advance("Training encoder", 1, loss=loss_value, epoch=epoch + 1)
+                if step % steps_per_epoch == 0:  # an epoch ended: validate before checkpointing
+                    validate()
+                if step_finished(step, total, cfg.checkpoint_every, checkpoint, stop, accelerator):
+                    break
     checkpoint()
 
     reported = list(history)

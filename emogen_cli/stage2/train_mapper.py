@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from emogen_cli.core.checkpoint import apply_state, check_settings, list_checkpoints, load_checkpoint, save_checkpoint
+from emogen_cli.core.checkpoint import check_finite, list_checkpoints, resume_from, save_checkpoint
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import EMOTIONS, attribute_text
-from emogen_cli.core.errors import EmogenError, Interrupted, TrainingDiverged
+from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.files import atomic_save_safetensors, atomic_write_json, file_digest, read_safetensors
 from emogen_cli.core.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
-from emogen_cli.core.interrupts import StopSignals, fault_point
+from emogen_cli.core.interrupts import StopSignals, fault_point, step_finished, stop_with_checkpoint
 from emogen_cli.core.reporting import Reporter, progress
 from emogen_cli.core.runtime import DTYPES, make_accelerator, step_generator
 from emogen_cli.data.datasets import EpochSampler, set_epoch
@@ -127,10 +127,6 @@ def _global_means(values: dict[str, torch.Tensor], accelerator) -> dict[str, flo
         stacked = accelerator.reduce(torch.stack([v.float() for v in values.values()]), reduction="mean")
         return dict(zip(values, stacked.tolist()))
     return {k: v.item() for k, v in values.items()}
-
-
-class _Stop(Exception):
-    """Ctrl-C or SIGTERM was received: checkpoint the consistent state and stop."""
 
 
 def _confidence(config: Config, prepared: Prepared, out_dir: Path, clip, device, reporter: Reporter):
@@ -295,14 +291,9 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     settings = _settings(config, encoder_id, prepared, accelerator.mixed_precision, accelerator.num_processes,
                          steps_per_epoch, latents is not None)
     history: list[dict[str, float]] = []
-    if resume and (ckpts := list_checkpoints(ckpt_dir)):
-        weights, opt_state, state = load_checkpoint(ckpts[-1])
-        check_settings(ckpts[-1], state.get("settings"), settings)
-        apply_state(ckpts[-1], accelerator.unwrap_model(mapper), optimizer, weights, opt_state)
+    if (state := resume_from(ckpt_dir, resume, settings, accelerator.unwrap_model(mapper), optimizer, total,
+                             reporter)) is not None:
         step, history = state["step"], state.get("history", [])
-        reporter.info(f"Resuming from {ckpts[-1].name} (step {step}/{total}).")
-    elif resume:  # a mistyped --out must not pass silently for a continuation
-        reporter.warn(f"--resume: no checkpoint in {ckpt_dir}; starting a new run.")
     saved_step = step if resume and step else -1
 
     def checkpoint() -> None:
@@ -317,49 +308,34 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     scaling = (vae.config.scaling_factor if vae is not None else
                _vae_scaling(config.model.pretrained, config.model.revision))
     stop = StopSignals()
-    with progress(reporter, "Training mapper", total), stop:
+    with progress(reporter, "Training mapper", total), stop, stop_with_checkpoint(stop, checkpoint, ckpt_dir,
+                                                                                  lambda: step):
         reporter.advance("Training mapper", step)
-        try:
-            while step < total:
-                epoch, skip = divmod(step, steps_per_epoch)
-                mapper.train()
-                batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-                set_epoch(batches, sampler, dataset, epoch)
-                for batch in batches:
-                    g = step_generator(seed, step)
-                    if accelerator.process_index:  # each process its own noise for its share of the global batch
-                        g.manual_seed(hash((seed, step, accelerator.process_index)) & 0x7FFF_FFFF_FFFF_FFFF)
-                    with accelerator.autocast():
-                        terms = _loss_terms(batch, g, mapper, prompts, prompt_ids, unet, vae, scheduler, scaling, proj,
-                                            attribute_features, probe, weight_dtype, device)
-                        loss = mapper_loss(terms["ldm"], terms["attr"], terms["emo"], batch["confidence"].float(),
-                                           cfg.lambda_attr, cfg.lambda_emo, cfg.threshold).mean()
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(f"The loss became {loss.item()} at step {step}.",
-                                               f"Lower mapper.lr; the last good checkpoint is kept in {ckpt_dir} "
-                                               "(resume with --resume).")
-                    accelerator.backward(loss)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    fault_point("after_optimizer_step")  # a signal here waits for the counter: state stays whole
-                    step += 1
-                    logged = _global_means({"loss": loss.detach(), **{f"l_{k}": v.detach().mean() for k, v in terms.items()}},
-                                           accelerator)
-                    history.append({"step": step, **logged})
-                    reporter.advance("Training mapper", 1, **logged)
-                    if step % cfg.checkpoint_every == 0 or step >= total:
-                        checkpoint()
-                    if step >= total:
-                        break
-                    if stop.now(accelerator):
-                        raise _Stop
-        except _Stop:
-            checkpoint()
-            raise Interrupted(f"Stopped by {stop.name} at step {step}; checkpoint saved in {ckpt_dir}.",
-                              "Run the same command with --resume to continue.") from None
-        except KeyboardInterrupt:
-            raise Interrupted(f"Stopped at once by a second signal at step {step}; the last checkpoint in {ckpt_dir} "
-                              "is kept.", "Run the same command with --resume to continue from it.") from None
+        while step < total:
+            epoch, skip = divmod(step, steps_per_epoch)
+            mapper.train()
+            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+            set_epoch(batches, sampler, dataset, epoch)
+            for batch in batches:
+                # each process its own noise for its share of the global batch
+                g = step_generator(seed, step, process=accelerator.process_index)
+                with accelerator.autocast():
+                    terms = _loss_terms(batch, g, mapper, prompts, prompt_ids, unet, vae, scheduler, scaling, proj,
+                                        attribute_features, probe, weight_dtype, device)
+                    loss = mapper_loss(terms["ldm"], terms["attr"], terms["emo"], batch["confidence"].float(),
+                                       cfg.lambda_attr, cfg.lambda_emo, cfg.threshold).mean()
+                check_finite(loss, step, "mapper.lr", ckpt_dir)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                fault_point("after_optimizer_step")  # a signal here waits for the counter: state stays whole
+                step += 1
+                logged = _global_means({"loss": loss.detach(), **{f"l_{k}": v.detach().mean() for k, v in terms.items()}},
+                                       accelerator)
+                history.append({"step": step, **logged})
+                reporter.advance("Training mapper", 1, **logged)
+                if step_finished(step, total, cfg.checkpoint_every, checkpoint, stop, accelerator):
+                    break
     checkpoint()
 
     bundle = MapperBundle(
