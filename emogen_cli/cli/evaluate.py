@@ -41,7 +41,8 @@ def evaluate(
     folder: Annotated[Path, typer.Argument(help="Folder of generated images (grouped by PNG metadata or sub-folder).",
                                            show_default=False)],
     reference: Annotated[Path | None, opt("--reference", "-r", key="evaluate.reference",
-                                          help="FID reference: a prepared folder or a folder of real images "
+                                          help="FID reference: a prepared folder, an EmoSet root (all its "
+                                               "images, the official reference) or a folder of real images "
                                                "(default: data.prepared).")] = None,
     metrics: Annotated[str | None, opt("--metrics", key="evaluate.metrics",
                                        help="Comma-separated subset (default: all that are available).")] = None,
