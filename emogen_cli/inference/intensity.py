@@ -24,6 +24,8 @@ MAX_INTENSITY = 4.0  # beyond this the extrapolated conditioning leaves anything
 
 def check_intensity(value: float, option: str = "intensity") -> float:
     """α as a float in [0, MAX_INTENSITY] (NaN and infinities refused)."""
+    if isinstance(value, bool):  # True would silently mean 1
+        raise EmogenError(f"{option} must be a number, got {value!r}.", "0 = no emotion, 1 = EmoGen's.")
     try:
         alpha = float(value)
     except (TypeError, ValueError):

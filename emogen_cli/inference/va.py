@@ -25,6 +25,7 @@ from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.reporting import Reporter, progress
 
 DEFAULT_SIGMA = 0.15
+MIN_SIGMA, MAX_SIGMA = 1e-3, 1e3  # the kernel widths accepted
 GRID = (0.1, 0.3, 0.5, 0.7, 0.9)  # centres of five equal bins of [0, 1]
 
 
@@ -60,8 +61,10 @@ def check_point(point: Any) -> tuple[float, float]:
 def va_weights(valence: float, arousal: float, sigma: float = DEFAULT_SIGMA,
                emotions: tuple[str, ...] = EMOTIONS) -> dict[str, float]:
     """Kernel weights over `emotions` for the point (valence, arousal); they sum to 1."""
-    if not (sigma > 0 and math.isfinite(sigma)):
-        raise EmogenError(f"--sigma must be a positive number, got {sigma}.", "For example: --sigma 0.15.")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not MIN_SIGMA <= sigma <= MAX_SIGMA:
+        # below MIN_SIGMA, 2σ² underflows to 0 (a division by zero); above MAX_SIGMA every weight is equal
+        raise EmogenError(f"--sigma must be a number in [{MIN_SIGMA:g}, {MAX_SIGMA:g}], got {sigma}.",
+                          "For example: --sigma 0.15.")
     coords = coordinates()
     logits = {e: -((valence - coords[e][0]) ** 2 + (arousal - coords[e][1]) ** 2) / (2 * sigma ** 2) for e in emotions}
     top = max(logits.values())
