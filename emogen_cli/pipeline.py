@@ -453,7 +453,7 @@ class EmoGenPipeline:
                  negative_prompt: str | None = None) -> Settings:
         """This call's settings: the given values, else the config's."""
         g = self.config.generate
-        settings = Settings(g.steps if steps is None else whole(steps, "steps", 1, MAX_STEPS),
+        settings = Settings(whole(g.steps if steps is None else steps, "steps", 1, MAX_STEPS),
                             g.guidance if guidance is None else real(guidance, "guidance", 0, 1e4),
                             self.config.model.resolution if size is None else whole(size, "size", 8, MAX_SIZE),
                             self.scheduler_name,

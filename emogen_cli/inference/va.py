@@ -101,25 +101,35 @@ def va_grid(generator, out_dir: str | Path, seed: int = 0, valences: tuple[float
             reporter: Reporter | None = None) -> dict[str, Any]:
     """One image per (valence, arousal) cell, all with the same seed, and the contact sheet
     grid-va-seed<S>-NNNNN.png: valence grows left to right, arousal bottom to top."""
-    from emogen_cli.inference.pngio import append_index, next_number, save_png, save_sheet
+    from emogen_cli.inference.pngio import append_index, save_png, save_sheet
+    from emogen_cli.inference.writer import claim_numbers, release_claims
 
     reporter = reporter or Reporter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     emotions = tuple(e for e in EMOTIONS if e in generator.bundle.emotions)
-    start = next_number(out, "va")
+    start = claim_numbers(out, ["va"], [len(valences) * len(arousals)])[0]  # reserved across processes
     records, cells = [], {}
-    with progress(reporter, "Valence-arousal grid", len(valences) * len(arousals)):
-        n = start
-        for a in sorted(arousals, reverse=True):
-            for v in sorted(valences):
-                request = va_request(v, a, sigma, prompt, 1, emotions)
-                image = generator.images(request, [seed])[0]
-                records.append(save_png(out / f"va-{n:05d}.png", image, generator.metadata(request, seed),
-                                        generator.infotext(request, seed)))
-                cells[(v, a)] = image
-                n += 1
-                reporter.advance("Valence-arousal grid")
+    try:
+        with progress(reporter, "Valence-arousal grid", len(valences) * len(arousals)):
+            n = start
+            for a in sorted(arousals, reverse=True):
+                for v in sorted(valences):
+                    request = va_request(v, a, sigma, prompt, 1, emotions)
+                    image = generator.images(request, [seed])[0]
+                    records.append(save_png(out / f"va-{n:05d}.png", image, generator.metadata(request, seed),
+                                            generator.infotext(request, seed)))
+                    cells[(v, a)] = image
+                    n += 1
+                    reporter.advance("Valence-arousal grid")
+    except KeyboardInterrupt:  # the cells written are indexed; the sheet needs them all
+        from emogen_cli.core.errors import Interrupted
+
+        append_index(out, records)
+        raise Interrupted(f"Interrupted after {len(records)} of {len(valences) * len(arousals)} grid cells; they "
+                          f"are in {out} and index.jsonl (no contact sheet).", "Run it again for the sheet.") from None
+    finally:  # every number this run reserved (the written files keep theirs)
+        release_claims(out, [f"va-{k:05d}.png" for k in range(start, start + len(valences) * len(arousals))])
     rows = [[cells[(v, a)] for v in sorted(valences)] for a in sorted(arousals, reverse=True)]
     sheet = save_sheet(out / f"grid-va-seed{seed}-{start:05d}.png", rows)
     append_index(out, records)
