@@ -124,7 +124,7 @@ CASES = [
     ("va-outside", ["generate", "--va", "0.5,1.5"], 1, "Valence and arousal lie in [0, 1]"),
     ("va-one-number", ["generate", "--va", "0.5"], 1, "--va must be two numbers"),
     ("va-and-emotion", ["generate", "-e", "awe", "--va", "0.5,0.5"], 1, "either --emotion or --va"),
-    ("va-sigma-zero", ["generate", "--va", "0.5,0.5", "--sigma", "0"], 1, "--sigma must be a positive number"),
+    ("va-sigma-zero", ["generate", "--va", "0.5,0.5", "--sigma", "0"], 1, "--sigma must be a number in [0.001"),
     # a bundle of the wrong kind (an encoder folder passed as --mapper, and the reverse)
     ("wrong-kind-decompose", ["decompose", "awe", "--mapper", "{enc}"], 1, "is an emogen-encoder folder, not an"),
     ("wrong-kind-export", ["export", "awe", "--mapper", "{enc}", "--out", "{tmp}/emb"], 1,
@@ -160,6 +160,22 @@ CASES = [
      "is not valid YAML (line 1, column 5): mapping values are not allowed here"),
     ("config-not-a-mapping", [*GEN, "--config", "{junk}/list.yaml"], 1, "must contain a mapping of sections"),
     ("export-format-before-load", ["export", "awe", "--format", "zip", "--mapper", "{enc}"], 1, "--format must be"),
+    ("edit-strength-step-nan", ["edit", "{imgs}", "-e", "awe", "--until-confident", "0.5", "--strength-step", "nan",
+                                "--out", "{tmp}/ed"], 1, "--strength-step must lie in (0, 1]"),
+    ("edit-strength-step-zero", ["edit", "{imgs}", "-e", "awe", "--until-confident", "0.5", "--strength-step", "0",
+                                 "--out", "{tmp}/ed"], 1, "--strength-step must lie in (0, 1]"),
+    ("edit-keep-all-without-best-of", ["edit", "{imgs}", "-e", "awe", "--keep-all", "--out", "{tmp}/ed"], 1,
+     "--keep-all keeps the rejected"),
+    ("edit-sigma-without-va", ["edit", "{imgs}", "-e", "awe", "--sigma", "0.3", "--out", "{tmp}/ed"], 1,
+     "it needs --va"),
+    ("edit-sigma-tiny", ["edit", "{imgs}", "--va", "0.5,0.5", "--sigma", "1e-300", "--out", "{tmp}/ed"], 1,
+     "--sigma must be a number in [0.001, 1000]"),
+    ("edit-min-ssim-nan", ["edit", "{imgs}", "-e", "awe", "--until-confident", "0.5", "--min-ssim", "nan",
+                           "--out", "{tmp}/ed"], 1, "--min-ssim must lie in [0, 1]"),
+    ("generate-va-sigma-tiny", ["generate", "--va", "0.5,0.5", "--sigma", "1e-300", "--out", "{tmp}/g"], 1,
+     "--sigma must be a number in [0.001, 1000]"),
+    ("grid-va-sigma-nan", ["grid", "--va", "--sigma", "nan", "--out", "{tmp}/g"], 1,
+     "--sigma must be a number in [0.001, 1000]"),
 ]
 
 

@@ -149,6 +149,7 @@ def grid(config, out: str | Path | None = None, valences: tuple[float, ...] = GR
     from emogen_cli.core import validate
 
     template = validate.template(prompt, "--prompt")
+    va_weights(0.5, 0.5, sigma)  # a bad --sigma fails here, before the models load
     out = Path(out) if out is not None else Path(config.generate.output).parent / "va-grid"
     generator = EmoGenPipeline(config, mapper)
     return va_grid(generator, out, config.runtime.seed, tuple(valences), tuple(arousals), sigma, template, reporter)
