@@ -174,6 +174,8 @@ CASES = [
                            "--out", "{tmp}/ed"], 1, "--min-ssim must lie in [0, 1]"),
     ("generate-va-sigma-tiny", ["generate", "--va", "0.5,0.5", "--sigma", "1e-300", "--out", "{tmp}/g"], 1,
      "--sigma must be a number in [0.001, 1000]"),
+    ("export-samples-huge", ["export", "awe", "--samples", "1000000000", "--out", "{tmp}/x"], 1,
+     "--samples must lie in 1..75"),
     ("grid-va-sigma-nan", ["grid", "--va", "--sigma", "nan", "--out", "{tmp}/g"], 1,
      "--sigma must be a number in [0.001, 1000]"),
 ]

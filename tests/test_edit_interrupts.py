@@ -135,3 +135,14 @@ def test_ctrl_c_during_grid_va_indexes_the_cells_written(generator, tmp_path, mo
     again = va_grid(generator, out, valences=(0.2, 0.8), arousals=(0.2, 0.8))
     assert again["count"] == 4 and len(_pngs(out)) == len(_indexed(out)) == 6
     assert not list(out.glob(".*.claim"))
+
+
+def test_va_edit_records_its_dominant_emotion_like_generate(mapper_config, photos, tmp_path):
+    """evaluate groups by "emotion": a --va edit names the dominant emotion there (as generate --va does)."""
+    from emogen_cli.core.emotions import EMOTIONS
+    from emogen_cli.inference.edit import edit
+
+    result = edit(load_config(mapper_config), photos[:1], tmp_path / "o", va=(0.9, 0.1), steps=2)
+    record = json.loads((tmp_path / "o" / "index.jsonl").read_text().splitlines()[0])
+    assert record["emotion"] in EMOTIONS and record["emotion"] == record["target"] == result["target"]
+    assert record["label"] == "va-0.90-0.10" and Path(record["path"]).name.startswith("p0-va-0-90-0-10-")

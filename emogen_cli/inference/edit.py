@@ -299,7 +299,7 @@ def _metadata(generator, request, source: Source, outcome: Outcome, editor: Edit
 
     kept, loop = outcome.kept, outcome.loop
     return {**generator.metadata(request, outcome.seed), **(extra or {}),
-            "kind": "edit", "emotion": label, "target": target, "prompt": request.prompt,
+            "kind": "edit", "emotion": target, "label": label, "target": target, "prompt": request.prompt,
             "neutral_prompt": neutral_prompt(request.prompt), "source": str(source.path.resolve()),
             "source_sha256": source.sha256, "size": list(source.rgb.size),
             "model_size": list(model_size(source.rgb.size)), "strength": kept.strength,
