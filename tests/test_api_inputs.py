@@ -13,26 +13,26 @@ from emogen_cli.core.errors import EmogenError
 
 NAN, INF = math.nan, math.inf
 CALLS = [
-    (dict(emotion=3), "name or a list of names"), (dict(emotion=["awe", 3]), "name or a list of names"),
-    (dict(emotion=b"awe"), "name or a list of names"), (dict(emotion="awe", intensity=True), "must be a number"),
-    (dict(emotion="awe", intensity="x"), "must be a number"), (dict(emotion="awe", intensity=NAN), r"\[0, 4\]"),
-    (dict(emotion="awe", best_of=0), "1..1000"), (dict(emotion="awe", best_of=NAN), "whole number"),
-    (dict(emotion="awe", best_of=2, keep_all="yes"), "True or False"),
-    (dict(emotion="awe", best_of=2, probe=3), "path to an emotion probe"),
-    (dict(va=(2, 0)), r"lie in \[0, 1\]"), (dict(va=(0.5, 0.5), sigma="x"), "sigma"),
-    (dict(va=(0.5, 0.5), sigma=1e-300), "sigma"), (dict(va=(0.5, 0.5), sigma=INF), "sigma"),
-    (dict(emotion="awe", sigma=0.2), "needs va"), (dict(va=(0.5, 0.5), prompt=3), "must be text"),
-    (dict(emotion="awe", num_images="x"), "whole number"), (dict(emotion="awe", num_images=2.5), "whole number"),
-    (dict(emotion="awe", num_images=NAN), "whole number"), (dict(emotion="awe", seed=NAN), "whole number"),
-    (dict(emotion="awe", seed=2**70), "seed must lie"), (dict(emotion="awe", seed=-1), "seed must lie"),
-    (dict(emotion="awe", seeds=["a"]), "whole number"), (dict(emotion="awe", seeds="x"), "list of whole numbers"),
-    (dict(emotion="awe", steps=NAN), "whole number"), (dict(emotion="awe", steps=10**9), "steps must lie"),
-    (dict(emotion="awe", guidance=NAN), "guidance"), (dict(emotion="awe", guidance=-1), "guidance"),
-    (dict(emotion="awe", guidance=INF), "guidance"), (dict(emotion="awe", size=NAN), "whole number"),
-    (dict(emotion="awe", size=10**6), "size must lie"), (dict(emotion="awe", batch_size=-1), "batch_size"),
-    (dict(emotion="awe", batch_size=0), "batch_size"), (dict(emotion="awe", negative_prompt=3), "must be text"),
-    (dict(emotion="awe", fusion=3), "fusion must be one of"),
-    (dict(emotion=["awe", "fear"], fusion="space", weights=["a", 1]), "list of numbers"),
+    ({"emotion": 3}, "name or a list of names"), ({"emotion": ["awe", 3]}, "name or a list of names"),
+    ({"emotion": b"awe"}, "name or a list of names"), ({"emotion": "awe", "intensity": True}, "must be a number"),
+    ({"emotion": "awe", "intensity": "x"}, "must be a number"), ({"emotion": "awe", "intensity": NAN}, r"\[0, 4\]"),
+    ({"emotion": "awe", "best_of": 0}, "1..1000"), ({"emotion": "awe", "best_of": NAN}, "whole number"),
+    ({"emotion": "awe", "best_of": 2, "keep_all": "yes"}, "True or False"),
+    ({"emotion": "awe", "best_of": 2, "probe": 3}, "path to an emotion probe"),
+    ({"va": (2, 0)}, r"lie in \[0, 1\]"), ({"va": (0.5, 0.5), "sigma": "x"}, "sigma"),
+    ({"va": (0.5, 0.5), "sigma": 1e-300}, "sigma"), ({"va": (0.5, 0.5), "sigma": INF}, "sigma"),
+    ({"emotion": "awe", "sigma": 0.2}, "needs va"), ({"va": (0.5, 0.5), "prompt": 3}, "must be text"),
+    ({"emotion": "awe", "num_images": "x"}, "whole number"), ({"emotion": "awe", "num_images": 2.5}, "whole number"),
+    ({"emotion": "awe", "num_images": NAN}, "whole number"), ({"emotion": "awe", "seed": NAN}, "whole number"),
+    ({"emotion": "awe", "seed": 2**70}, "seed must lie"), ({"emotion": "awe", "seed": -1}, "seed must lie"),
+    ({"emotion": "awe", "seeds": ["a"]}, "whole number"), ({"emotion": "awe", "seeds": "x"}, "list of whole numbers"),
+    ({"emotion": "awe", "steps": NAN}, "whole number"), ({"emotion": "awe", "steps": 10**9}, "steps must lie"),
+    ({"emotion": "awe", "guidance": NAN}, "guidance"), ({"emotion": "awe", "guidance": -1}, "guidance"),
+    ({"emotion": "awe", "guidance": INF}, "guidance"), ({"emotion": "awe", "size": NAN}, "whole number"),
+    ({"emotion": "awe", "size": 10**6}, "size must lie"), ({"emotion": "awe", "batch_size": -1}, "batch_size"),
+    ({"emotion": "awe", "batch_size": 0}, "batch_size"), ({"emotion": "awe", "negative_prompt": 3}, "must be text"),
+    ({"emotion": "awe", "fusion": 3}, "fusion must be one of"),
+    ({"emotion": ["awe", "fear"], "fusion": "space", "weights": ["a", 1]}, "list of numbers"),
 ]
 
 
@@ -54,8 +54,8 @@ def test_bad_call_is_one_emogen_error(pipe, kwargs, text):
     assert _raised_by_emogen(info.value)
 
 
-@pytest.mark.parametrize("kwargs", [dict(emotion="awe", seeds="x"), dict(emotion="awe", negative_prompt=3),
-                                    dict(emotion="awe", seeds=[NAN]), dict(emotion=7)])
+@pytest.mark.parametrize("kwargs", [{"emotion": "awe", "seeds": "x"}, {"emotion": "awe", "negative_prompt": 3},
+                                    {"emotion": "awe", "seeds": [NAN]}, {"emotion": 7}])
 def test_bad_prompt_embeds_call_is_one_emogen_error(pipe, kwargs):
     with pytest.raises(EmogenError) as info:
         pipe.prompt_embeds(**kwargs)
