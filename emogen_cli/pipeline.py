@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from emogen_cli import __version__
-from emogen_cli.core.choices import FUSION_MODES, SCHEDULER_CLASSES
+from emogen_cli.core.choices import FUSION_MODES, MAX_IMAGES, MAX_SEED, SCHEDULER_CLASSES
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import validate_emotion
 from emogen_cli.core.errors import EmogenError
@@ -97,6 +97,36 @@ def fusion_request(emotions: list[str], weights: list[float] | None = None, mode
                           "For example: --weights 0.7,0.3 (they are normalised to sum to 1).")
     total = sum(weights)
     return Request(tuple(emotions), prompt, count, mode, tuple(w / total for w in weights))
+
+
+MAX_STEPS = 10_000  # more denoising steps than any scheduler uses; far more only exhausts memory
+MAX_SIZE = 8192  # image side in pixels (latents of 1024x1024: a 8192-pixel image needs ~64x SD's memory)
+
+
+def whole(value: Any, name: str, low: int, high: int) -> int:
+    """`value` as an int in [low, high]; bools, NaN, fractions and text refused with one clear line."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise EmogenError(f"{name} must be a whole number, got {value!r}.", f"For example: {name}={max(low, 1)}.")
+    if not low <= value <= high:
+        raise EmogenError(f"{name} must lie in {low}..{high}, got {value!r}.", f"For example: {name}={max(low, 1)}.")
+    return int(value)
+
+
+def real(value: Any, name: str, low: float, high: float) -> float:
+    """`value` as a finite float in [low, high] (NaN, infinities, bools and text refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise EmogenError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}.",
+                          f"For example: {name}={min(max(low, 1), high):g}.")
+    return float(value)
+
+
+def text_arg(value: Any, name: str) -> str:
+    """`value` if it is a str (a number or None passed as text would reach the tokenizer's deep errors)."""
+    if not isinstance(value, str):
+        raise EmogenError(f"{name} must be text (str), got {type(value).__name__} {value!r}.",
+                          f"For example: {name}=\"blurry\".")
+    return value
 
 
 def placeholder_tokens(placeholder: str, count: int) -> list[str]:
@@ -218,6 +248,9 @@ class EmoGenPipeline:
         CUDA and float32 on CPU; `device` defaults to CUDA when present. `config` supplies the other
         defaults (steps, guidance, negative prompt, ...).
         """
+        if torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
+            raise EmogenError(f"torch_dtype must be a torch dtype, got {torch_dtype!r}.",
+                              "For example: torch_dtype=torch.float16 (or leave it out: bf16/fp16 on CUDA, fp32 on CPU).")
         defaults = config is None
         config = config or Config()
         if scheduler is not None:
@@ -276,6 +309,15 @@ class EmoGenPipeline:
             return self._va_request(emotion, prompt, num_images, va, sigma, intensity)
         if emotion is None:
             raise EmogenError("No emotion given.", "Pass emotion=\"awe\" (or va=(valence, arousal)).")
+        if not isinstance(emotion, (str, list, tuple)) or not all(isinstance(n, str) for n in
+                                                                     ([emotion] if isinstance(emotion, str) else emotion)):
+            raise EmogenError(f"emotion must be a name or a list of names, got {emotion!r}.",
+                              "For example: emotion=\"awe\" or emotion=[\"amusement\", \"fear\"].")
+        if not isinstance(fusion, str):
+            raise EmogenError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {fusion!r}.")
+        if sigma is not None:
+            raise EmogenError("sigma sets the kernel width of a valence-arousal point; it needs va=(V, A).",
+                              "Pass va=(valence, arousal) too, or drop sigma.")
         names = [emotion] if isinstance(emotion, str) else list(emotion)
         names = [validate_emotion(n, self.bundle.emotions) for name in names for n in name.split(",") if n.strip()]
         if not names:
@@ -285,8 +327,10 @@ class EmoGenPipeline:
                               "Use '{} street' to place the emotion, or plain text to put it in front.")
         template = prompt if "{}" in prompt else "{} " + prompt if prompt else "{}"
         _fill(template, "")  # stray braces fail here, before any model work
-        if int(num_images) < 1:
-            raise EmogenError(f"num_images must be at least 1, got {num_images}.")
+        whole(num_images, "num_images", 1, MAX_IMAGES)
+        if weights is not None and (not isinstance(weights, (list, tuple)) or any(
+                isinstance(w, bool) or not isinstance(w, (int, float)) for w in weights)):
+            raise EmogenError(f"weights must be a list of numbers, got {weights!r}.", "For example: weights=[0.7, 0.3].")
         if len(names) > 1:
             return replace(fusion_request(names, weights, fusion, template, int(num_images)), intensity=intensity)
         if weights is not None:
@@ -303,12 +347,13 @@ class EmoGenPipeline:
             raise EmogenError("Give either an emotion or a valence-arousal point, not both.",
                               "Drop emotion=... (or va=...).")
         point = check_point(va)
+        if not isinstance(prompt, str):
+            raise EmogenError(f"The prompt template {prompt!r} must be text.", "For example: prompt=\"{} street\".")
         template = prompt if "{}" in prompt else "{} " + prompt if prompt else "{}"
         _fill(template, "")
-        if int(num_images) < 1:
-            raise EmogenError(f"num_images must be at least 1, got {num_images}.")
+        whole(num_images, "num_images", 1, MAX_IMAGES)
         emotions = tuple(e for e in EMOTIONS if e in self.bundle.emotions)
-        request = va_request(*point, DEFAULT_SIGMA if sigma is None else float(sigma), template, int(num_images),
+        request = va_request(*point, DEFAULT_SIGMA if sigma is None else sigma, template, int(num_images),
                              emotions)
         return replace(request, intensity=intensity)
 
@@ -376,7 +421,7 @@ class EmoGenPipeline:
     @torch.no_grad()
     def negative_embeds(self, text: str | None = None) -> torch.Tensor:
         """[1, 77, D] embeddings of the negative prompt (default: the config's), cached per text."""
-        text = self.config.generate.negative_prompt if text is None else text
+        text = self.config.generate.negative_prompt if text is None else text_arg(text, "negative_prompt")
         if text not in self._negatives:
             self._negatives[text] = self.prompts.encode(self.prompts.tokenize([text], warn=self._warn_once))[0].to(
                 self.dtype)
@@ -396,7 +441,7 @@ class EmoGenPipeline:
         With the same seeds, scheduler, steps and guidance, `sd` gives the images emogen gives.
         `intensity` and `va` work as in `__call__`.
         """
-        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        seeds = _seeds(seeds)
         request = self.request(emotion, prompt, len(seeds), fusion, weights, intensity=intensity, va=va, sigma=sigma)
         self.check(request)
         positive = self.conditioning(request, seeds)
@@ -408,10 +453,11 @@ class EmoGenPipeline:
                  negative_prompt: str | None = None) -> Settings:
         """This call's settings: the given values, else the config's."""
         g = self.config.generate
-        settings = Settings(g.steps if steps is None else int(steps),
-                            g.guidance if guidance is None else float(guidance),
-                            self.config.model.resolution if size is None else int(size), self.scheduler_name,
-                            g.negative_prompt if negative_prompt is None else negative_prompt)
+        settings = Settings(whole(g.steps if steps is None else steps, "steps", 1, MAX_STEPS),
+                            g.guidance if guidance is None else real(guidance, "guidance", 0, 1e4),
+                            self.config.model.resolution if size is None else whole(size, "size", 8, MAX_SIZE),
+                            self.scheduler_name,
+                            g.negative_prompt if negative_prompt is None else text_arg(negative_prompt, "negative_prompt"))
         if settings.steps < 1 or settings.size < 8 or settings.size % 8:
             raise EmogenError(f"steps must be >= 1 and size a multiple of 8, got steps={settings.steps}, "
                               f"size={settings.size}.", "For example steps=50, size=512.")
@@ -539,7 +585,15 @@ class EmoGenPipeline:
         # 1. Validate the request and settings before any model work.
         if scheduler is not None:
             self.set_scheduler(scheduler)
-        image_seeds = list(seeds) if seeds is not None else [int(seed) + i for i in range(int(num_images))]
+        if seeds is not None:
+            image_seeds = _seeds(seeds)
+        else:
+            seed, count = whole(seed, "seed", 0, MAX_SEED), whole(num_images, "num_images", 1, MAX_IMAGES)
+            image_seeds = _seeds([seed + i for i in range(count)])
+        if not isinstance(keep_all, bool):
+            raise EmogenError(f"keep_all must be True or False, got {keep_all!r}.")
+        if probe is not None and not isinstance(probe, (str, Path)):
+            raise EmogenError(f"probe must be a path to an emotion probe, got {probe!r}.")
         request = self.request(emotion, prompt, len(image_seeds), fusion, weights, intensity=intensity, va=va,
                                sigma=sigma)
         settings = self.settings(steps, guidance, size, negative_prompt)
@@ -548,7 +602,7 @@ class EmoGenPipeline:
         k = check_best_of(best_of, keep_all)
         # 2. Check the emotion tokens fit in CLIP's 77-token window (warn about any cut words).
         self.check(request)
-        batch = int(batch_size or self.config.generate.batch_size)
+        batch = self.config.generate.batch_size if batch_size is None else whole(batch_size, "batch_size", 1, 4096)
         if k > 1:  # 3b. K candidates per image, ranked by the emotion probe
             from emogen_cli.inference.bestof import candidate_fields, candidate_seeds, select
 
@@ -574,6 +628,15 @@ class EmoGenPipeline:
         # 4. Describe each image as its PNG would (emogen metadata + A1111 infotext).
         return EmoGenOutput(images, [self.metadata(request, s, settings) for s in image_seeds],
                             [self.infotext(request, s, settings) for s in image_seeds])
+
+
+def _seeds(seeds: Any) -> list[int]:
+    """A seed or a list of seeds as ints in 0..MAX_SEED (the CLI's range)."""
+    if isinstance(seeds, (int, float)) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, (list, tuple, range)):
+        raise EmogenError(f"seeds must be a list of whole numbers, got {seeds!r}.", "For example: seeds=[0, 1].")
+    return [whole(s, "seed", 0, MAX_SEED) for s in seeds]
 
 
 EmoGenerator = EmoGenPipeline  # the name the CLI and older code used

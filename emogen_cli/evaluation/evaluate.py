@@ -375,6 +375,12 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
     if reference is not None and "fid" in chosen and not Path(reference).exists():  # a typo, before any model loads
         raise EmogenError(f"The FID reference '{reference}' does not exist.",
                           "Pass --reference with a prepared folder, an EmoSet root or a folder of real images.")
+    all_images = images
+    edits = [im for im in images if im.meta.get("kind") == "edit"]
+    if edits and len(edits) < len(images):  # generation metrics of edited photos would be compared with the paper's
+        images = [im for im in images if im.meta.get("kind") != "edit"]
+        reporter.warn(f"'{folder}' mixes {len(images)} generated images and {len(edits)} edits: the generation "
+                      "metrics cover the generated images only; the edits get the edit section.")
     run = Evaluation(config, images, mapper, encoder, reporter)
     results: dict[str, Any] = {}
     failed: list[str] = []
@@ -401,8 +407,10 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
               "seed": config.runtime.seed}
     from emogen_cli.evaluation.edit_metrics import evaluate_edit_folder, is_edit_folder
 
-    if is_edit_folder(images):  # written by `emogen edit`: structure kept and emotion shift, per edit
-        result["edit"] = evaluate_edit_folder(run, images, reporter)
+    if is_edit_folder(all_images):  # written by `emogen edit`: structure kept and emotion shift, per edit
+        result["edit"] = evaluate_edit_folder(run, all_images, reporter)
+        if len(edits) < len(all_images):
+            result["edits"] = len(edits)
     result["files"] = write_report(result, out_dir)
     if failed:
         first = results[failed[0]]["failed"]

@@ -196,7 +196,9 @@ class Editor:
         self.generator = generator
         self.pipe = StableDiffusionImg2ImgPipeline.from_pipe(generator.pipe)
         self.pipe.set_progress_bar_config(disable=True)
-        self.steps = steps or generator.config.generate.steps
+        from emogen_cli.pipeline import MAX_STEPS, whole
+
+        self.steps = whole(steps or generator.config.generate.steps, "--steps", 1, MAX_STEPS)
         self.guidance = generator.config.generate.guidance if guidance is None else guidance
 
     def __call__(self, source: Image.Image, prompt_embeds, strength: float, seed: int) -> Image.Image:
@@ -215,8 +217,14 @@ class Editor:
 
 
 def _check(strength: float, threshold: float | None, min_ssim: float, best_of: int, max_pixels: int,
-           intensity: float = 1.0) -> None:
+           intensity: float = 1.0, strength_step: float = DEFAULT_STEP, keep_all: bool = False) -> None:
     from emogen_cli.inference.intensity import MAX_INTENSITY
+
+    if not 0 < strength_step <= 1:  # False for NaN too (a NaN step ran to an internal JSON error)
+        raise EmogenError(f"--strength-step must lie in (0, 1], got {strength_step}.", "For example: 0.1.")
+    if keep_all and best_of < 2:
+        raise EmogenError("--keep-all keeps the rejected best-of candidates, and there are none without --best-of.",
+                          "Add --best-of K (K of 2 or more), or drop --keep-all.")
 
     if not 0 <= intensity <= MAX_INTENSITY:
         raise EmogenError(f"--intensity must lie in [0, {MAX_INTENSITY:g}], got {intensity}.",
@@ -291,7 +299,7 @@ def _metadata(generator, request, source: Source, outcome: Outcome, editor: Edit
 
     kept, loop = outcome.kept, outcome.loop
     return {**generator.metadata(request, outcome.seed), **(extra or {}),
-            "kind": "edit", "emotion": label, "target": target, "prompt": request.prompt,
+            "kind": "edit", "emotion": target, "label": label, "target": target, "prompt": request.prompt,
             "neutral_prompt": neutral_prompt(request.prompt), "source": str(source.path.resolve()),
             "source_sha256": source.sha256, "size": list(source.rgb.size),
             "model_size": list(model_size(source.rgb.size)), "strength": kept.strength,
@@ -319,9 +327,10 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
     edits, their before/after sheets and index.jsonl into `out_dir`. Bad inputs are skipped."""
     from emogen_cli.core.errors import Interrupted
     from emogen_cli.evaluation.edit_metrics import scorer_for, ssim
-    from emogen_cli.inference.pngio import append_index, next_number, save_png, save_sheet, slug
+    from emogen_cli.inference.pngio import append_index, save_png, save_sheet, slug
+    from emogen_cli.inference.writer import claim_numbers, release_claims
 
-    _check(strength, until, min_ssim, best_of, max_pixels, intensity)
+    _check(strength, until, min_ssim, best_of, max_pixels, intensity, strength_step, keep_all)
     reporter = reporter or Reporter()
     out = Path(out_dir)
     files, skipped = collect_inputs(inputs)
@@ -334,7 +343,7 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
     if (until is not None or best_of > 1) and scorer is None:
         scorer = scorer_for(generator, probe)
     label = label or request.name
-    edited, records, sheets, rejected = [], [], [], []
+    edited, records, sheets, rejected, claimed = [], [], [], [], []
     try:
         with progress(reporter, "Editing", len(files)):
             for path in files:
@@ -354,7 +363,8 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
                 if source.alpha is not None:
                     result.putalpha(source.alpha)
                 stem = f"{slug(path.stem)}-{slug(label)}"
-                n = next_number(out, stem)
+                n = claim_numbers(out, [stem], [1])[0]  # reserved across processes: concurrent runs never collide
+                claimed.append(f"{stem}-{n:05d}.png")
                 meta = _metadata(generator, request, source, outcome, editor, target, label, strength, intensity,
                                  until, min_ssim, strength_step, extra_meta)
                 target_path = out / f"{stem}-{n:05d}.png"
@@ -374,8 +384,12 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
                 reporter.advance("Editing")
     except KeyboardInterrupt:
         append_index(out, records)
+        if rejected:  # the rejected candidates already written are listed too (nothing unindexed)
+            append_index(out / "rejected", rejected)
         raise Interrupted(f"Interrupted after {len(records)} edits; they are in {out} and index.jsonl.",
                           "Run again on the remaining images: numbering continues after the existing files.") from None
+    finally:
+        release_claims(out, claimed)
     append_index(out, records)
     if rejected:
         append_index(out / "rejected", rejected)
@@ -396,7 +410,11 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
         raise EmogenError("Give the target as --emotion NAME or --va V,A (one of them).",
                           "For example: emogen edit photo.jpg --emotion awe.")
     _check(options.get("strength", DEFAULT_STRENGTH), options.get("until"), options.get("min_ssim", DEFAULT_MIN_SSIM),
-           options.get("best_of", 1), options.get("max_pixels", MAX_PIXELS), options.get("intensity", 1.0))
+           options.get("best_of", 1), options.get("max_pixels", MAX_PIXELS), options.get("intensity", 1.0),
+           options.get("strength_step", DEFAULT_STEP), options.get("keep_all", False))
+    if sigma is not None and va is None:
+        raise EmogenError("--sigma sets the kernel width of a valence-arousal target; it needs --va.",
+                          "Add --va V,A, or drop --sigma.")
     files, skipped = collect_inputs(inputs)
     unreadable: list[dict[str, str]] = []
     for path in files:  # before the models load: at least one input must decode

@@ -32,6 +32,9 @@ FORMATS = EXPORT_FORMATS
 A1111_STAR_TOKEN = 265  # CLIP's id of "*", the key A1111 writes in string_to_token
 
 
+MAX_SAMPLES = 75  # vectors of one embedding: each fills one of CLIP's 77 tokens (75 between BOS and EOS)
+
+
 @torch.no_grad()
 def emotion_embedding(bundle: Any, emotion: str, samples: int | None = None, seed: int = 0) -> torch.Tensor:
     """float32 [n, D]: the mapped Gaussian mean (n = 1), or `samples` seeded samples, mapped."""
@@ -69,8 +72,9 @@ def export_embeddings(mapper: str | Path, emotions: list[str] | None = None, fmt
     reporter = reporter or Reporter()
     if fmt not in FORMATS:
         raise EmogenError(f"Unknown export format '{fmt}'.", f"Choose one of: {', '.join(FORMATS)}.")
-    if samples is not None and samples < 1:
-        raise EmogenError(f"--samples must be at least 1, got {samples}.")
+    if samples is not None and not 1 <= samples <= MAX_SAMPLES:
+        raise EmogenError(f"--samples must lie in 1..{MAX_SAMPLES}, got {samples}.",
+                          "Each vector takes one of CLIP's 77 prompt tokens; for example --samples 4.")
     bundle = load_mapper(resolve_bundle(mapper))
     names = parse_emotions(emotions or ["all"], bundle.emotions)
     out_dir = Path(out)

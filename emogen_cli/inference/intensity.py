@@ -24,6 +24,8 @@ MAX_INTENSITY = 4.0  # beyond this the extrapolated conditioning leaves anything
 
 def check_intensity(value: float, option: str = "intensity") -> float:
     """α as a float in [0, MAX_INTENSITY] (NaN and infinities refused)."""
+    if isinstance(value, bool):  # True would silently mean 1
+        raise EmogenError(f"{option} must be a number, got {value!r}.", "0 = no emotion, 1 = EmoGen's.")
     try:
         alpha = float(value)
     except (TypeError, ValueError):
@@ -41,6 +43,11 @@ def parse_intensities(text: str, option: str = "--intensity") -> list[float]:
     values = [check_intensity(v, option) for v in numbers(text, option)]
     if len(set(values)) != len(values):
         raise EmogenError(f"{option} lists a strength twice: '{text}'.", "Give each strength once, e.g. 0,0.5,1.")
+    names = [f"{v:g}" for v in values]  # file names hold α to 6 significant digits (writer.file_stem)
+    if len(set(names)) != len(names):
+        same = sorted({n for n in names if names.count(n) > 1})
+        raise EmogenError(f"{option} lists strengths too close to tell apart in file names ({', '.join(same)}): "
+                          f"'{text}'.", "Make them differ within 6 significant digits, e.g. 0.1,0.2.")
     return values
 
 

@@ -25,6 +25,7 @@ from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.reporting import Reporter, progress
 
 DEFAULT_SIGMA = 0.15
+MIN_SIGMA, MAX_SIGMA = 1e-3, 1e3  # the kernel widths accepted
 GRID = (0.1, 0.3, 0.5, 0.7, 0.9)  # centres of five equal bins of [0, 1]
 
 
@@ -60,8 +61,10 @@ def check_point(point: Any) -> tuple[float, float]:
 def va_weights(valence: float, arousal: float, sigma: float = DEFAULT_SIGMA,
                emotions: tuple[str, ...] = EMOTIONS) -> dict[str, float]:
     """Kernel weights over `emotions` for the point (valence, arousal); they sum to 1."""
-    if not (sigma > 0 and math.isfinite(sigma)):
-        raise EmogenError(f"--sigma must be a positive number, got {sigma}.", "For example: --sigma 0.15.")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not MIN_SIGMA <= sigma <= MAX_SIGMA:
+        # below MIN_SIGMA, 2σ² underflows to 0 (a division by zero); above MAX_SIGMA every weight is equal
+        raise EmogenError(f"--sigma must be a number in [{MIN_SIGMA:g}, {MAX_SIGMA:g}], got {sigma}.",
+                          "For example: --sigma 0.15.")
     coords = coordinates()
     logits = {e: -((valence - coords[e][0]) ** 2 + (arousal - coords[e][1]) ** 2) / (2 * sigma ** 2) for e in emotions}
     top = max(logits.values())
@@ -98,25 +101,35 @@ def va_grid(generator, out_dir: str | Path, seed: int = 0, valences: tuple[float
             reporter: Reporter | None = None) -> dict[str, Any]:
     """One image per (valence, arousal) cell, all with the same seed, and the contact sheet
     grid-va-seed<S>-NNNNN.png: valence grows left to right, arousal bottom to top."""
-    from emogen_cli.inference.pngio import append_index, next_number, save_png, save_sheet
+    from emogen_cli.inference.pngio import append_index, save_png, save_sheet
+    from emogen_cli.inference.writer import claim_numbers, release_claims
 
     reporter = reporter or Reporter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     emotions = tuple(e for e in EMOTIONS if e in generator.bundle.emotions)
-    start = next_number(out, "va")
+    start = claim_numbers(out, ["va"], [len(valences) * len(arousals)])[0]  # reserved across processes
     records, cells = [], {}
-    with progress(reporter, "Valence-arousal grid", len(valences) * len(arousals)):
-        n = start
-        for a in sorted(arousals, reverse=True):
-            for v in sorted(valences):
-                request = va_request(v, a, sigma, prompt, 1, emotions)
-                image = generator.images(request, [seed])[0]
-                records.append(save_png(out / f"va-{n:05d}.png", image, generator.metadata(request, seed),
-                                        generator.infotext(request, seed)))
-                cells[(v, a)] = image
-                n += 1
-                reporter.advance("Valence-arousal grid")
+    try:
+        with progress(reporter, "Valence-arousal grid", len(valences) * len(arousals)):
+            n = start
+            for a in sorted(arousals, reverse=True):
+                for v in sorted(valences):
+                    request = va_request(v, a, sigma, prompt, 1, emotions)
+                    image = generator.images(request, [seed])[0]
+                    records.append(save_png(out / f"va-{n:05d}.png", image, generator.metadata(request, seed),
+                                            generator.infotext(request, seed)))
+                    cells[(v, a)] = image
+                    n += 1
+                    reporter.advance("Valence-arousal grid")
+    except KeyboardInterrupt:  # the cells written are indexed; the sheet needs them all
+        from emogen_cli.core.errors import Interrupted
+
+        append_index(out, records)
+        raise Interrupted(f"Interrupted after {len(records)} of {len(valences) * len(arousals)} grid cells; they "
+                          f"are in {out} and index.jsonl (no contact sheet).", "Run it again for the sheet.") from None
+    finally:  # every number this run reserved (the written files keep theirs)
+        release_claims(out, [f"va-{k:05d}.png" for k in range(start, start + len(valences) * len(arousals))])
     rows = [[cells[(v, a)] for v in sorted(valences)] for a in sorted(arousals, reverse=True)]
     sheet = save_sheet(out / f"grid-va-seed{seed}-{start:05d}.png", rows)
     append_index(out, records)
@@ -136,6 +149,7 @@ def grid(config, out: str | Path | None = None, valences: tuple[float, ...] = GR
     from emogen_cli.core import validate
 
     template = validate.template(prompt, "--prompt")
+    va_weights(0.5, 0.5, sigma)  # a bad --sigma fails here, before the models load
     out = Path(out) if out is not None else Path(config.generate.output).parent / "va-grid"
     generator = EmoGenPipeline(config, mapper)
     return va_grid(generator, out, config.runtime.seed, tuple(valences), tuple(arousals), sigma, template, reporter)
