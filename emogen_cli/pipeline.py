@@ -10,8 +10,9 @@ so results do not depend on the batch size, and `pipe(..., seed=0, num_images=4)
 images as `emogen generate -n 4 --seed 0` into an empty folder.
 
 Fusion combines several emotions in one image in one of three ways:
-- "tokens" (default, as the official code): one placeholder token per emotion, side by side, each
-  holding its own mapped embedding, so every emotion keeps its own semantics.
+- "tokens" (default): one placeholder token per emotion, side by side, each holding its own mapped
+  embedding, so every emotion keeps its own semantics (the official script also gives each emotion its
+  own token slot, by overwriting two existing rows instead; see docs/faithfulness.md).
 - "embedding": one token holding the weighted mean of the emotions' mapped embeddings.
 - "space": one token holding the mapping of the weighted mean of the emotion-space samples.
 The two mixing modes take weights (normalised to sum to 1); weights (1, 0) reproduce the first
@@ -435,7 +436,7 @@ class EmoGenPipeline:
 
         Example (ControlNet, img2img, ... work the same way):
             >>> embeds = pipe.prompt_embeds(emotion="awe", prompt="{} cup", seeds=[0, 1])
-            >>> generators = [torch.Generator().manual_seed(s) for s in (0, 1)]
+            >>> generators = [torch.Generator(pipe.device).manual_seed(s) for s in (0, 1)]
             >>> images = sd(**embeds, generator=generators).images  # sd: a StableDiffusionPipeline
 
         With the same seeds, scheduler, steps and guidance, `sd` gives the images emogen gives.

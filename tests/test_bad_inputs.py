@@ -124,6 +124,11 @@ CASES = [
     ("va-outside", ["generate", "--va", "0.5,1.5"], 1, "Valence and arousal lie in [0, 1]"),
     ("va-one-number", ["generate", "--va", "0.5"], 1, "--va must be two numbers"),
     ("va-and-emotion", ["generate", "-e", "awe", "--va", "0.5,0.5"], 1, "either --emotion or --va"),
+    ("sigma-without-va", [*GEN, "--sigma", "0.3"], 1, "--sigma sets the kernel width of --va"),
+    ("emotion-named-twice", ["generate", "-e", "awe,awe"], 1, "Emotion 'awe' is named twice"),
+    ("steps-huge", [*GEN, "--steps", "1000000000"], 1, "must be at most 10_000"),
+    ("edit-min-ssim-without-loop", ["edit", "{tmp}/photo.png", "-e", "awe", "--min-ssim", "0.3"], 1,
+     "--min-ssim only tune the --until-confident loop"),
     ("va-sigma-zero", ["generate", "--va", "0.5,0.5", "--sigma", "0"], 1, "--sigma must be a number in [0.001"),
     # a bundle of the wrong kind (an encoder folder passed as --mapper, and the reverse)
     ("wrong-kind-decompose", ["decompose", "awe", "--mapper", "{enc}"], 1, "is an emogen-encoder folder, not an"),

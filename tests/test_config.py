@@ -82,7 +82,10 @@ def test_emotion_validation():
         validate_emotion("xyzzy")
     assert "Choose one of" in info.value.hint
     assert parse_emotions(["all"]) == list(EMOTIONS)
-    assert parse_emotions(["fear,awe", "fear"]) == ["fear", "awe"]
+    assert parse_emotions(["fear,awe"]) == ["fear", "awe"]
+    assert parse_emotions(["all", "awe"]) == list(EMOTIONS)  # 'all' overlaps by design
+    with pytest.raises(EmogenError, match="'fear' is named twice"):
+        parse_emotions(["fear,awe", "fear"])  # would silently make half the images asked for
 
 
 def test_attribute_normalisation():

@@ -66,10 +66,11 @@ def edit(
     until_confident: Annotated[float | None, typer.Option("--until-confident", help="Raise the strength until the "
                                                           "emotion probe gives the target this probability.",
                                                           show_default=False)] = None,
-    min_ssim: Annotated[float, typer.Option("--min-ssim", help="With --until-confident: stop before the SSIM to the "
-                                            "source falls below this.")] = 0.5,
-    strength_step: Annotated[float, typer.Option("--strength-step", help="With --until-confident: strength "
-                                                 "increment.")] = 0.1,
+    min_ssim: Annotated[float | None, typer.Option("--min-ssim", help="With --until-confident: stop before the SSIM "
+                                                   "to the source falls below this. [default: 0.5]",
+                                                   show_default=False)] = None,
+    strength_step: Annotated[float | None, typer.Option("--strength-step", help="With --until-confident: strength "
+                                                        "increment. [default: 0.1]", show_default=False)] = None,
     best_of: Annotated[int, typer.Option("--best-of", "-k", help="Edit K times (seeds S..S+K-1), keep the one the "
                                          "probe rates highest.", min=1)] = 1,
     keep_all: Annotated[bool, typer.Option("--keep-all", help="With --best-of: keep the others in rejected/.")] = False,
@@ -85,11 +86,18 @@ def edit(
     from emogen_cli.inference.edit import edit as run
     from emogen_cli.inference.va import parse_point
 
+    loop = {name: value for name, value in (("min_ssim", min_ssim), ("strength_step", strength_step))
+            if value is not None}
+    if loop and until_confident is None:
+        from emogen_cli.core.errors import EmogenError
+
+        flags = " and ".join("--" + name.replace("_", "-") for name in loop)
+        raise EmogenError(f"{flags} only tune the --until-confident loop.", "Add --until-confident P, or drop them.")
     point = parse_point(va) if va else None
     with RichReporter() as reporter:
         result = run(cfg, images, out, emotion, point, sigma, prompt, None, reporter, strength=strength,
-                     intensity=intensity, until=until_confident, min_ssim=min_ssim, strength_step=strength_step,
-                     best_of=best_of, keep_all=keep_all, max_pixels=max_pixels, probe=probe)
+                     intensity=intensity, until=until_confident, best_of=best_of, keep_all=keep_all,
+                     max_pixels=max_pixels, probe=probe, **loop)
     emit(result, json_, _render_edit)
 
 

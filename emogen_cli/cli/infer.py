@@ -145,10 +145,12 @@ def generate(
 ) -> None:
     """Generate images that evoke an emotion (or a valence-arousal point)."""
     from emogen_cli.core.emotions import parse_emotions
+    from emogen_cli.core.errors import EmogenError
     from emogen_cli.pipeline import Request
 
+    if sigma is not None and va is None:
+        raise EmogenError("--sigma sets the kernel width of --va; it does nothing without it.", "Add --va V,A.")
     if va is not None:
-        from emogen_cli.core.errors import EmogenError
         from emogen_cli.inference.va import DEFAULT_SIGMA, parse_point, va_request
 
         if emotion is not None:

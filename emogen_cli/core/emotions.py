@@ -30,14 +30,22 @@ def validate_emotion(name: str, choices: tuple[str, ...] = EMOTIONS) -> str:
 
 
 def parse_emotions(names: list[str] | tuple[str, ...], choices: tuple[str, ...] = EMOTIONS) -> list[str]:
-    """Validate a list of names; 'all' expands to every emotion. Order kept, duplicates dropped."""
+    """Validate a list of names; 'all' expands to every emotion. Order kept; a name given twice is an error
+    (it would silently make half the images asked for)."""
     out: list[str] = []
+    named: set[str] = set()
     for name in names:
         for part in name.split(","):
             if not part.strip():
                 continue
-            expanded = list(choices) if part.strip().lower() == "all" else [validate_emotion(part, choices)]
-            out.extend(e for e in expanded if e not in out)
+            if part.strip().lower() == "all":
+                out.extend(e for e in choices if e not in out)
+                continue
+            emotion = validate_emotion(part, choices)
+            if emotion in named:
+                raise EmogenError(f"Emotion '{emotion}' is named twice.", "Name each emotion once (-n sets the count).")
+            named.add(emotion)
+            out.extend([emotion] if emotion not in out else [])
     if not out:
         raise EmogenError("No emotion given.", f"Choose from: {', '.join(choices)} or 'all'.")
     return out
