@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from a1111 import parse_infotext
 from PIL import Image
 
 skdata = pytest.importorskip("skimage.data")
@@ -220,6 +221,9 @@ def test_edit_keeps_size_metadata_and_strength_zero_is_exact(generator, inputs, 
         assert meta["kind"] == "edit" and meta["target"] == "awe" and meta["strength"] == 0.6
         assert meta["source_sha256"] == file_sha256(entry["source"]) and meta["seed"] == 0
         assert meta["model_size"] == [max(8, round(s / 8) * 8) for s in src.size]
+        prompt, _, params = parse_infotext(edit.text["parameters"])  # as AUTOMATIC1111's PNG Info reads it
+        assert params["Denoising strength"] == "0.6" and params["Size"] == f"{src.width}x{src.height}"
+        assert params["Emotion"] == "awe" and params["Seed"] == "0" and "<awe>" in prompt
     alpha_out = Image.open(next(e["output"] for e in result["edited"] if "alpha" in e["source"]))
     assert alpha_out.mode == "RGBA"
     assert np.array_equal(np.asarray(alpha_out.getchannel("A")), np.asarray(Image.open(inputs / "chelsea-alpha.png").getchannel("A")))

@@ -368,8 +368,10 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
                 meta = _metadata(generator, request, source, outcome, editor, target, label, strength, intensity,
                                  until, min_ssim, strength_step, extra_meta)
                 target_path = out / f"{stem}-{n:05d}.png"
-                records.append(save_png(target_path, result, meta, f"edit of {path.name} toward {label}, "
-                                                                   f"strength {kept.strength:g}, seed {outcome.seed}"))
+                infotext = generator.infotext(request, outcome.seed, extra={  # A1111's img2img fields
+                    "Size": f"{result.width}x{result.height}", "Denoising strength": f"{kept.strength:g}",
+                    "Emogen source": path.name})
+                records.append(save_png(target_path, result, meta, infotext))
                 for cand in outcome.candidates[1:] if keep_all else []:
                     rejected.append(save_png(
                         out / "rejected" / f"{stem}-{n:05d}-rank{cand.rank}.png", cand.image,
