@@ -24,13 +24,6 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower().replace("{}", "")).strip("-")[:40] or "image"
 
 
-def next_number(out_dir: Path, stem: str) -> int:
-    """The first free NNNNN of `stem-NNNNN.png` in `out_dir`: numbering continues after existing files."""
-    found = [int(m[1]) for p in out_dir.glob(f"{stem}-*.png")
-             if (m := re.fullmatch(rf"{re.escape(stem)}-(\d+)", p.stem))]
-    return max(found, default=-1) + 1
-
-
 def save_png(path: Path, image: Image.Image, meta: dict[str, Any], summary: str = "") -> dict[str, Any]:
     """Write `image` with `meta` in its text chunks (writer.save_png: atomic); returns the index record."""
     from emogen_cli.inference.writer import save_png as write
