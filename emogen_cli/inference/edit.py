@@ -372,11 +372,18 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
                     "Size": f"{result.width}x{result.height}", "Denoising strength": f"{kept.strength:g}",
                     "Emogen source": path.name})
                 records.append(save_png(target_path, result, meta, infotext))
-                for cand in outcome.candidates[1:] if keep_all else []:
-                    rejected.append(save_png(
-                        out / "rejected" / f"{stem}-{n:05d}-rank{cand.rank}.png", cand.image,
-                        {**meta, "seed": cand.seed, "ssim": ssim(source.rgb, cand.image.convert("RGB")),
-                         "best_of": {**meta["best_of"], "rank": cand.rank, "probe_score": cand.score}}))
+                append_index(out, records[-1:])  # indexed at once: any later failure leaves a true index
+                others = [save_png(
+                    out / "rejected" / f"{stem}-{n:05d}-rank{cand.rank}.png", cand.image,
+                    {**meta, "seed": cand.seed, "ssim": ssim(source.rgb, cand.image.convert("RGB")),
+                     "best_of": {**meta["best_of"], "rank": cand.rank, "probe_score": cand.score}},
+                    generator.infotext(request, cand.seed, extra={
+                        "Size": f"{result.width}x{result.height}", "Denoising strength": f"{kept.strength:g}",
+                        "Emogen source": path.name}))
+                    for cand in (outcome.candidates[1:] if keep_all else [])]
+                if others:
+                    append_index(out / "rejected", others)
+                    rejected.extend(others)
                 sheets.append(save_sheet(out / f"grid-edit-{stem}-{n:05d}.png", [[source.rgb, kept.image]]))
                 edited.append({"source": str(path), "output": str(target_path), "strength": kept.strength,
                                "ssim": kept.ssim, "p_target_before": outcome.p_before,
@@ -384,17 +391,11 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
                                "attempts": len(outcome.loop.attempts) if outcome.loop else 1, "seed": outcome.seed,
                                "notes": source.notes})
                 reporter.advance("Editing")
-    except KeyboardInterrupt:
-        append_index(out, records)
-        if rejected:  # the rejected candidates already written are listed too (nothing unindexed)
-            append_index(out / "rejected", rejected)
+    except KeyboardInterrupt:  # every edit written so far (and its rejected candidates) is already indexed
         raise Interrupted(f"Interrupted after {len(records)} edits; they are in {out} and index.jsonl.",
                           "Run again on the remaining images: numbering continues after the existing files.") from None
     finally:
         release_claims(out, claimed)
-    append_index(out, records)
-    if rejected:
-        append_index(out / "rejected", rejected)
     return {"out": str(out), "count": len(records), "target": target, "label": label, "edited": edited,
             "skipped": skipped, "sheets": sheets, "rejected": len(rejected)}
 

@@ -119,20 +119,19 @@ def va_grid(generator, out_dir: str | Path, seed: int = 0, valences: tuple[float
                     image = generator.images(request, [seed])[0]
                     records.append(save_png(out / f"va-{n:05d}.png", image, generator.metadata(request, seed),
                                             generator.infotext(request, seed)))
+                    append_index(out, records[-1:])  # indexed at once: any later failure leaves a true index
                     cells[(v, a)] = image
                     n += 1
                     reporter.advance("Valence-arousal grid")
     except KeyboardInterrupt:  # the cells written are indexed; the sheet needs them all
         from emogen_cli.core.errors import Interrupted
 
-        append_index(out, records)
         raise Interrupted(f"Interrupted after {len(records)} of {len(valences) * len(arousals)} grid cells; they "
                           f"are in {out} and index.jsonl (no contact sheet).", "Run it again for the sheet.") from None
     finally:  # every number this run reserved (the written files keep theirs)
         release_claims(out, [f"va-{k:05d}.png" for k in range(start, start + len(valences) * len(arousals))])
     rows = [[cells[(v, a)] for v in sorted(valences)] for a in sorted(arousals, reverse=True)]
     sheet = save_sheet(out / f"grid-va-seed{seed}-{start:05d}.png", rows)
-    append_index(out, records)
     return {"out": str(out), "count": len(records), "sheet": sheet, "valences": sorted(valences),
             "arousals": sorted(arousals, reverse=True), "sigma": sigma, "seed": seed, "images": records}
 
