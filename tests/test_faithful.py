@@ -419,3 +419,25 @@ def test_emotional_list_from_json_or_a_bundles_attributes(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(EmogenError, match="holds no list of attribute names"):
         read_emotional_attributes(tmp_path / "bad.json")
+
+
+def test_cached_confidence_is_recomputed_for_another_probe_dataset_or_seed(mapper_config, tmp_path):
+    """A confidence table left in --out by an earlier (stopped) run is reused only if it was computed from
+    the same probe, manifest, CLIP model and seed."""
+    from transformers import CLIPModel
+
+    from emogen_cli.core.reporting import Reporter
+    from emogen_cli.data.emoset import load_prepared
+    from emogen_cli.stage2.train_mapper import _confidence
+
+    config = load_config(mapper_config)
+    prepared = load_prepared(config.data.prepared)
+    clip = CLIPModel.from_pretrained(config.model.clip).eval()
+    table, _, _ = _confidence(config, prepared, tmp_path, clip, torch.device("cpu"), Reporter())
+    stored = json.loads((tmp_path / "confidence.json").read_text())
+    assert stored["made_from"]["seed"] == config.runtime.seed and stored["made_from"]["probe"] == "trained"
+    again, _, _ = _confidence(config, prepared, tmp_path, clip, torch.device("cpu"), Reporter())
+    assert again["attributes"] == table["attributes"]  # same inputs: the cache is used
+    other = load_config(mapper_config, {"runtime.seed": config.runtime.seed + 1})
+    _confidence(other, prepared, tmp_path, clip, torch.device("cpu"), Reporter())
+    assert json.loads((tmp_path / "confidence.json").read_text())["made_from"]["seed"] == config.runtime.seed + 1

@@ -64,9 +64,12 @@ def make_accelerator(mixed_precision: str, device: str = "auto", gradient_accumu
     """An Accelerator for single-process, single-GPU or `accelerate launch` multi-GPU runs."""
     from accelerate import Accelerator
 
-    resolve_device(device)  # the same clear error as inference for `gpu`, or `cuda` without CUDA
-    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    precision = resolve_precision(mixed_precision, torch.device("cpu" if cpu else "cuda"))
+    target = resolve_device(device)  # the same clear error as inference for `gpu`, or `cuda` without CUDA
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if target.type == "cuda" and target.index is not None and not launched:
+        torch.cuda.set_device(target.index)  # the Accelerator trains on the current CUDA device: make it cuda:N
+    cpu = target.type == "cpu"
+    precision = resolve_precision(mixed_precision, target)
     return Accelerator(mixed_precision=precision, cpu=cpu, gradient_accumulation_steps=gradient_accumulation_steps)
 
 

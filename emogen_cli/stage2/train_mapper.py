@@ -143,11 +143,17 @@ def _confidence(config: Config, prepared: Prepared, out_dir: Path, clip, device,
     if config.mapper.confidence:
         return load_confidence(config.mapper.confidence), given, source
     cached, probe_file = out_dir / "confidence.json", out_dir / "emotion_probe.safetensors"
+    # What the cached table was computed from: another probe, dataset or CLIP model makes it stale.
+    made_from = {"probe": file_digest(config.mapper.emotion_probe)[:16] if given is not None else "trained",
+                 "manifest": file_digest(prepared.path / MANIFEST)[:16], "clip": config.model.clip,
+                 "seed": config.runtime.seed}
     if cached.is_file() and probe_file.is_file():
         try:  # a damaged cache is recomputed, never trusted
             table = load_confidence(cached)
-            return (table, given or load_probe(probe_file, classes=len(EMOTIONS)),
-                    source or table.get("probe_source", "trained by emogen"))
+            if table.get("made_from") == made_from:
+                return (table, given or load_probe(probe_file, classes=len(EMOTIONS)),
+                        source or table.get("probe_source", "trained by emogen"))
+            reporter.info(f"'{cached}' was computed from another probe, dataset or CLIP model: recomputing it.")
         except EmogenError as exc:
             reporter.warn(f"{exc.message} Recomputing the emotion confidence.")
     unique = prepared.unique_rows
@@ -160,7 +166,7 @@ def _confidence(config: Config, prepared: Prepared, out_dir: Path, clip, device,
         reporter.info(f"CLIP emotion probe: held-out accuracy {accuracy:.3f}")
         source = "trained by emogen"
     table = {"emotions": list(EMOTIONS), "method": "mean probability of a CLIP-space emotion probe",
-             "probe_accuracy": accuracy, "probe_source": source,
+             "probe_accuracy": accuracy, "probe_source": source, "made_from": made_from,
              "attributes": confidence_table(probe, features, [r.attribute for r in unique])}
     _save_probe(probe, probe_file)
     atomic_write_json(cached, table, indent=1)
