@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from emogen_cli import __version__
-from emogen_cli.core.choices import FUSION_MODES, MAX_IMAGES, MAX_SEED, SCHEDULER_CLASSES
+from emogen_cli.core.choices import FUSION_MODES, MAX_IMAGES, MAX_SEED, MAX_STEPS, SCHEDULER_CLASSES
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import validate_emotion
 from emogen_cli.core.errors import EmogenError
@@ -100,7 +100,6 @@ def fusion_request(emotions: list[str], weights: list[float] | None = None, mode
     return Request(tuple(emotions), prompt, count, mode, tuple(w / total for w in weights))
 
 
-MAX_STEPS = 10_000  # more denoising steps than any scheduler uses; far more only exhausts memory
 MAX_SIZE = 8192  # image side in pixels (latents of 1024x1024: a 8192-pixel image needs ~64x SD's memory)
 
 

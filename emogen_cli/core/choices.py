@@ -46,3 +46,5 @@ BY_KEY: dict[str, tuple[str, ...]] = {
 # Limits users can read in --help and the README ("Exit codes and errors").
 MAX_SEED = 2**32 - 1  # seeds are 0 .. 2**32-1 (numpy's range; torch accepts more)
 MAX_IMAGES = 10_000  # -n: images per emotion and prompt in one run
+MAX_STEPS = 10_000  # denoising steps: more than any scheduler uses; far more only exhausts memory
+MAX_BEST_OF = 1000  # --best-of K candidates per image

@@ -153,8 +153,8 @@ NON_NEGATIVE = {
 }
 # Inclusive upper bounds (on top of the lower bounds above); runtime.seed is 0 .. 2**32-1.
 AT_MOST: dict[str, int | float] = {"runtime.seed": choices.MAX_SEED, "mapper.threshold": 1.0, "encoder.dropout": 0.99}
-AT_MOST["generate.best_of"] = 1000  # bestof.MAX_K
-AT_MOST["generate.steps"] = 10_000  # pipeline.MAX_STEPS: more is a typo, not a schedule
+AT_MOST["generate.best_of"] = choices.MAX_BEST_OF
+AT_MOST["generate.steps"] = choices.MAX_STEPS
 MULTIPLE_OF_8 = {"model.resolution"}  # the VAE downsamples by 8
 
 

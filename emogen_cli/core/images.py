@@ -16,7 +16,6 @@ DIFFUSION_MEAN = (0.5, 0.5, 0.5)  # maps [0, 1] to [-1, 1] for the VAE
 DIFFUSION_STD = (0.5, 0.5, 0.5)
 OFFICIAL_MEAN = (0.5, 0.5, 0.5)  # the official stage-1 Normalize (emo_translate.py, main.py)
 OFFICIAL_STD = (0.5, 0.5, 0.5)
-PREPROCESSING = ("official", "imagenet")
 
 
 def load_rgb(path: str | Path) -> Image.Image:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from emogen_cli.core.choices import BALANCE
 from emogen_cli.core.emotions import EMOTIONS, normalise_attribute
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.files import atomic_path, atomic_write_text, read_json
@@ -210,9 +211,6 @@ def scan_emoset(root: str | Path, splits: list[str] | None = None, verify_images
     return result
 
 
-BALANCE_MODES = ("per_kind", "union", "none")
-
-
 def filter_and_balance(scan: ScanResult, seed: int, balance: str | bool = "per_kind") -> list[Row]:
     """The paper's subset: one attribute per image (scene > first object); oversample to balance.
 
@@ -223,8 +221,8 @@ def filter_and_balance(scan: ScanResult, seed: int, balance: str | bool = "per_k
     """
     if isinstance(balance, bool):
         balance = "per_kind" if balance else "none"
-    if balance not in BALANCE_MODES:
-        raise EmogenError(f"Unknown balancing '{balance}'.", f"Use one of {', '.join(BALANCE_MODES)}.")
+    if balance not in BALANCE:
+        raise EmogenError(f"Unknown balancing '{balance}'.", f"Use one of {', '.join(BALANCE)}.")
     rows: list[Row] = []
     for s in scan.samples:
         attribute = s.attribute
@@ -269,8 +267,6 @@ def write_manifest(out_dir: Path, rows: list[Row], info: dict[str, Any]) -> None
         for row in rows:
             f.write(json.dumps(asdict(row)) + "\n")
     atomic_write_text(out_dir / PREPARED, json.dumps(info, indent=2))
-
-
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from emogen_cli.core.choices import MAX_BEST_OF
 from emogen_cli.core.emotions import EMOTIONS
 from emogen_cli.core.errors import EmogenError
 
@@ -60,7 +61,7 @@ def rank(images: list, seeds: list[int], scores: np.ndarray | list[float], index
     return Selection(index, [Candidate(images[j], seeds[j], float(scores[j]), r + 1) for r, j in enumerate(order)])
 
 
-MAX_K = 1000  # generate.best_of's upper bound (config.py)
+MAX_K = MAX_BEST_OF  # generate.best_of's upper bound
 
 
 def check_best_of(k: int, keep_all: bool = False) -> int:

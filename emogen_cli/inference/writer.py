@@ -247,7 +247,7 @@ def generate(config: Config, requests: list[Any], out: str | Path | None = None,
 
     from emogen_cli.core.images import load_rgb
     from emogen_cli.core.runtime import process_share
-    from emogen_cli.inference.bestof import candidate_fields, check_best_of, select
+    from emogen_cli.inference.bestof import candidate_fields, candidate_seeds, check_best_of, select
     from emogen_cli.pipeline import EmoGenPipeline
 
     reporter = reporter or Reporter()
@@ -291,7 +291,7 @@ def generate(config: Config, requests: list[Any], out: str | Path | None = None,
                             for n, image in zip(numbers, pipe.images(request, [seed + n for n in numbers]))]
                 else:
                     kept = []
-                    groups_of_seeds = [[seed + n * k + j for j in range(k)] for n in numbers]
+                    groups_of_seeds = [candidate_seeds(seed, n, k) for n in numbers]
                     for n, sel in zip(numbers, select(pipe, request, groups_of_seeds, scorer, None,
                                                       config.generate.batch_size)):
                         kept.append((sel.kept.image, sel.kept.seed, *candidate_fields(sel, sel.kept)))
