@@ -171,3 +171,12 @@ def test_plural():
     from emogen_cli.cli._utils import plural
 
     assert (plural(1, "image"), plural(2, "image"), plural(0, "image")) == ("1 image", "2 images", "0 images")
+
+
+def test_torch_advice_is_cut_but_a_file_name_is_kept():
+    from emogen_cli.cli import _one_line
+
+    named = "Config file 'runs/my_weights_only.yaml' does not exist."
+    assert _one_line(named) == named  # a user's file name is never mistaken for torch's advice
+    advice = "Cannot read 'x.pt': Weights only load failed. Re-running with weights_only=False will run code"
+    assert "would run code" in _one_line(advice) and "weights_only=False" not in _one_line(advice)

@@ -74,7 +74,7 @@ def _debug() -> bool:
 def _one_line(text: str) -> str:
     """Messages are one line; torch's advice to load a file with weights_only=False (which would run the
     code it carries) is cut and replaced by the reason the file is refused."""
-    for marker in ("Weights only load failed", "weights_only"):
+    for marker in ("Weights only load failed", "weights_only=False"):  # torch's phrases, not a user's file name
         if marker in text:
             from emogen_cli.core.errors import load_failure
 

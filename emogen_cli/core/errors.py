@@ -49,7 +49,8 @@ def load_failure(exc: BaseException) -> str:
     text = str(exc).strip()
     if "invalid load key" in text:  # not a pickle at all (text, an image, a truncated zip)
         return "it is not a PyTorch file"
-    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text or "Weights only load failed" in text:
+    if (isinstance(exc, pickle.UnpicklingError) or "weights_only" in text or "Weights only load failed" in text
+            or "Unsupported global" in text):
         return ("refused: it holds pickled Python objects besides tensors, and loading those would run code "
                 "(emogen only reads plain tensors)")
     first = text.splitlines()[0] if text else type(exc).__name__

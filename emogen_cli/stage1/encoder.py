@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from emogen_cli.core.emotions import EMOTIONS
-from emogen_cli.core.errors import EmogenError
+from emogen_cli.core.errors import EmogenError, load_failure
 from emogen_cli.core.files import (
     atomic_save_safetensors,
     check_bundle_files,
@@ -292,7 +292,7 @@ def load_tensors(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a plain tensor file"
-        raise EmogenError(f"Cannot read '{path}' as a plain tensor file: {str(exc).splitlines()[0][:200]}",
+        raise EmogenError(f"Cannot read '{path}' as a plain tensor file: {load_failure(exc)}.",
                           "Only official EmoGen .pt/.pth files (tensors and state dicts) can be imported.") from None
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from emogen_cli.core.emotions import EMOTIONS, normalise_attribute
-from emogen_cli.core.errors import EmogenError
+from emogen_cli.core.errors import EmogenError, load_failure
 from emogen_cli.core.files import atomic_write_json, check_finite, read_json, read_safetensors
 
 
@@ -177,11 +177,7 @@ def load_probe(path: str | Path, classes: int | None = None, in_dim: int | None 
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure means "not a probe file"
-            refused = "weights_only" in str(exc) or "Unsupported global" in str(exc)
-            reason = ("it is not a PyTorch file" if "invalid load key" in str(exc)
-                      else "it holds Python objects that would run code" if refused
-                      else str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
-            raise EmogenError(f"Cannot read the emotion probe '{path}' ({reason}).", hint) from None
+            raise EmogenError(f"Cannot read the emotion probe '{path}' ({load_failure(exc)}).", hint) from None
     if not isinstance(state, dict):
         raise EmogenError(f"Emotion probe '{path}' is not a state dict.", hint)
     state = {str(k).removeprefix("module."): v for k, v in state.items()}
