@@ -124,6 +124,7 @@ CASES = [
     ("va-outside", ["generate", "--va", "0.5,1.5"], 1, "Valence and arousal lie in [0, 1]"),
     ("va-one-number", ["generate", "--va", "0.5"], 1, "--va must be two numbers"),
     ("va-and-emotion", ["generate", "-e", "awe", "--va", "0.5,0.5"], 1, "either --emotion or --va"),
+    ("size-and-resolution", [*GEN, "--size", "64", "--resolution", "64"], 1, "set the same value (model.resolution)"),
     ("sigma-without-va", [*GEN, "--sigma", "0.3"], 1, "--sigma sets the kernel width of --va"),
     ("emotion-named-twice", ["generate", "-e", "awe,awe"], 1, "Emotion 'awe' is named twice"),
     ("steps-huge", [*GEN, "--steps", "1000000000"], 1, "must be at most 10_000"),

@@ -149,6 +149,14 @@ def command(examples: str = "", writes: Iterable[Output] = (),
 
             params = defaults | given_params
             given = {name: params[name] for name in keyed if params.get(name) is not None}
+            flags: dict[str, str] = {}
+            for name in given:  # an alias and its option (--size, --resolution) set one key: one of them wins
+                key, flag = keyed[name]
+                if key in flags:
+                    from emogen_cli.core.errors import EmogenError
+
+                    raise EmogenError(f"{flags[key]} and {flag} set the same value ({key}).", "Give only one of them.")
+                flags[key] = flag
             cfg = load_config(params.get("config"), {keyed[n][0]: v for n, v in given.items()},
                               {keyed[n][0]: keyed[n][1] for n in given})
             preflight(cfg.runtime.device, [_output(o, params, cfg) for o in outputs])
