@@ -48,6 +48,19 @@ def tiny_config(tiny_bundle, emoset, tmp_path) -> Path:
         "generate.steps": 2, "generate.batch_size": 2}))
 
 
+@pytest.fixture
+def stage1(tiny_config) -> Path:
+    """tiny_config with a prepared set (cached latents) and a 2-step stage-1 encoder, ready for train-mapper."""
+    from emogen_cli.core.config import load_config
+    from emogen_cli.data.prepare import prepare
+    from emogen_cli.stage1.train_encoder import train_encoder
+
+    cfg = load_config(tiny_config, {"encoder.max_steps": 2})
+    prepare(cfg, cache_latents=True)
+    train_encoder(cfg)
+    return tiny_config
+
+
 class CliResult:
     def __init__(self, code: int, out: str, err: str) -> None:
         self.code, self.out, self.err = code, out, err

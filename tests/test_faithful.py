@@ -333,17 +333,6 @@ def test_space_only_import_is_recorded_official_and_train_mapper_says_what_is_mi
 
 # --- emotion probe, official lists, decompose -----------------------------------------------------------------------
 
-@pytest.fixture
-def stage1(tiny_config):
-    from emogen_cli.data.prepare import prepare
-    from emogen_cli.stage1.train_encoder import train_encoder
-
-    cfg = load_config(tiny_config, {"encoder.max_steps": 2})
-    prepare(cfg, cache_latents=True)
-    train_encoder(cfg)
-    return tiny_config
-
-
 def test_emotion_probe_never_silently_off_and_official_lists_train(stage1, tmp_path, cli):
     from emogen_cli.evaluation.decompose import decompose
     from emogen_cli.stage2.mapper import load_mapper

@@ -113,17 +113,6 @@ def test_fixed_batch_losses_fall_and_only_the_mapper_learns(tiny_bundle):
         assert torch.equal(after[match], value), key
 
 
-@pytest.fixture
-def stage1(tiny_config):
-    from emogen_cli.data.prepare import prepare
-    from emogen_cli.stage1.train_encoder import train_encoder
-
-    cfg = load_config(tiny_config, {"encoder.max_steps": 2})
-    prepare(cfg, cache_latents=True)
-    train_encoder(cfg)
-    return tiny_config
-
-
 def test_train_mapper_bundle_resume_and_cli(stage1, tmp_path, cli):
     from emogen_cli.stage2.train_mapper import train_mapper
 
