@@ -182,9 +182,10 @@ CASES = [
      "--sigma must be a number in [0.001, 1000]"),
     ("export-samples-huge", ["export", "awe", "--samples", "1000000000", "--out", "{tmp}/x"], 1,
      "--samples must lie in 1..75"),
+    ("decompose-samples-huge", ["decompose", "awe", "--samples", "1000000000"], 1, "--samples must lie in 1..100000"),
     ("intensity-same-file-name", [*GEN, "--intensity", "0.1,0.10000000001", "--out", "{tmp}/g"], 1,
      "too close to tell apart in file names (0.1)"),
-    ("grid-va-sigma-nan", ["grid", "--va", "--sigma", "nan", "--out", "{tmp}/g"], 1,
+    ("grid-va-sigma-nan", ["grid", "va", "--sigma", "nan", "--out", "{tmp}/g"], 1,
      "--sigma must be a number in [0.001, 1000]"),
 ]
 

@@ -122,7 +122,7 @@ def test_options_become_config_and_remember_what_was_given(monkeypatch, tmp_path
 
 
 def test_shell_completion_is_on_and_completes_choices(cli):
-    from emogen_cli.cli._utils import _completer
+    from emogen_cli.cli.options import _completer
     from emogen_cli.core.choices import METRICS, SCHEDULERS
 
     assert "--install-completion" in cli("--help").out
@@ -180,3 +180,93 @@ def test_torch_advice_is_cut_but_a_file_name_is_kept():
     assert _one_line(named) == named  # a user's file name is never mistaken for torch's advice
     advice = "Cannot read 'x.pt': Weights only load failed. Re-running with weights_only=False will run code"
     assert "would run code" in _one_line(advice) and "weights_only=False" not in _one_line(advice)
+
+
+# -- each option declared once (cli/options.py) ----------------------------------------------------------------
+
+
+def _commands():
+    """(path, click command) of every command, the hidden dev group's included, as the app builds them."""
+    import typer
+
+    from emogen_cli.cli import app
+
+    def walk(cmd, path):
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield " ".join(path), cmd
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+def _declaration(param) -> dict:
+    import re
+
+    help_ = param.help or ""
+    key = re.search(r"config: ([a-z_]+\.[a-z_]+)\]", help_)
+    return {"flags": sorted(param.opts + param.secondary_opts), "help": help_, "default": repr(param.default),
+            "key": key.group(1) if key else None, "type": param.display_type(None) if not param.is_flag else "flag",
+            "hidden": param.hidden}
+
+
+def test_each_option_name_is_declared_once():
+    """Two commands with the same option name declare it the same: flags, help, default, config key, type. The
+    options in PER_COMMAND (each command's own output folder, a stage's hyper-parameters) share their flags,
+    type and help, and differ in the config key (so in the default the help shows). dev's helpers are
+    excluded: they describe test fixtures (`--size tiny|mid`, `--data` the synthetic set)."""
+    from emogen_cli.cli.options import PER_COMMAND
+
+    seen: dict[str, tuple[str, dict]] = {}
+    clashes = []
+    for path, cmd in _commands():
+        if path.startswith("dev "):
+            continue
+        for param in cmd.params:
+            if param.param_type_name != "option" or param.name == "help":
+                continue
+            decl = _declaration(param)
+            for name in param.opts + param.secondary_opts:
+                if name in PER_COMMAND:
+                    decl = {**decl, "help": decl["help"].split(" \\[")[0], "default": None, "key": None}
+                first = seen.setdefault(name, (path, decl))
+                if first[1] != decl:
+                    clashes.append(f"{name}: {first[0]} {first[1]} != {path} {decl}")
+    assert clashes == []
+
+
+def test_a_short_flag_means_one_thing_everywhere():
+    meaning: dict[str, set[str]] = {}
+    for path, cmd in _commands():
+        for param in (p for p in cmd.params if p.param_type_name == "option"):
+            for short in (o for o in param.opts + param.secondary_opts if not o.startswith("--")):
+                meaning.setdefault(short, set()).add(next(o for o in param.opts if o.startswith("--")))
+    assert {short: longs for short, longs in meaning.items() if len(longs) > 1} == {}
+    assert meaning["-k"] == {"--best-of"}
+
+
+def test_every_command_uses_the_shared_runtime_options():
+    for path, cmd in _commands():
+        if path.startswith("dev "):
+            continue
+        names = {o for p in cmd.params for o in p.opts}
+        assert {"--device", "--seed", "--config", "--json"} <= names, path
+
+
+def test_flags_show_no_bool_metavar(cli):
+    paths = [""] + [path for path, _ in _commands()] + ["dev"]
+    for path in paths:
+        result = cli(*path.split(), "--help")
+        assert result.code == 0, path
+        assert "<bool>" not in result.out, f"emogen {path} --help"
+    assert "--keep-all  " in _flat(cli("generate", "--help").out).replace("--keep-all With", "--keep-all  With")
+
+
+def test_edit_reads_best_of_from_the_config(cli, tmp_path):
+    """edit's --best-of is generate.best_of (one declaration): before, edit ignored the config's value, so
+    --keep-all with `best_of: 3` in the config was refused as having no candidates to keep."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"generate:\n  best_of: 3\n  mapper: {tmp_path / 'no-mapper'}\n")
+    result = cli("edit", tmp_path, "-e", "awe", "--keep-all", "-c", config, "--out", tmp_path / "o")
+    assert result.code != 0 and "--keep-all" not in result.err

@@ -269,11 +269,11 @@ def test_cli_edit_reports_skips_and_evaluate_recognises_the_folder(cli, mapper_c
     both = cli("edit", inputs, "--emotion", "awe", "--va", "0.5,0.5", "--config", mapper_config)
     assert both.code == 1 and "one of them" in both.err
     strong = cli("edit", inputs, "--emotion", "awe", "--intensity", "9", "--config", mapper_config)
-    assert strong.code == 2 and "--intensity" in strong.err  # a usage error: out of the option's range
+    assert strong.code == 1 and "--intensity" in strong.err  # out of range, refused as generate's is
 
 
 def test_cli_grid_va(cli, mapper_config, tmp_path):
-    r = cli("grid", "--va", "--out", tmp_path / "va", "--config", mapper_config, "--json")
+    r = cli("grid", "va", "--out", tmp_path / "va", "--config", mapper_config, "--json")
     assert r.code == 0, r.err
     assert r.json["count"] == 25
     sheet = Image.open(r.json["sheet"])
@@ -290,8 +290,8 @@ def test_cli_edit_va_best_of_keep_all(cli, mapper_config, inputs, tmp_path):
     r = cli("edit", inputs / "astronaut.png", "--va", "0.9,0.8", "--best-of", "2", "--keep-all", "--strength", "0.6",
             "--out", out, "--config", mapper_config, "--json")
     assert r.code == 0, r.err
-    e = r.json["edited"][0]
-    meta = json.loads(Image.open(e["output"]).text["emogen"])
+    e = r.json["images"][0]
+    meta = json.loads(Image.open(e["path"]).text["emogen"])
     assert meta["va"]["valence"] == 0.9 and meta["target"] == max(meta["va"]["weights"], key=meta["va"]["weights"].get)
     assert meta["best_of"]["k"] == 2 and meta["best_of"]["rank"] == 1 and r.json["rejected"] == 1
     assert len(list((out / "rejected").glob("*.png"))) == 1

@@ -1,4 +1,4 @@
-"""edit and grid --va when interrupted or run side by side: index.jsonl (and rejected/index.jsonl) list
+"""edit and grid va when interrupted or run side by side: index.jsonl (and rejected/index.jsonl) list
 exactly the complete files, and numbers are reserved across runs so nothing is overwritten."""
 
 from __future__ import annotations

@@ -27,10 +27,11 @@ from emogen_cli.cli import data, dev, infer, train
 from emogen_cli.cli import edit as edit_cli
 from emogen_cli.cli import evaluate as evaluate_cli
 from emogen_cli.cli import export as export_cli
-from emogen_cli.cli._utils import epilog, err_console, write_json
+from emogen_cli.cli._utils import Command, Group, epilog, err_console, write_json
 from emogen_cli.core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, EmogenError
 
 app = typer.Typer(
+    cls=Group,
     name="emogen",
     help="Generate emotional image content with Stable Diffusion (EmoGen, CVPR 2024).",
     no_args_is_help=True,
@@ -38,15 +39,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-app.command(name="prepare", epilog=epilog(data.prepare))(data.prepare)
-app.command(name="train-encoder", epilog=epilog(train.train_encoder))(train.train_encoder)
-app.command(name="train-mapper", epilog=epilog(train.train_mapper))(train.train_mapper)
-app.command(name="generate", epilog=epilog(infer.generate))(infer.generate)
-app.command(name="transfer", epilog=epilog(infer.transfer))(infer.transfer)
-app.command(name="fuse", epilog=epilog(infer.fuse))(infer.fuse)
-app.command(name="decompose", epilog=epilog(infer.decompose))(infer.decompose)
-app.command(name="evaluate", epilog=epilog(evaluate_cli.evaluate))(evaluate_cli.evaluate)
-app.command(name="export", epilog=epilog(export_cli.export))(export_cli.export)
+app.command(name="prepare", cls=Command, epilog=epilog(data.prepare))(data.prepare)
+app.command(name="train-encoder", cls=Command, epilog=epilog(train.train_encoder))(train.train_encoder)
+app.command(name="train-mapper", cls=Command, epilog=epilog(train.train_mapper))(train.train_mapper)
+app.command(name="generate", cls=Command, epilog=epilog(infer.generate))(infer.generate)
+app.command(name="transfer", cls=Command, epilog=epilog(infer.transfer))(infer.transfer)
+app.command(name="fuse", cls=Command, epilog=epilog(infer.fuse))(infer.fuse)
+app.command(name="decompose", cls=Command, epilog=epilog(infer.decompose))(infer.decompose)
+app.command(name="evaluate", cls=Command, epilog=epilog(evaluate_cli.evaluate))(evaluate_cli.evaluate)
+app.command(name="export", cls=Command, epilog=epilog(export_cli.export))(export_cli.export)
 edit_cli.register(app)
 app.add_typer(dev.app, name="dev", hidden=True)
 

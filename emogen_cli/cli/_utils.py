@@ -1,12 +1,12 @@
-"""Shared CLI pieces: options declared once with their config key, the command decorator that turns
-them into a Config, the Rich progress reporter, result output and error rendering.
+"""Shared CLI pieces: the command decorator that turns keyed options (declared once, in options.py) into a
+Config, the Rich progress reporter, result output and error rendering.
 
 Heavy libraries (torch, diffusers, transformers) are imported inside commands only, so
 `emogen --help` stays fast.
 
-An option states its config key once, in its type:
+An option states its config key once, in its type (options.py):
 
-    steps: Annotated[int | None, opt("--steps", key="generate.steps", help="Denoising steps.")] = None
+    StepsOpt = Annotated[int | None, opt("--steps", key="generate.steps", help="Denoising steps.")]
 
 and a command decorated with `@command(...)` receives `cfg`, the Config built from `--config` and
 every keyed option that was given; its --help shows `[default: 50; config: generate.steps]`.
@@ -22,9 +22,8 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -38,59 +37,14 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from typer.core import TyperCommand, TyperGroup
+
 from emogen_cli.core.reporting import Reporter
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    if value == "":
-        return '""'
-    return str(value)
-
-
-def _key_note(key: str) -> str:
-    """`[default: 50; config: generate.steps]`, read from Config() so help never drifts from the defaults."""
-    from emogen_cli.core.config import CHOICES, Config
-
-    section, name = key.split(".")
-    default = getattr(getattr(Config(), section), name)
-    parts = [] if default is None else [f"default: {_show(default)}"]
-    if key in CHOICES:
-        parts.append(f"one of: {', '.join(CHOICES[key])}")
-    parts.append(f"config: {key}")
-    return escape(f"[{'; '.join(parts)}]")
-
-
-def _completer(allowed: Sequence[str], as_list: bool) -> Callable[[str], list[str]]:
-    def complete(incomplete: str) -> list[str]:
-        head, _, last = incomplete.rpartition(",") if as_list else ("", "", incomplete)
-        return [f"{head}," * bool(head) + c for c in allowed if c.startswith(last)]
-
-    return complete
-
-
-def opt(*flags: str, key: str | None = None, help: str = "", **kwargs: Any) -> Any:
-    """A typer.Option; with `key`, the option sets that config key (see `command`), its help ends with the
-    default from Config() and the key, and its choices (emogen_cli.core.choices) complete in the shell."""
-    if key is None:
-        return typer.Option(*flags, help=help, **kwargs)
-    from emogen_cli.core.config import CHOICES, Config
-
-    allowed = CHOICES.get(key)
-    if allowed and "autocompletion" not in kwargs:
-        section, name = key.split(".")
-        kwargs["autocompletion"] = _completer(allowed, isinstance(getattr(getattr(Config(), section), name), list))
-    info = typer.Option(*flags, help=f"{help} {_key_note(key)}".strip(), show_default=False, **kwargs)
-    info.emogen_key = key  # read by `command`
-    return info
 
 
 def _keyed(fn: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, tuple[str, str]]]:
@@ -181,35 +135,33 @@ def _output(spec: Output, params: dict[str, Any], cfg: Any) -> str | Path | None
     return params.get(spec)
 
 
+def _no_bool_metavar(params: list[Any]) -> list[Any]:
+    """Flags take no value: no `<bool>` beside them in --help (Typer shows one for Click's --help and its
+    completion flags too; emogen's own declare metavar="" through options.flag)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """A Typer command whose flags show no `<bool>` metavar."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_bool_metavar(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """A Typer group whose flags show no `<bool>` metavar."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_bool_metavar(super().get_params(ctx))
+
+
 def epilog(fn: Callable[..., Any]) -> str | None:
     """The examples a command declared with @command, as its --help epilog."""
     text = getattr(fn, "emogen_examples", "")
     return f"[bold]Examples[/bold]\n{escape(text.strip(chr(10)))}" if text else None
-
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config file (see configs/default.yaml).", show_default=False)
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (progress stays on stderr).")]
-SeedOpt = Annotated[int | None, opt("--seed", key="runtime.seed", help="Random seed (0 .. 2**32-1).")]
-DeviceOpt = Annotated[str | None, opt("--device", key="runtime.device", help="auto, cpu, mps, cuda or cuda:N.")]
-PrecisionOpt = Annotated[str | None, opt("--mixed-precision", key="runtime.mixed_precision",
-                                         help="auto: bf16 (or fp16) on CUDA, fp32 on CPU.")]
-ModelOpt = Annotated[str | None, opt("--model", key="model.pretrained",
-                                     help="Stable Diffusion hub id or local diffusers folder.")]
-ClipOpt = Annotated[str | None, opt("--clip", key="model.clip", help="CLIP hub id or local folder.")]
-ResolutionOpt = Annotated[int | None, opt("--resolution", key="model.resolution",
-                                          help="Image size in pixels (a multiple of 8).")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs instead of refusing.")]
-MapperOpt = Annotated[Path | None, opt("--mapper", "-m", key="generate.mapper", help="Mapper bundle folder.")]
-StepsOpt = Annotated[int | None, opt("--steps", key="generate.steps", help="Denoising steps.")]
-GuidanceOpt = Annotated[float | None, opt("--guidance", key="generate.guidance",
-                                          help="Classifier-free guidance scale (0 or more; 1 or less turns it off).")]
-
-
-def runtime_options(device: DeviceOpt = None, mixed_precision: PrecisionOpt = None, seed: SeedOpt = None,
-                    config: ConfigOpt = None, json_: JsonOpt = False) -> None:
-    """Option group (see `command`): where and how a model-running command runs, and how it reports."""
 
 
 def is_main_process() -> bool:

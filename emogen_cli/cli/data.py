@@ -15,21 +15,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from emogen_cli.cli._utils import (
-    ConfigOpt,
-    DeviceOpt,
-    JsonOpt,
+from emogen_cli.cli._utils import RichReporter, command, emit, out_console, plural, say
+from emogen_cli.cli.options import (
+    DataOpt,
     ModelOpt,
     OverwriteOpt,
+    PrepareOutOpt,
     ResolutionOpt,
-    RichReporter,
-    SeedOpt,
-    command,
-    emit,
+    flag,
     opt,
-    out_console,
-    plural,
-    say,
+    runtime_options,
 )
 from emogen_cli.core.config import Config
 
@@ -39,23 +34,20 @@ emogen prepare --data data/EmoSet --out runs/prepared
 emogen prepare --data data/EmoSet --out runs/prepared --cache-latents
 emogen prepare --splits train --balance none --json
 emogen prepare -c configs/tiny.yaml --cache-latents
-""", writes=["data.prepared"])
+""", writes=["data.prepared"], options=[runtime_options])
 def prepare(
-    data: Annotated[Path | None, opt("--data", key="data.root", help="EmoSet root folder.")] = None,
-    out: Annotated[Path | None, opt("--out", "-o", key="data.prepared", help="Output folder.")] = None,
+    data: DataOpt = None,
+    out: PrepareOutOpt = None,
     splits: Annotated[str | None, opt("--splits", key="data.splits", help="Comma-separated splits to use.")] = None,
     balance: Annotated[str | None, opt("--balance", key="data.balance",
                                        help="Oversampling: per_kind balances scene and object images separately "
                                             "(the official code), union balances all images, none keeps them.")] = None,
-    cache_latents: Annotated[bool, typer.Option("--cache-latents", help="Pre-encode VAE latents for stage 2 (resumable).")] = False,
+    cache_latents: Annotated[bool, flag("--cache-latents", help="Pre-encode VAE latents for stage 2 (resumable).")] = False,
     model: ModelOpt = None,
     resolution: ResolutionOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
     overwrite: OverwriteOpt = False,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
     *,
+    json_: bool,
     cfg: Config,
 ) -> None:
     """Filter EmoSet to images with a scene/object label, balance emotions, write a manifest."""

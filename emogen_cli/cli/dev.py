@@ -13,10 +13,11 @@ from typing import Annotated
 
 import typer
 
-from emogen_cli.cli._utils import JsonOpt, OverwriteOpt, SeedOpt, command, emit, epilog, say
+from emogen_cli.cli._utils import Command, Group, command, emit, epilog, say
+from emogen_cli.cli.options import JsonOpt, OverwriteOpt, SeedOpt
 from emogen_cli.core.config import Config
 
-app = typer.Typer(help="Developer helpers: tiny models and synthetic data.", no_args_is_help=True)
+app = typer.Typer(cls=Group, help="Developer helpers: tiny models and synthetic data.", no_args_is_help=True)
 
 
 def _refuse_non_empty(out: Path, overwrite: bool) -> None:
@@ -85,6 +86,6 @@ def tiny_config(
     emit({"path": str(path)}, json_, lambda r: say(f"Tiny chain config written to {r['path']}"))
 
 
-app.command("tiny-bundle", epilog=epilog(tiny_bundle))(tiny_bundle)
-app.command("synthetic-emoset", epilog=epilog(synthetic_emoset))(synthetic_emoset)
-app.command("tiny-config", epilog=epilog(tiny_config))(tiny_config)
+app.command("tiny-bundle", cls=Command, epilog=epilog(tiny_bundle))(tiny_bundle)
+app.command("synthetic-emoset", cls=Command, epilog=epilog(synthetic_emoset))(synthetic_emoset)
+app.command("tiny-config", cls=Command, epilog=epilog(tiny_config))(tiny_config)

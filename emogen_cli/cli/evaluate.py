@@ -14,19 +14,16 @@ from typing import Annotated
 
 import typer
 
-from emogen_cli.cli._utils import (
+from emogen_cli.cli._utils import RichReporter, command, emit, out_console, say
+from emogen_cli.cli.options import (
     ClipOpt,
-    ConfigOpt,
-    DeviceOpt,
-    JsonOpt,
+    EncoderOpt,
+    EvaluateOutOpt,
+    MapperOpt,
     OverwriteOpt,
-    RichReporter,
-    SeedOpt,
-    command,
-    emit,
+    ProbeOpt,
     opt,
-    out_console,
-    say,
+    runtime_options,
 )
 from emogen_cli.core.config import Config
 
@@ -36,7 +33,7 @@ emogen evaluate runs/awe
 emogen evaluate runs/generated --reference runs/prepared --metrics fid,emo-a
 emogen evaluate runs/generated --emotion-classifier encoder --encoder runs/encoder
 emogen evaluate runs/generated --scene-model resnet50_places365.pth.tar --json
-""", writes=[lambda params, cfg: params["out"] or Path(params["folder"]) / "evaluation"])
+""", writes=[lambda params, cfg: params["out"] or Path(params["folder"]) / "evaluation"], options=[runtime_options])
 def evaluate(
     folder: Annotated[Path, typer.Argument(help="Folder of generated images (grouped by PNG metadata or sub-folder).",
                                            show_default=False)],
@@ -46,20 +43,15 @@ def evaluate(
                                                "(default: data.prepared).")] = None,
     metrics: Annotated[str | None, opt("--metrics", key="evaluate.metrics",
                                        help="Comma-separated subset (default: all that are available).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Report folder (default: FOLDER/evaluation).",
-                                             show_default=False)] = None,
+    out: EvaluateOutOpt = None,
     fid_features: Annotated[str | None, opt("--fid-features", key="evaluate.fid_features",
                                             help="auto: Inception with torch-fidelity installed, else CLIP.")] = None,
     emotion_classifier: Annotated[str | None, opt("--emotion-classifier", key="evaluate.emotion_classifier",
                                                   help="Emo-A classifier: clip (CLIP-space probe) or encoder "
                                                        "(stage 1).")] = None,
-    probe: Annotated[Path | None, opt("--probe", key="evaluate.probe",
-                                      help="CLIP emotion probe (.safetensors or the official .pth; default: the "
-                                           "mapper bundle's).")] = None,
-    mapper: Annotated[Path | None, opt("--mapper", "-m", key="generate.mapper",
-                                       help="Mapper bundle (for its probe and CLIP model).")] = None,
-    encoder: Annotated[Path | None, opt("--encoder", key="mapper.encoder",
-                                        help="Stage-1 encoder for --emotion-classifier encoder.")] = None,
+    probe: ProbeOpt = None,
+    mapper: MapperOpt = None,
+    encoder: EncoderOpt = None,
     object_model: Annotated[str | None, opt("--object-model", key="evaluate.object_model",
                                             help="ImageNet classifier for Sem-C.")] = None,
     scene_model: Annotated[str | None, opt("--scene-model", key="evaluate.scene_model",
@@ -68,11 +60,8 @@ def evaluate(
                                      help="Random pairs per emotion for LPIPS and Sem-D.")] = None,
     clip: ClipOpt = None,
     overwrite: OverwriteOpt = False,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
     *,
+    json_: bool,
     cfg: Config,
 ) -> None:
     """Compute the paper's five metrics over a folder of generated images."""

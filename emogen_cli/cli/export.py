@@ -13,18 +13,8 @@ from typing import Annotated
 
 import typer
 
-from emogen_cli.cli._utils import (
-    ConfigOpt,
-    JsonOpt,
-    OverwriteOpt,
-    RichReporter,
-    SeedOpt,
-    command,
-    emit,
-    opt,
-    plural,
-    say,
-)
+from emogen_cli.cli._utils import RichReporter, command, emit, plural, say
+from emogen_cli.cli.options import ExportOutOpt, MapperOpt, OverwriteOpt, SamplesOpt, runtime_options
 from emogen_cli.core.choices import EXPORT_FORMATS
 from emogen_cli.core.config import Config
 
@@ -33,7 +23,7 @@ from emogen_cli.core.config import Config
 emogen export awe --out runs/embeddings
 emogen export all --format a1111 --out stable-diffusion-webui/embeddings
 emogen export fear --samples 4 --format a1111 --out runs/emb
-""", writes=["out"])
+""", writes=["out"], options=[runtime_options])
 def export(
     emotion: Annotated[str, typer.Argument(help="Emotion name, a comma-separated list, or 'all'.")] = "all",
     format_: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(EXPORT_FORMATS)} (diffusers: "
@@ -41,17 +31,12 @@ def export(
                                          "and ComfyUI).",
                                          autocompletion=lambda incomplete: [f for f in EXPORT_FORMATS
                                                                             if f.startswith(incomplete)])] = "diffusers",
-    samples: Annotated[int | None, typer.Option("--samples", "-k", help="Export K seeded samples of the emotion as K "
-                                                "vectors of one embedding (default: the mapped mean, 1 vector).",
-                                                min=1, show_default=False)] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/embeddings"),
-    mapper: Annotated[str | None, opt("--mapper", "-m", key="generate.mapper",
-                                      help="Mapper bundle folder or Hub repo id.")] = None,
+    samples: SamplesOpt = None,
+    out: ExportOutOpt = Path("runs/embeddings"),
+    mapper: MapperOpt = None,
     overwrite: OverwriteOpt = False,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
     *,
+    json_: bool,
     cfg: Config,
 ) -> None:
     """Export emotions as textual-inversion embeddings other Stable Diffusion 1.x tools load."""

@@ -20,81 +20,24 @@ from typing import Annotated, Any
 
 import typer
 
-from emogen_cli.cli._utils import (
+from emogen_cli.cli._utils import RichReporter, command, emit, out_console, plural, say
+from emogen_cli.cli.options import (
     ClipOpt,
-    ConfigOpt,
-    DeviceOpt,
-    GuidanceOpt,
-    JsonOpt,
+    EmotionOpt,
+    IntensityOpt,
     MapperOpt,
     ModelOpt,
-    OverwriteOpt,
-    ResolutionOpt,
-    RichReporter,
-    SeedOpt,
-    StepsOpt,
-    command,
-    emit,
-    opt,
-    out_console,
-    plural,
+    PromptOpt,
+    SamplesOpt,
+    SigmaOpt,
+    VaOpt,
+    precision_options,
     runtime_options,
-    say,
+    sampling_options,
 )
-from emogen_cli.core.choices import FUSION_MODES, MAX_IMAGES
+from emogen_cli.core.choices import FUSION_MODES
 from emogen_cli.core.config import Config
 
-OutOpt = Annotated[Path | None, opt("--out", "-o", key="generate.output", help="Output folder.")]
-
-
-def _count(value: int) -> int:
-    """-n's range, checked here rather than by Typer's min/max, whose `[1<=x<=10000]` squeezes the help."""
-    if value < 1:
-        raise typer.BadParameter("Input should be greater than or equal to 1")
-    if value > MAX_IMAGES:
-        raise typer.BadParameter(f"Input should be less than or equal to {MAX_IMAGES}")
-    return value
-
-
-CountOpt = Annotated[int, typer.Option("--num-images", "-n", help=f"Images per emotion (and prompt), 1 to {MAX_IMAGES}.",
-                                       callback=_count)]
-SchedulerOpt = Annotated[str | None, opt("--scheduler", key="generate.scheduler", help="Sampler.")]
-SizeOpt = Annotated[int | None, opt("--size", key="model.resolution", hidden=True, help="Alias of --resolution.")]
-BatchOpt = Annotated[int | None, opt("--batch-size", key="generate.batch_size", help="Images per denoising batch.")]
-BaselineOpt = Annotated[bool, typer.Option("--baseline", help="Plain SD with 'a photo that evokes {emotion}', same code path.")]
-EmotionOpt = Annotated[str, typer.Option("--emotion", "-e", help="Emotion name, a comma-separated list, or 'all'.")]
-IntensityOpt = Annotated[str | None, typer.Option(
-    "--intensity", help="Emotion strength α in [0, 4]: 0 the prompt without the emotion (for generate: the empty "
-    "prompt), 1 EmoGen's (the default), above 1 stronger. Several, e.g. 0,0.5,1,1.5, also write one strip per seed.",
-    show_default=False)]
-BestOfOpt = Annotated[int | None, opt("--best-of", key="generate.best_of", help="Draw K candidates per image and "
-                                      "keep the one the CLIP emotion probe rates highest (seeds S+n*K .. S+n*K+K-1).")]
-KeepAllOpt = Annotated[bool, typer.Option("--keep-all", help="With --best-of: keep the other candidates in "
-                                          "rejected/ (which evaluate skips).")]
-ProbeOpt = Annotated[Path | None, typer.Option("--probe", help="CLIP emotion probe for --best-of (default: the mapper "
-                                               "bundle's emotion_probe.safetensors).", show_default=False)]
-
-
-
-def sampling_options(
-    num_images: CountOpt = 4,
-    intensity: IntensityOpt = None,
-    best_of: BestOfOpt = None,
-    keep_all: KeepAllOpt = False,
-    probe: ProbeOpt = None,
-    mapper: MapperOpt = None,
-    out: OutOpt = None,
-    steps: StepsOpt = None,
-    guidance: GuidanceOpt = None,
-    scheduler: SchedulerOpt = None,
-    resolution: ResolutionOpt = None,
-    size: SizeOpt = None,
-    batch_size: BatchOpt = None,
-    baseline: BaselineOpt = False,
-    model: ModelOpt = None,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Option group (see `command`): what generate, transfer and fuse share besides `runtime_options`."""
 
 def _run(requests: list, cfg: Config, options: dict[str, Any]) -> None:
     """Generate `requests` with the command's Config and `sampling_options`; print the result."""
@@ -107,7 +50,7 @@ def _run(requests: list, cfg: Config, options: dict[str, Any]) -> None:
     check_best_of(cfg.generate.best_of, keep_all)  # before models load
     with RichReporter() as reporter:
         result = run(cfg, requests, overwrite=options["overwrite"], baseline=options["baseline"], reporter=reporter,
-                     intensities=alphas, keep_all=keep_all, probe=options["probe"])
+                     intensities=alphas, keep_all=keep_all, probe=cfg.evaluate.probe)
     emit(result, options["json_"], _render_generated)
 
 
@@ -128,16 +71,11 @@ emogen generate --emotion awe --intensity 0,0.5,1,1.5 -n 2
 emogen generate --emotion fear --best-of 4 --keep-all
 emogen generate --va 0.8,0.3 -n 4
 accelerate launch -m emogen_cli generate --emotion all -n 1000
-""", writes=["generate.output"], options=[sampling_options, runtime_options])
+""", writes=["generate.output"], options=[sampling_options, precision_options, runtime_options])
 def generate(
-    emotion: Annotated[str | None, typer.Option("--emotion", "-e", help="Emotion name, a comma-separated list, or "
-                                                "'all' (the default, unless --va is given).",
-                                                show_default=False)] = None,
-    va: Annotated[str | None, typer.Option("--va", help="A valence,arousal point in [0, 1] (NRC VAD scale) instead "
-                                           "of --emotion, e.g. 0.8,0.3: the eight emotions mixed in the emotion "
-                                           "space by closeness.", show_default=False)] = None,
-    sigma: Annotated[float | None, typer.Option("--sigma", help="With --va: width of the kernel over the emotions' "
-                                                "coordinates (0.15).", show_default=False)] = None,
+    emotion: EmotionOpt = None,
+    va: VaOpt = None,
+    sigma: SigmaOpt = None,
     *,
     num_images: int,
     cfg: Config,
@@ -166,10 +104,10 @@ emogen transfer --emotion fear "a cup"
 emogen transfer -e awe,sadness --template "{} street at night" --template "a {} bag"
 emogen transfer -e all --prompt-file prompts.txt -n 2
 emogen transfer -e fear "a cup" --intensity 0.5 --best-of 4
-""", writes=["generate.output"], options=[sampling_options, runtime_options])
+""", writes=["generate.output"], options=[sampling_options, precision_options, runtime_options])
 def transfer(
     prompts: Annotated[list[str] | None, typer.Argument(help="Neutral content, e.g. 'a cup' or '{} street'.", show_default=False)] = None,
-    emotion: EmotionOpt = "all",
+    emotion: EmotionOpt = None,
     template: Annotated[list[str] | None, typer.Option("--template", "-t", help="Template with {} for the emotion, e.g. "
                                                        "'{} bag' ({{ and }} for literal braces).", show_default=False)] = None,
     prompt_file: Annotated[Path | None, typer.Option("--prompt-file", help="One prompt per line.", show_default=False)] = None,
@@ -200,7 +138,7 @@ def transfer(
         raise EmogenError(f"No prompt given{empty}.",
                           "Pass one like 'a cup', or --template '{} bag', or --prompt-file FILE.")
     templates = [validate.template(text, where) for text, where in texts]
-    requests = [Request((e,), t, num_images) for e in parse_emotions([emotion]) for t in templates]
+    requests = [Request((e,), t, num_images) for e in parse_emotions([emotion or "all"]) for t in templates]
     _run(requests, cfg, options)
 
 
@@ -209,7 +147,7 @@ emogen fuse amusement fear
 emogen fuse amusement fear --mode embedding --weights 0.7,0.3
 emogen fuse awe contentment --prompt "{} lake at dawn" -n 8
 emogen fuse amusement fear --mode space --intensity 0,1,2
-""", writes=["generate.output"], options=[sampling_options, runtime_options])
+""", writes=["generate.output"], options=[sampling_options, precision_options, runtime_options])
 def fuse(
     emotions: Annotated[list[str], typer.Argument(help="Two or more emotions, e.g. amusement fear.", show_default=False)],
     mode: Annotated[str, typer.Option("--mode", help="tokens: one token per emotion, side by side (each emotion in its own token "
@@ -220,7 +158,7 @@ def fuse(
                                                                           if m.startswith(incomplete)])] = "tokens",
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="Mixing weights for embedding/space, "
                                                 "e.g. 0.7,0.3 (normalised; default equal).", show_default=False)] = None,
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Template with {} for the emotions, e.g. '{} street'.")] = "{}",
+    prompt: PromptOpt = "{}",
     *,
     num_images: int,
     cfg: Config,
@@ -241,36 +179,42 @@ def fuse(
 emogen decompose awe --mapper runs/mapper --top 6
 emogen decompose all --attributes my_attributes.txt --json
 emogen decompose --images runs/awe
-""", writes=["images"])
+""", writes=["images"], options=[runtime_options])
 def decompose(
     emotion: Annotated[str | None, typer.Argument(help="Emotion name, a comma-separated list, or 'all'.",
                                                   show_default=False)] = None,
-    top: Annotated[int, typer.Option("--top", "-k", help="How many attributes to list per emotion.", min=1)] = 6,
+    top: Annotated[int, typer.Option("--top", help="How many attributes to list per emotion.", min=1)] = 6,
     attributes: Annotated[Path | None, typer.Option("--attributes", help="Attribute names to rank: one per line, or a "
                                                     "JSON list (default: the mapper bundle's).", show_default=False)] = None,
     images: Annotated[Path | None, typer.Option("--images", help="Also label every image in this folder with its "
                                                 "best-matching attribute (written to attribute_labels.jsonl).",
                                                 show_default=False)] = None,
-    samples: Annotated[int, typer.Option("--samples", help="Emotion-space samples averaged per emotion.", min=1,
-                                         max=100_000)] = 64,
+    samples: SamplesOpt = None,
     mapper: MapperOpt = None,
     model: ModelOpt = None,
     clip: ClipOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    config: ConfigOpt = None,
-    json_: JsonOpt = False,
     *,
+    json_: bool,
     cfg: Config,
 ) -> None:
     """List the semantics (EmoSet objects and scenes) an emotion is made of."""
     from emogen_cli.core.emotions import parse_emotions
+    from emogen_cli.core.errors import EmogenError
     from emogen_cli.evaluation.decompose import decompose as run
 
+    if samples is not None and samples > MAX_DECOMPOSE_SAMPLES:
+        raise EmogenError(f"--samples must lie in 1..{MAX_DECOMPOSE_SAMPLES} for decompose, got {samples}.",
+                          f"The default, {DECOMPOSE_SAMPLES}, is plenty for a stable ranking.")
+
     with RichReporter() as reporter:
-        result = run(cfg, parse_emotions([emotion]) if emotion else [], top, attributes, images, samples, None,
+        result = run(cfg, parse_emotions([emotion]) if emotion else [], top, attributes, images,
+                     DECOMPOSE_SAMPLES if samples is None else samples, None,
                      reporter)
     emit(result, json_, _render_decomposition)
+
+
+DECOMPOSE_SAMPLES = 64  # emotion-space samples averaged per emotion when --samples is not given
+MAX_DECOMPOSE_SAMPLES = 100_000
 
 
 def _render_decomposition(result: dict) -> None:

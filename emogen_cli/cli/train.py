@@ -17,30 +17,33 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from emogen_cli.cli._utils import (
+from emogen_cli.cli._utils import RichReporter, command, emit, out_console, plural, say
+from emogen_cli.cli.options import (
     ClipOpt,
+    DataOpt,
+    EncoderOpt,
+    EncoderOutOpt,
+    MapperOutOpt,
     ModelOpt,
     ResolutionOpt,
-    RichReporter,
-    command,
-    emit,
+    EncoderBatchOpt,
+    EncoderCheckpointOpt,
+    EncoderLrOpt,
+    EncoderMaxStepsOpt,
+    MapperBatchOpt,
+    MapperCheckpointOpt,
+    MapperLrOpt,
+    MapperMaxStepsOpt,
+    flag,
     opt,
-    out_console,
-    plural,
+    precision_options,
     runtime_options,
-    say,
+    trainer_options,
 )
 from emogen_cli.core.config import Config
 
 # The options with long names get their own --help panel, so the others keep a readable width at 80 columns.
 OFFICIAL = "Official EmoGen method and files"
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")]
-DataOpt = Annotated[Path | None, opt("--data", key="data.root", help="EmoSet root folder.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Let an import replace existing files in --out.")]
-
-
-def trainer_options(resume: ResumeOpt = False, overwrite: OverwriteOpt = False) -> None:
-    """Option group (see `command`): what both trainers take besides `runtime_options`."""
 
 
 @command(examples="""
@@ -48,19 +51,16 @@ emogen train-encoder --data data/EmoSet --out runs/encoder
 emogen train-encoder --out runs/encoder --resume
 emogen train-encoder --import-official path/to/EmoGen --out runs/encoder
 accelerate launch -m emogen_cli train-encoder --data data/EmoSet --out runs/encoder
-""", writes=["encoder.output"], options=[trainer_options, runtime_options])
+""", writes=["encoder.output"], options=[trainer_options, precision_options, runtime_options])
 def train_encoder(
     data: DataOpt = None,
-    out: Annotated[Path | None, opt("--out", "-o", key="encoder.output", help="Output folder.")] = None,
+    out: EncoderOutOpt = None,
     backbone: Annotated[str | None, opt("--backbone", key="encoder.backbone", help="ResNet hub id or folder.")] = None,
     epochs: Annotated[int | None, opt("--epochs", key="encoder.epochs", help="Training epochs.")] = None,
-    max_steps: Annotated[int | None, opt("--max-steps", key="encoder.max_steps",
-                                         help="Stop after this many optimizer steps.")] = None,
-    batch_size: Annotated[int | None, opt("--batch-size", key="encoder.batch_size",
-                                          help="Images per step (per device).")] = None,
-    lr: Annotated[float | None, opt("--lr", key="encoder.lr", help="Learning rate.")] = None,
-    checkpoint_every: Annotated[int | None, opt("--checkpoint-every", key="encoder.checkpoint_every",
-                                                help="Steps between checkpoints.")] = None,
+    max_steps: EncoderMaxStepsOpt = None,
+    batch_size: EncoderBatchOpt = None,
+    lr: EncoderLrOpt = None,
+    checkpoint_every: EncoderCheckpointOpt = None,
     import_official: Annotated[
         Path | None,
         typer.Option("--import-official", help="Convert the official EmoGen emo_space/ (+ image_encoder .pth) instead of training.",
@@ -116,18 +116,15 @@ emogen train-mapper --prepared runs/prepared --encoder runs/encoder --out runs/m
 emogen train-mapper --out runs/mapper --resume
 emogen train-mapper --lambda-attr 0.01 --max-steps 5000 --batch-size 8 --gradient-checkpointing
 emogen train-mapper --import-official-confidence path/to/EmoGen --out runs/mapper
-""", writes=["mapper.output"], options=[trainer_options, runtime_options])
+""", writes=["mapper.output"], options=[trainer_options, precision_options, runtime_options])
 def train_mapper(
     prepared: Annotated[Path | None, opt("--prepared", key="data.prepared", help="`emogen prepare` output folder.")] = None,
-    encoder: Annotated[Path | None, opt("--encoder", key="mapper.encoder", help="Stage-1 output folder.")] = None,
-    out: Annotated[Path | None, opt("--out", "-o", key="mapper.output", help="Output folder.")] = None,
-    max_steps: Annotated[int | None, opt("--max-steps", key="mapper.max_steps",
-                                         help="Stop after this many optimizer steps.")] = None,
-    batch_size: Annotated[int | None, opt("--batch-size", key="mapper.batch_size",
-                                          help="Images per step (per device).")] = None,
-    lr: Annotated[float | None, opt("--lr", key="mapper.lr", help="Learning rate.")] = None,
-    checkpoint_every: Annotated[int | None, opt("--checkpoint-every", key="mapper.checkpoint_every",
-                                                help="Steps between checkpoints.")] = None,
+    encoder: EncoderOpt = None,
+    out: MapperOutOpt = None,
+    max_steps: MapperMaxStepsOpt = None,
+    batch_size: MapperBatchOpt = None,
+    lr: MapperLrOpt = None,
+    checkpoint_every: MapperCheckpointOpt = None,
     lambda_attr: Annotated[float | None, opt("--lambda-attr", key="mapper.lambda_attr", help="Attribute-loss weight.")] = None,
     lambda_emo: Annotated[float | None, opt("--lambda-emo", key="mapper.lambda_emo", help="Emotion-loss weight.")] = None,
     threshold: Annotated[float | None, opt("--threshold", key="mapper.threshold",
@@ -150,7 +147,7 @@ def train_mapper(
     emotion_probe: Annotated[Path | None, opt("--emotion-probe", key="mapper.emotion_probe",
                                               help="CLIP emotion probe for L_emo (official Clip_emotion_classifier "
                                                    ".pth or .safetensors).", rich_help_panel=OFFICIAL)] = None,
-    gradient_checkpointing: Annotated[bool | None, opt("--gradient-checkpointing",
+    gradient_checkpointing: Annotated[bool | None, flag("--gradient-checkpointing",
                                                        key="mapper.gradient_checkpointing",
                                                        help="Trade compute for memory.")] = None,
     model: ModelOpt = None,

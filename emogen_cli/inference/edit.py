@@ -337,7 +337,7 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
     for entry in skipped:
         reporter.warn(f"Skipped {entry['path']}: {entry['reason']}.")
     if not files:
-        return {"out": str(out), "count": 0, "edited": [], "skipped": skipped, "sheets": []}
+        return {"out": str(out), "count": 0, "images": [], "edited": [], "skipped": skipped, "sheets": []}
     out.mkdir(parents=True, exist_ok=True)
     editor = Editor(generator, steps, guidance)
     if (until is not None or best_of > 1) and scorer is None:
@@ -396,7 +396,7 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
                           "Run again on the remaining images: numbering continues after the existing files.") from None
     finally:
         release_claims(out, claimed)
-    return {"out": str(out), "count": len(records), "target": target, "label": label, "edited": edited,
+    return {"out": str(out), "count": len(records), "images": records, "target": target, "label": label, "edited": edited,
             "skipped": skipped, "sheets": sheets, "rejected": len(rejected)}
 
 def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotion: str | None = None,
