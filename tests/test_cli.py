@@ -270,3 +270,11 @@ def test_edit_reads_best_of_from_the_config(cli, tmp_path):
     config.write_text(f"generate:\n  best_of: 3\n  mapper: {tmp_path / 'no-mapper'}\n")
     result = cli("edit", tmp_path, "-e", "awe", "--keep-all", "-c", config, "--out", tmp_path / "o")
     assert result.code != 0 and "--keep-all" not in result.err
+
+
+def test_grid_dash_dash_va_is_the_va_grid():
+    """`emogen grid --va` (the spelling of the docs and issues) runs `emogen grid va`, options kept."""
+    from emogen_cli.cli import _legacy_spellings
+
+    assert _legacy_spellings(["grid", "--va", "--out", "d", "--seed", "3"]) == ["grid", "va", "--out", "d", "--seed", "3"]
+    assert _legacy_spellings(["generate", "--va", "0.8,0.3"]) == ["generate", "--va", "0.8,0.3"]

@@ -150,9 +150,17 @@ def _run(args: list[str], as_json: bool) -> int:
                        EXIT_INTERNAL, as_json)
 
 
+def _legacy_spellings(args: list[str]) -> list[str]:
+    """`emogen grid --va` (the spelling the docs and issues use) is `emogen grid va`: --va elsewhere takes a
+    V,A point, so grid's sheet is named by its KIND argument and the old switch is read as that word."""
+    if args[:1] == ["grid"] and "--va" in args[1:]:
+        return ["grid", "va", *(a for a in args[1:] if a != "--va")]
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: exit codes per errors.py, one line per error, SIGTERM handled as Ctrl-C."""
-    args = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    args = _legacy_spellings([str(a) for a in (sys.argv[1:] if argv is None else argv)])
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # e.g. torchvision fallback notices
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
