@@ -177,7 +177,7 @@ CASES = [
     ("edit-sigma-tiny", ["edit", "{imgs}", "--va", "0.5,0.5", "--sigma", "1e-300", "--out", "{tmp}/ed"], 1,
      "--sigma must be a number in [0.001, 1000]"),
     ("edit-min-ssim-nan", ["edit", "{imgs}", "-e", "awe", "--until-confident", "0.5", "--min-ssim", "nan",
-                           "--out", "{tmp}/ed"], 1, "--min-ssim must lie in [0, 1]"),
+                           "--out", "{tmp}/ed"], 1, "--min-ssim must lie in [-1, 1]"),
     ("generate-va-sigma-tiny", ["generate", "--va", "0.5,0.5", "--sigma", "1e-300", "--out", "{tmp}/g"], 1,
      "--sigma must be a number in [0.001, 1000]"),
     ("export-samples-huge", ["export", "awe", "--samples", "1000000000", "--out", "{tmp}/x"], 1,

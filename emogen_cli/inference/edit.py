@@ -10,7 +10,9 @@ and the result is resized back.
 
 `--until-confident P` re-edits with strength start, start + step, ... 1.0 (same seed) until the
 bundle's CLIP-space emotion probe gives the target probability >= P, or the SSIM to the source
-falls below `--min-ssim`, in which case the last edit that stayed above it is kept.
+falls below `--min-ssim`, in which case the last edit that stayed above it is kept. An edit below
+`--min-ssim` is never kept: when even the first one (at the start strength) falls below it, the
+image is skipped with a note and nothing is written for it.
 
 Inputs: files or folders (every file directly inside, sorted; sub-folders and hidden files skipped).
 Refused, with one line each and nothing written: missing files, files that do not decode,
@@ -67,9 +69,10 @@ class Attempt:
 
 @dataclass
 class LoopResult:
-    """The kept attempt of an --until-confident loop and why it stopped."""
+    """The kept attempt of an --until-confident loop and why it stopped (kept is None when even the
+    first edit fell below --min-ssim: no edit qualifies)."""
 
-    kept: Attempt
+    kept: Attempt | None
     attempts: list[Attempt]
     stop: str  # "confident", "min_ssim", "max_strength"
 
@@ -173,14 +176,15 @@ def until_confident(edit: Callable[[float], Image.Image], score: Callable[[Image
                     similarity: Callable[[Image.Image], float], start: float, step: float, threshold: float,
                     min_ssim: float) -> LoopResult:
     """Raise the strength until score >= threshold (keep that edit) or similarity < min_ssim (keep the
-    previous edit; the first if none stayed above); at strength 1 without either, keep the last."""
+    previous edit, or none when the first already fell below: an edit below min_ssim is never kept);
+    at strength 1 without either, keep the last. The stop reason says which happened."""
     attempts: list[Attempt] = []
     for strength in strength_schedule(start, step):
         image = edit(strength)
         attempt = Attempt(strength, image, similarity(image))
         attempts.append(attempt)
         if attempt.ssim < min_ssim:
-            return LoopResult(attempts[-2] if len(attempts) > 1 else attempt, attempts, "min_ssim")
+            return LoopResult(attempts[-2] if len(attempts) > 1 else None, attempts, "min_ssim")
         attempt.probability = score(image)
         if attempt.probability >= threshold:
             return LoopResult(attempt, attempts, "confident")
@@ -233,8 +237,9 @@ def _check(strength: float, threshold: float | None, min_ssim: float, best_of: i
         raise EmogenError(f"--strength must lie in [0, 1], got {strength}.", "0 keeps the image, 1 regenerates it.")
     if threshold is not None and not 0 < threshold <= 1:
         raise EmogenError(f"--until-confident takes a probability in (0, 1], got {threshold}.")
-    if not 0 <= min_ssim <= 1:
-        raise EmogenError(f"--min-ssim must lie in [0, 1], got {min_ssim}.")
+    if not -1 <= min_ssim <= 1:  # SSIM's own range: -1 never stops the loop
+        raise EmogenError(f"--min-ssim must lie in [-1, 1] (SSIM's range), got {min_ssim}.",
+                          "For example: 0.5; -1 disables the floor.")
     if best_of < 1:
         raise EmogenError(f"--best-of needs K >= 1, got {best_of}.")
     if threshold is not None and best_of > 1:
@@ -272,6 +277,10 @@ def _edit_one(editor: Editor, generator, source: Source, request, target: str, s
         embeds = intensity_conditioning(generator, request, [seed], intensity)
         loop = until_confident(lambda s: editor(source.rgb, embeds, s, seed), probability, similarity, strength,
                                strength_step, until, min_ssim)
+        if loop.kept is None:  # an edit below --min-ssim is never kept
+            first = loop.attempts[0]
+            raise Skip(f"no edit kept: the first edit (strength {first.strength:g}) already has SSIM "
+                       f"{first.ssim:.3f}, below --min-ssim {min_ssim:g} (lower --strength or --min-ssim)")
         outcome = Outcome(loop.kept, seed, p_before, loop)
     elif best_of > 1:
         from emogen_cli.inference.bestof import rank
@@ -356,8 +365,14 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
                     continue
                 for note in source.notes:
                     reporter.info(f"{path}: {note}.")
-                outcome = _edit_one(editor, generator, source, request, target, seed, strength, intensity, until,
-                                    min_ssim, strength_step, best_of, scorer)
+                try:
+                    outcome = _edit_one(editor, generator, source, request, target, seed, strength, intensity, until,
+                                        min_ssim, strength_step, best_of, scorer)
+                except Skip as exc:  # no edit qualifies (--min-ssim): nothing written for this input
+                    skipped.append({"path": str(path), "reason": str(exc)})
+                    reporter.warn(f"Skipped {path}: {exc}.")
+                    reporter.advance("Editing")
+                    continue
                 kept = outcome.kept
                 result = kept.image.convert("RGB")
                 if source.alpha is not None:
