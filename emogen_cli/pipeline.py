@@ -36,7 +36,7 @@ from PIL import Image
 from emogen_cli import __version__
 from emogen_cli.core.choices import FUSION_MODES, MAX_IMAGES, MAX_SEED, MAX_STEPS, SCHEDULER_CLASSES
 from emogen_cli.core.config import Config
-from emogen_cli.core.emotions import validate_emotion
+from emogen_cli.core.emotions import split_names, validate_emotion
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.reporting import Reporter
 from emogen_cli.core.runtime import DTYPES, resolve_device, resolve_precision
@@ -319,7 +319,8 @@ class EmoGenPipeline:
             raise EmogenError("sigma sets the kernel width of a valence-arousal point; it needs va=(V, A).",
                               "Pass va=(valence, arousal) too, or drop sigma.")
         names = [emotion] if isinstance(emotion, str) else list(emotion)
-        names = [validate_emotion(n, self.bundle.emotions) for name in names for n in name.split(",") if n.strip()]
+        names = [validate_emotion(n, self.bundle.emotions)
+                 for name in names for n in split_names(name, self.bundle.emotions)]
         if not names:
             raise EmogenError("No emotion given.", f"Choose from: {', '.join(self.bundle.emotions)}.")
         if not isinstance(prompt, str) or prompt.count("{}") > 1:

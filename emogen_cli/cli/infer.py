@@ -157,7 +157,7 @@ def generate(
             raise EmogenError("Give either --emotion or --va, not both.", "Drop one of them.")
         requests = [va_request(*parse_point(va), DEFAULT_SIGMA if sigma is None else sigma, "{}", num_images)]
     else:
-        requests = [Request((e,), "{}", num_images) for e in parse_emotions([emotion or "all"])]
+        requests = [Request((e,), "{}", num_images) for e in parse_emotions(["all" if emotion is None else emotion])]
     _run(requests, cfg, options)
 
 
@@ -228,10 +228,10 @@ def fuse(
 ) -> None:
     """Blend two or more emotions in one image."""
     from emogen_cli.core import validate
-    from emogen_cli.core.emotions import validate_emotion
+    from emogen_cli.core.emotions import split_names, validate_emotion
     from emogen_cli.pipeline import fusion_request
 
-    names = [validate_emotion(part) for e in emotions for part in e.split(",") if part.strip()]
+    names = [validate_emotion(part) for e in emotions for part in split_names(e)]
     values = validate.numbers(weights, "--weights") if weights is not None else None
     request = fusion_request(names, values, mode, validate.template(prompt, "--prompt"), num_images)
     _run([request], cfg, options)
@@ -268,7 +268,7 @@ def decompose(
     from emogen_cli.evaluation.decompose import decompose as run
 
     with RichReporter() as reporter:
-        result = run(cfg, parse_emotions([emotion]) if emotion else [], top, attributes, images, samples, None,
+        result = run(cfg, parse_emotions([emotion]) if emotion is not None else [], top, attributes, images, samples, None,
                      reporter)
     emit(result, json_, _render_decomposition)
 
