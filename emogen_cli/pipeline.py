@@ -600,7 +600,7 @@ class EmoGenPipeline:
         settings = self.settings(steps, guidance, size, negative_prompt)
         from emogen_cli.inference.bestof import check_best_of
 
-        k = check_best_of(best_of, keep_all)
+        k = check_best_of(best_of, keep_all, probe)
         # 2. Check the emotion tokens fit in CLIP's 77-token window (warn about any cut words).
         self.check(request)
         batch = self.config.generate.batch_size if batch_size is None else whole(batch_size, "batch_size", 1, 4096)

@@ -501,3 +501,41 @@ def test_train_mapper_checks_given_files_before_models_load(cli, mapper_config, 
     result = cli("train-mapper", "--config", mapper_config, "--out", tmp_path / "m", option, given)
     assert_one_error(result, 1, text)
     assert not (tmp_path / "m").exists()  # nothing was written: the check ran before the output folder was made
+
+
+@pytest.mark.parametrize("shape, text", [("classes", "has 3 outputs, expected 8 (one per emotion)"),
+                                         ("width", "-d features, but the CLIP model gives")])
+@pytest.mark.parametrize("command", ["generate", "edit"])
+def test_probe_of_the_wrong_shape_is_refused_when_it_loads(cli, mapper_config, tmp_path, shape, text, command):
+    """A 3-class or wrong-width --probe is refused with one line before any candidate is made (best-of ranked
+    with it silently, or failed with "Internal error" after generating)."""
+    import torch
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    from emogen_cli.core.config import load_config
+
+    bundle = Path(load_config(mapper_config).generate.mapper)
+    weight = load_file(bundle / "emotion_probe.safetensors")["fc.weight"]
+    rows, width = (3, weight.shape[1]) if shape == "classes" else (8, weight.shape[1] + 1)
+    probe = tmp_path / "probe.safetensors"
+    save_file({"fc.weight": torch.zeros(rows, width), "fc.bias": torch.zeros(rows)}, str(probe))
+    out = tmp_path / "out"
+    if command == "generate":
+        args = ["generate", "-e", "awe", "-n", "1", "--best-of", "2"]
+    else:
+        Image.new("RGB", (16, 16), "red").save(tmp_path / "photo.png")
+        args = ["edit", tmp_path / "photo.png", "-e", "awe", "--until-confident", "0.5"]
+    result = cli(*args, "--probe", probe, "--out", out, "--config", mapper_config)
+    assert_one_error(result, 1, text)
+    assert not list(out.rglob("*.png")) if out.exists() else True
+
+
+@pytest.mark.parametrize("args", [["generate", "-e", "awe", "-n", "1"], ["transfer", "-e", "awe", "a cup"],
+                                  ["edit", "{imgs}", "-e", "awe"]])
+def test_probe_without_a_use_is_refused(cli, place, tmp_path, monkeypatch, args):
+    """--probe only ranks --best-of candidates (and scores edit's --until-confident loop): never silently ignored."""
+    monkeypatch.chdir(tmp_path)
+    result = cli(*place(args), "--probe", tmp_path / "probe.safetensors", "--out", tmp_path / "o")
+    assert_one_error(result, 1, "--probe ")
+    assert not (tmp_path / "o").exists()

@@ -104,7 +104,7 @@ def _run(requests: list, cfg: Config, options: dict[str, Any]) -> None:
 
     intensity, keep_all = options["intensity"], options["keep_all"]
     alphas = parse_intensities(intensity) if intensity is not None else None
-    check_best_of(cfg.generate.best_of, keep_all)  # before models load
+    check_best_of(cfg.generate.best_of, keep_all, options["probe"])  # before models load
     with RichReporter() as reporter:
         result = run(cfg, requests, overwrite=options["overwrite"], baseline=options["baseline"], reporter=reporter,
                      intensities=alphas, keep_all=keep_all, probe=options["probe"])

@@ -221,7 +221,8 @@ class Editor:
 
 
 def _check(strength: float, threshold: float | None, min_ssim: float, best_of: int, max_pixels: int,
-           intensity: float = 1.0, strength_step: float = DEFAULT_STEP, keep_all: bool = False) -> None:
+           intensity: float = 1.0, strength_step: float = DEFAULT_STEP, keep_all: bool = False,
+           probe: str | Path | None = None) -> None:
     from emogen_cli.inference.intensity import MAX_INTENSITY
 
     if not 0 < strength_step <= 1:  # False for NaN too (a NaN step ran to an internal JSON error)
@@ -244,6 +245,9 @@ def _check(strength: float, threshold: float | None, min_ssim: float, best_of: i
         raise EmogenError(f"--best-of needs K >= 1, got {best_of}.")
     if threshold is not None and best_of > 1:
         raise EmogenError("--until-confident and --best-of cannot be combined.", "Use one of them.")
+    if probe is not None and threshold is None and best_of < 2:
+        raise EmogenError("--probe scores the --until-confident loop or ranks --best-of candidates, and this edit "
+                          "uses neither.", "Add --until-confident P or --best-of K, or drop --probe.")
     if max_pixels < 64:
         raise EmogenError(f"--max-pixels must be at least 64, got {max_pixels}.")
 
@@ -339,7 +343,7 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
     from emogen_cli.inference.pngio import append_index, save_png, save_sheet, slug
     from emogen_cli.inference.writer import claim_numbers, release_claims
 
-    _check(strength, until, min_ssim, best_of, max_pixels, intensity, strength_step, keep_all)
+    _check(strength, until, min_ssim, best_of, max_pixels, intensity, strength_step, keep_all, probe)
     reporter = reporter or Reporter()
     out = Path(out_dir)
     files, skipped = collect_inputs(inputs)
@@ -429,7 +433,7 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
                           "For example: emogen edit photo.jpg --emotion awe.")
     _check(options.get("strength", DEFAULT_STRENGTH), options.get("until"), options.get("min_ssim", DEFAULT_MIN_SSIM),
            options.get("best_of", 1), options.get("max_pixels", MAX_PIXELS), options.get("intensity", 1.0),
-           options.get("strength_step", DEFAULT_STEP), options.get("keep_all", False))
+           options.get("strength_step", DEFAULT_STEP), options.get("keep_all", False), options.get("probe"))
     if sigma is not None and va is None:
         raise EmogenError("--sigma sets the kernel width of a valence-arousal target; it needs --va.",
                           "Add --va V,A, or drop --sigma.")

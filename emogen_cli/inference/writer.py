@@ -251,7 +251,7 @@ def generate(config: Config, requests: list[Any], out: str | Path | None = None,
     from emogen_cli.pipeline import EmoGenPipeline
 
     reporter = reporter or Reporter()
-    k = check_best_of(config.generate.best_of if best_of is None else best_of, keep_all)
+    k = check_best_of(config.generate.best_of if best_of is None else best_of, keep_all, probe)
     bases = [file_stem(request, baseline) for request in requests]
     groups = list(range(len(requests)))
     if intensities:
