@@ -223,13 +223,16 @@ class Editor:
 def _check(strength: float, threshold: float | None, min_ssim: float, best_of: int, max_pixels: int,
            intensity: float = 1.0, strength_step: float = DEFAULT_STEP, keep_all: bool = False,
            probe: str | Path | None = None) -> None:
+    from emogen_cli.core.choices import MIN_STRENGTH_STEP
+    from emogen_cli.inference.bestof import check_best_of
     from emogen_cli.inference.intensity import MAX_INTENSITY
 
-    if not 0 < strength_step <= 1:  # False for NaN too (a NaN step ran to an internal JSON error)
-        raise EmogenError(f"--strength-step must lie in (0, 1], got {strength_step}.", "For example: 0.1.")
-    if keep_all and best_of < 2:
-        raise EmogenError("--keep-all keeps the rejected best-of candidates, and there are none without --best-of.",
-                          "Add --best-of K (K of 2 or more), or drop --keep-all.")
+    # bounded like generate's: a tiny step meant up to 500,001 edits per image, --best-of 1000000 as many
+    if not MIN_STRENGTH_STEP <= strength_step <= 1:  # False for NaN too (a NaN step ran to an internal JSON error)
+        raise EmogenError(f"--strength-step must lie in [{MIN_STRENGTH_STEP:g}, 1], got {strength_step}.",
+                          f"For example: 0.1 (each step is one more edit per image, at most "
+                          f"{round(1 / MIN_STRENGTH_STEP) + 1}).")
+    check_best_of(best_of, keep_all)  # 1..MAX_BEST_OF, and --keep-all needs K > 1
 
     if not 0 <= intensity <= MAX_INTENSITY:
         raise EmogenError(f"--intensity must lie in [0, {MAX_INTENSITY:g}], got {intensity}.",
@@ -241,8 +244,6 @@ def _check(strength: float, threshold: float | None, min_ssim: float, best_of: i
     if not -1 <= min_ssim <= 1:  # SSIM's own range: -1 never stops the loop
         raise EmogenError(f"--min-ssim must lie in [-1, 1] (SSIM's range), got {min_ssim}.",
                           "For example: 0.5; -1 disables the floor.")
-    if best_of < 1:
-        raise EmogenError(f"--best-of needs K >= 1, got {best_of}.")
     if threshold is not None and best_of > 1:
         raise EmogenError("--until-confident and --best-of cannot be combined.", "Use one of them.")
     if probe is not None and threshold is None and best_of < 2:
