@@ -345,6 +345,9 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
     from emogen_cli.inference.writer import claim_numbers, release_claims
 
     _check(strength, until, min_ssim, best_of, max_pixels, intensity, strength_step, keep_all, probe)
+    from emogen_cli.inference.intensity import check_intensity
+
+    intensity = check_intensity(intensity, "--intensity")  # -0 recorded as 0
     reporter = reporter or Reporter()
     out = Path(out_dir)
     files, skipped = collect_inputs(inputs)
