@@ -334,7 +334,7 @@ def generate(config: Config, requests: list[Any], out: str | Path | None = None,
     if share.is_main:
         for request, stem, start in zip(requests, stems, starts):
             paths = [out_dir / image_name(stem, start + i) for i in range(request.count)]
-            if all(p.is_file() for p in paths):
+            if len(paths) > 1 and all(p.is_file() for p in paths):  # a sheet of one image is that image
                 atomic_save_image(out_dir / f"grid-{stem}-{start:05d}.png", grid([load_rgb(p) for p in paths]))
         if intensities and len(intensities) > 1:
             strips = _strips(out_dir, requests, stems, starts, groups, bases)
