@@ -33,6 +33,9 @@ CALLS = [
     ({"emotion": "awe", "batch_size": 0}, "batch_size"), ({"emotion": "awe", "negative_prompt": 3}, "must be text"),
     ({"emotion": "awe", "fusion": 3}, "fusion must be one of"),
     ({"emotion": ["awe", "fear"], "fusion": "space", "weights": ["a", 1]}, "list of numbers"),
+    ({"emotion": ""}, "emotion name is empty"), ({"emotion": "awe,"}, "emotion name is empty"),
+    ({"emotion": ["awe", " "]}, "emotion name is empty"),
+    ({"emotion": "awe", "probe": "probe.safetensors"}, "there are none without --best-of"),
 ]
 
 
