@@ -36,7 +36,7 @@ from PIL import Image
 from emogen_cli import __version__
 from emogen_cli.core.choices import FUSION_MODES, MAX_IMAGES, MAX_SEED, MAX_STEPS, SCHEDULER_CLASSES
 from emogen_cli.core.config import Config
-from emogen_cli.core.emotions import validate_emotion
+from emogen_cli.core.emotions import split_names, validate_emotion
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.reporting import Reporter
 from emogen_cli.core.runtime import DTYPES, resolve_device, resolve_precision
@@ -230,7 +230,7 @@ class EmoGenPipeline:
         self.prompts: EmotionPromptEncoder
         self._ensure_tokens(max(tokens, 1))
         self.mapper = self.bundle.mapper.to(self.device)
-        self.mapper_hash = hashlib.sha256((self.mapper_path / "mapper.safetensors").read_bytes()).hexdigest()[:16]
+        self.mapper_hash = hashlib.sha256((self.mapper_path / "mapper.safetensors").read_bytes()).hexdigest()
         self._warned: set[str] = set()
         self._negatives: dict[str, torch.Tensor] = {}
         self._scorers: dict[str, Any] = {}  # best-of's emotion probes, by path
@@ -269,7 +269,7 @@ class EmoGenPipeline:
         if isinstance(device, torch.dtype):
             device, dtype = None, device
         if device is not None:
-            self.device = resolve_device(device if isinstance(device, torch.device) else str(device))
+            self.device = resolve_device(device if isinstance(device, torch.device) else str(device), "device")
         self.dtype = dtype or self.dtype
         self.pipe.to(self.device, self.dtype)
         self.mapper = self.mapper.to(self.device)  # stays float32: its outputs are cast where they are used
@@ -319,7 +319,8 @@ class EmoGenPipeline:
             raise EmogenError("sigma sets the kernel width of a valence-arousal point; it needs va=(V, A).",
                               "Pass va=(valence, arousal) too, or drop sigma.")
         names = [emotion] if isinstance(emotion, str) else list(emotion)
-        names = [validate_emotion(n, self.bundle.emotions) for name in names for n in name.split(",") if n.strip()]
+        names = [validate_emotion(n, self.bundle.emotions)
+                 for name in names for n in split_names(name, self.bundle.emotions)]
         if not names:
             raise EmogenError("No emotion given.", f"Choose from: {', '.join(self.bundle.emotions)}.")
         if not isinstance(prompt, str) or prompt.count("{}") > 1:
@@ -513,11 +514,12 @@ class EmoGenPipeline:
             fields["Emogen valence-arousal"] = f"{request.va[0]:g}/{request.va[1]:g}"
         if self.baseline:
             fields["Emogen baseline"] = "true"
-        fields["Emogen mapper"] = self.mapper_hash
+        fields["Emogen mapper"] = self.mapper_hash[:16]  # a short hash, as A1111 shows its model hashes
         fields["Emogen version"] = __version__
         fields.update(extra or {})
         params = ", ".join(f"{k}: {_a1111_value(v)}" for k, v in fields.items())
-        return f"{self.display_prompt(request)}\nNegative prompt: {s.negative_prompt}\n{params}"
+        negative = f"Negative prompt: {s.negative_prompt}\n" if s.negative_prompt else ""  # A1111 omits it when empty
+        return f"{self.display_prompt(request)}\n{negative}{params}"
 
     def save(self, image: Image.Image, path: Path, request: Request, seed: int,
              settings: Settings | None = None, extra: dict[str, Any] | None = None,
@@ -599,7 +601,7 @@ class EmoGenPipeline:
         settings = self.settings(steps, guidance, size, negative_prompt)
         from emogen_cli.inference.bestof import check_best_of
 
-        k = check_best_of(best_of, keep_all)
+        k = check_best_of(best_of, keep_all, probe)
         # 2. Check the emotion tokens fit in CLIP's 77-token window (warn about any cut words).
         self.check(request)
         batch = self.config.generate.batch_size if batch_size is None else whole(batch_size, "batch_size", 1, 4096)

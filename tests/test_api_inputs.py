@@ -33,6 +33,9 @@ CALLS = [
     ({"emotion": "awe", "batch_size": 0}, "batch_size"), ({"emotion": "awe", "negative_prompt": 3}, "must be text"),
     ({"emotion": "awe", "fusion": 3}, "fusion must be one of"),
     ({"emotion": ["awe", "fear"], "fusion": "space", "weights": ["a", 1]}, "list of numbers"),
+    ({"emotion": ""}, "emotion name is empty"), ({"emotion": "awe,"}, "emotion name is empty"),
+    ({"emotion": ["awe", " "]}, "emotion name is empty"),
+    ({"emotion": "awe", "probe": "probe.safetensors"}, "there are none without --best-of"),
 ]
 
 
@@ -74,3 +77,16 @@ def test_valid_edges_still_work(pipe):
     assert len(pipe(va=(0, 0), sigma=1e-3, steps=1).images) == 1
     assert pipe(emotion="awe", intensity=0, steps=1).metadata[0]["intensity"] == 0
     assert pipe.prompt_embeds(emotion="awe", seeds=[0, 1])["prompt_embeds"].dtype == torch.float32
+
+
+@pytest.mark.skipif("torch.cuda.is_available()")
+def test_to_a_missing_device_hints_in_api_terms(pipe):
+    """The API's hint names its own argument, not the CLI's --device flag (the CLI keeps its wording)."""
+    from emogen_cli.core.runtime import resolve_device
+
+    with pytest.raises(EmogenError, match="CUDA is not available") as info:
+        pipe.to("cuda")
+    assert info.value.hint == 'Use device="cpu" (or "auto").' and pipe.device.type == "cpu"
+    with pytest.raises(EmogenError) as info:
+        resolve_device("cuda")  # what --device / runtime.device go through
+    assert info.value.hint == "Use --device cpu (or auto)."

@@ -127,6 +127,14 @@ CASES = [
     ("size-and-resolution", [*GEN, "--size", "64", "--resolution", "64"], 1, "set the same value (model.resolution)"),
     ("sigma-without-va", [*GEN, "--sigma", "0.3"], 1, "--sigma sets the kernel width of --va"),
     ("emotion-named-twice", ["generate", "-e", "awe,awe"], 1, "Emotion 'awe' is named twice"),
+    # an empty name is refused, never read as "none given" (generate took it for all eight)
+    ("emotion-empty", ["generate", "-e", "", "-n", "1", "--out", "{tmp}/g"], 1, "An emotion name is empty in ''"),
+    ("emotion-blank", ["generate", "-e", " ", "-n", "1", "--out", "{tmp}/g"], 1, "An emotion name is empty in ' '"),
+    ("emotion-comma", ["generate", "-e", ",", "-n", "1", "--out", "{tmp}/g"], 1, "An emotion name is empty in ','"),
+    ("emotion-empty-in-list", ["transfer", "-e", "awe,,fear", "a cup"], 1, "An emotion name is empty in 'awe,,fear'"),
+    ("fuse-empty-emotion", ["fuse", "awe", "", "fear"], 1, "An emotion name is empty in ''"),
+    ("decompose-empty-emotion", ["decompose", ""], 1, "An emotion name is empty in ''"),
+    ("edit-empty-emotion", ["edit", "{imgs}", "-e", "", "--out", "{tmp}/ed"], 1, "An emotion name is empty"),
     ("steps-huge", [*GEN, "--steps", "1000000000"], 1, "must be at most 10_000"),
     ("edit-min-ssim-without-loop", ["edit", "{tmp}/photo.png", "-e", "awe", "--min-ssim", "0.3"], 1,
      "--min-ssim only tune the --until-confident loop"),
@@ -167,9 +175,13 @@ CASES = [
     ("config-not-a-mapping", [*GEN, "--config", "{junk}/list.yaml"], 1, "must contain a mapping of sections"),
     ("export-format-before-load", ["export", "awe", "--format", "zip", "--mapper", "{enc}"], 1, "--format must be"),
     ("edit-strength-step-nan", ["edit", "{imgs}", "-e", "awe", "--until-confident", "0.5", "--strength-step", "nan",
-                                "--out", "{tmp}/ed"], 1, "--strength-step must lie in (0, 1]"),
+                                "--out", "{tmp}/ed"], 1, "--strength-step must lie in [0.01, 1]"),
     ("edit-strength-step-zero", ["edit", "{imgs}", "-e", "awe", "--until-confident", "0.5", "--strength-step", "0",
-                                 "--out", "{tmp}/ed"], 1, "--strength-step must lie in (0, 1]"),
+                                 "--out", "{tmp}/ed"], 1, "--strength-step must lie in [0.01, 1]"),
+    ("edit-strength-step-tiny", ["edit", "{imgs}", "-e", "awe", "--until-confident", "0.5", "--strength-step", "1e-6",
+                                 "--out", "{tmp}/ed"], 1, "--strength-step must lie in [0.01, 1]"),
+    ("edit-best-of-huge", ["edit", "{imgs}", "-e", "awe", "--best-of", "1000000", "--out", "{tmp}/ed"], 1,
+     "--best-of needs K in 1..1000"),
     ("edit-keep-all-without-best-of", ["edit", "{imgs}", "-e", "awe", "--keep-all", "--out", "{tmp}/ed"], 1,
      "--keep-all keeps the rejected"),
     ("edit-sigma-without-va", ["edit", "{imgs}", "-e", "awe", "--sigma", "0.3", "--out", "{tmp}/ed"], 1,
@@ -177,7 +189,7 @@ CASES = [
     ("edit-sigma-tiny", ["edit", "{imgs}", "--va", "0.5,0.5", "--sigma", "1e-300", "--out", "{tmp}/ed"], 1,
      "--sigma must be a number in [0.001, 1000]"),
     ("edit-min-ssim-nan", ["edit", "{imgs}", "-e", "awe", "--until-confident", "0.5", "--min-ssim", "nan",
-                           "--out", "{tmp}/ed"], 1, "--min-ssim must lie in [0, 1]"),
+                           "--out", "{tmp}/ed"], 1, "--min-ssim must lie in [-1, 1]"),
     ("generate-va-sigma-tiny", ["generate", "--va", "0.5,0.5", "--sigma", "1e-300", "--out", "{tmp}/g"], 1,
      "--sigma must be a number in [0.001, 1000]"),
     ("export-samples-huge", ["export", "awe", "--samples", "1000000000", "--out", "{tmp}/x"], 1,
@@ -494,3 +506,41 @@ def test_train_mapper_checks_given_files_before_models_load(cli, mapper_config, 
     result = cli("train-mapper", "--config", mapper_config, "--out", tmp_path / "m", option, given)
     assert_one_error(result, 1, text)
     assert not (tmp_path / "m").exists()  # nothing was written: the check ran before the output folder was made
+
+
+@pytest.mark.parametrize("shape, text", [("classes", "has 3 outputs, expected 8 (one per emotion)"),
+                                         ("width", "-d features, but the CLIP model gives")])
+@pytest.mark.parametrize("command", ["generate", "edit"])
+def test_probe_of_the_wrong_shape_is_refused_when_it_loads(cli, mapper_config, tmp_path, shape, text, command):
+    """A 3-class or wrong-width --probe is refused with one line before any candidate is made (best-of ranked
+    with it silently, or failed with "Internal error" after generating)."""
+    import torch
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    from emogen_cli.core.config import load_config
+
+    bundle = Path(load_config(mapper_config).generate.mapper)
+    weight = load_file(bundle / "emotion_probe.safetensors")["fc.weight"]
+    rows, width = (3, weight.shape[1]) if shape == "classes" else (8, weight.shape[1] + 1)
+    probe = tmp_path / "probe.safetensors"
+    save_file({"fc.weight": torch.zeros(rows, width), "fc.bias": torch.zeros(rows)}, str(probe))
+    out = tmp_path / "out"
+    if command == "generate":
+        args = ["generate", "-e", "awe", "-n", "1", "--best-of", "2"]
+    else:
+        Image.new("RGB", (16, 16), "red").save(tmp_path / "photo.png")
+        args = ["edit", tmp_path / "photo.png", "-e", "awe", "--until-confident", "0.5"]
+    result = cli(*args, "--probe", probe, "--out", out, "--config", mapper_config)
+    assert_one_error(result, 1, text)
+    assert not list(out.rglob("*.png")) if out.exists() else True
+
+
+@pytest.mark.parametrize("args", [["generate", "-e", "awe", "-n", "1"], ["transfer", "-e", "awe", "a cup"],
+                                  ["edit", "{imgs}", "-e", "awe"]])
+def test_probe_without_a_use_is_refused(cli, place, tmp_path, monkeypatch, args):
+    """--probe only ranks --best-of candidates (and scores edit's --until-confident loop): never silently ignored."""
+    monkeypatch.chdir(tmp_path)
+    result = cli(*place(args), "--probe", tmp_path / "probe.safetensors", "--out", tmp_path / "o")
+    assert_one_error(result, 1, "--probe ")
+    assert not (tmp_path / "o").exists()

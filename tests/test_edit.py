@@ -81,8 +81,28 @@ def test_until_confident_keeps_the_last_edit_above_min_ssim():
     r = _loop({0.3: 0.1, 0.5: 0.2, 0.7: 0.9}, {0.3: 0.9, 0.5: 0.6, 0.7: 0.4})
     assert (r.stop, r.kept.strength, len(r.attempts)) == ("min_ssim", 0.5, 3)
     assert r.attempts[-1].probability is None  # never scored: structure was already lost
-    first = _loop({0.3: 0.1}, {0.3: 0.2})
-    assert (first.stop, first.kept.strength) == ("min_ssim", 0.3)
+    # the previous edit is kept even when the one below min_ssim met the target: never an edit below it
+    met = _loop({0.3: 0.1, 0.5: 0.9}, {0.3: 0.9, 0.5: 0.021})
+    assert (met.stop, met.kept.strength, met.kept.ssim) == ("min_ssim", 0.3, 0.9)
+
+
+def test_until_confident_keeps_nothing_when_the_first_edit_is_below_min_ssim():
+    # was: the first edit (SSIM 0.021 < 0.5) kept, scored afterwards, reported stop=min_ssim beside p >= target
+    first = _loop({0.3: 0.9}, {0.3: 0.021})
+    assert (first.stop, first.kept, len(first.attempts)) == ("min_ssim", None, 1)
+
+
+def test_edit_skips_an_image_whose_first_edit_is_below_min_ssim(generator, inputs, tmp_path):
+    from emogen_cli.inference.edit import edit_images
+    from emogen_cli.pipeline import Request
+
+    out = tmp_path / "out"
+    result = edit_images(generator, [inputs / "astronaut.png"], out, Request(("awe",)), "awe", strength=0.5,
+                         until=0.01, min_ssim=0.999)
+    assert result["count"] == 0 and result["edited"] == []
+    (skip,) = result["skipped"]
+    assert "no edit kept" in skip["reason"] and "below --min-ssim 0.999" in skip["reason"]
+    assert not list(out.glob("*.png"))  # nothing written for it, no before/after sheet either
 
 
 def test_until_confident_gives_up_at_strength_one():
@@ -239,7 +259,7 @@ def test_edit_until_confident_with_the_bundle_probe(generator, inputs, tmp_path)
     from emogen_cli.pipeline import Request
 
     result = edit_images(generator, [inputs / "astronaut.png"], tmp_path, Request(("awe",)), "awe", strength=0.5,
-                         until=1.0, min_ssim=0.0, strength_step=0.25)
+                         until=1.0, min_ssim=-1.0, strength_step=0.25)  # -1: no SSIM floor (random models)
     e = result["edited"][0]
     meta = json.loads(Image.open(e["output"]).text["emogen"])
     assert e["stop"] in ("max_strength", "min_ssim") and 0 <= e["p_target_before"] <= 1

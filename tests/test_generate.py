@@ -1,4 +1,6 @@
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +19,9 @@ def test_generate_files_metadata_determinism_and_no_overwrite(cli, mapper_config
     assert (out / "grid-awe-00000.png").is_file()
     meta = json.loads(Image.open(out / "fear-00002.png").text["emogen"])
     assert meta["emotion"] == "fear" and meta["seed"] == 7 and meta["steps"] == 2 and meta["scheduler"] == "unipc"
-    assert meta["guidance"] == 7.5 and len(meta["mapper_sha256"]) == 16 and meta["baseline"] is False
+    assert meta["guidance"] == 7.5 and meta["baseline"] is False
+    mapper = Path(load_config(mapper_config).generate.mapper) / "mapper.safetensors"
+    assert meta["mapper_sha256"] == hashlib.sha256(mapper.read_bytes()).hexdigest()  # the full digest its name says
     assert len((out / "index.jsonl").read_text().splitlines()) == 6
 
     # Same command again elsewhere: bit-identical images.

@@ -179,3 +179,19 @@ def test_scan_gallery_skips_rejected_and_evaluation_folders(tmp_path):
     assert not broken
     # a folder that is itself called rejected/ can still be scanned on purpose
     assert len(scan_gallery(tmp_path / "rejected")[0]) == 1
+
+
+def test_intensity_minus_zero_is_intensity_zero(cli, mapper_config, tmp_path):
+    """`--intensity=-0` wrote `fear-intensity-0-*.png` beside intensity 0's `fear-intensity0-*.png`."""
+    import math
+
+    from emogen_cli.inference.intensity import check_intensity, parse_intensities
+
+    assert [math.copysign(1, v) for v in parse_intensities("-0,1")] == [1.0, 1.0]
+    assert math.copysign(1, check_intensity(-0.0)) == 1.0  # the API's intensity=-0.0 too
+    r = cli("generate", "-e", "fear", "-n", "1", "--intensity=-0", "--out", tmp_path, "-c", mapper_config, "--json")
+    assert r.code == 0, r.err
+    (meta,) = r.json["images"]
+    assert Path(meta["path"]).name == "fear-intensity0-00000.png"
+    assert math.copysign(1, meta["intensity"]) == 1.0
+    assert parse_infotext(Image.open(meta["path"]).text["parameters"])[2]["Emogen intensity"] == "0"

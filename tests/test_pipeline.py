@@ -43,7 +43,7 @@ def test_call_fusion_and_metadata(pipe, mapper_dir):
     assert [m["seed"] for m in out.metadata] == [4, 5, 6]
     meta = out.metadata[0]
     assert meta["emotion"] == "awe" and meta["prompt"] == "{} street" and meta["steps"] == 2
-    assert meta["mapper"] == str(mapper_dir) and len(meta["mapper_sha256"]) == 16
+    assert meta["mapper"] == str(mapper_dir) and len(meta["mapper_sha256"]) == 64
     prompt, negative, params = parse_infotext(out.infotexts[1])
     assert prompt == "<awe> street" and negative == ""
     assert params["Seed"] == "5" and params["Steps"] == "2" and params["Emotion"] == "awe"

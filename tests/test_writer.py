@@ -72,10 +72,11 @@ def test_a1111_infotext_of_a_generated_png_parses_back(cli, mapper_config, tmp_p
     assert result.code == 0, result.err
     png = Image.open(tmp_path / "fear-00001.png")
     prompt, negative, params = parse_infotext(png.text["parameters"])
-    assert prompt == "<fear>" and negative == ""
+    assert prompt == "<fear>" and negative == "" and "Negative prompt:" not in png.text["parameters"]  # as A1111
     assert params["Steps"] == "2" and params["Sampler"] == "DDIM" and params["CFG scale"] == "7.5"
     assert params["Seed"] == "3" and params["Size"] == "16x16" and params["Emotion"] == "fear"
-    assert params["Emogen mapper"] == json.loads(png.text["emogen"])["mapper_sha256"]
+    assert params["Emogen mapper"] == json.loads(png.text["emogen"])["mapper_sha256"][:16]  # A1111's short form
+    assert (tmp_path / "grid-fear-00000.png").is_file()
     assert params["Model"] == Path(json.loads(png.text["emogen"])["base_model"]).name
 
     fused = cli("fuse", "amusement", "fear", "--mode", "space", "-w", "3,1", "-n", "1",
@@ -85,6 +86,7 @@ def test_a1111_infotext_of_a_generated_png_parses_back(cli, mapper_config, tmp_p
     prompt, _, params = parse_infotext(text)
     assert prompt == "<amusement+fear> a street, at night: rain"
     assert params["Emotion"] == "amusement+fear" and params["Emotion fusion"] == "space 0.75/0.25"
+    assert sorted(p.name for p in tmp_path.glob("grid-*")) == ["grid-fear-00000.png"]  # no sheet of one image
 
 
 def test_infotext_values_with_commas_or_colons_are_quoted():

@@ -47,7 +47,7 @@ def _run(requests: list, cfg: Config, options: dict[str, Any]) -> None:
 
     intensity, keep_all = options["intensity"], options["keep_all"]
     alphas = parse_intensities(intensity) if intensity is not None else None
-    check_best_of(cfg.generate.best_of, keep_all)  # before models load
+    check_best_of(cfg.generate.best_of, keep_all, options["probe"])  # before models load
     with RichReporter() as reporter:
         result = run(cfg, requests, overwrite=options["overwrite"], baseline=options["baseline"], reporter=reporter,
                      intensities=alphas, keep_all=keep_all, probe=cfg.evaluate.probe)
@@ -95,7 +95,7 @@ def generate(
             raise EmogenError("Give either --emotion or --va, not both.", "Drop one of them.")
         requests = [va_request(*parse_point(va), DEFAULT_SIGMA if sigma is None else sigma, "{}", num_images)]
     else:
-        requests = [Request((e,), "{}", num_images) for e in parse_emotions([emotion or "all"])]
+        requests = [Request((e,), "{}", num_images) for e in parse_emotions(["all" if emotion is None else emotion])]
     _run(requests, cfg, options)
 
 
@@ -166,10 +166,10 @@ def fuse(
 ) -> None:
     """Blend two or more emotions in one image."""
     from emogen_cli.core import validate
-    from emogen_cli.core.emotions import validate_emotion
+    from emogen_cli.core.emotions import split_names, validate_emotion
     from emogen_cli.pipeline import fusion_request
 
-    names = [validate_emotion(part) for e in emotions for part in e.split(",") if part.strip()]
+    names = [validate_emotion(part) for e in emotions for part in split_names(e)]
     values = validate.numbers(weights, "--weights") if weights is not None else None
     request = fusion_request(names, values, mode, validate.template(prompt, "--prompt"), num_images)
     _run([request], cfg, options)
@@ -207,7 +207,7 @@ def decompose(
                           f"The default, {DECOMPOSE_SAMPLES}, is plenty for a stable ranking.")
 
     with RichReporter() as reporter:
-        result = run(cfg, parse_emotions([emotion]) if emotion else [], top, attributes, images,
+        result = run(cfg, parse_emotions([emotion]) if emotion is not None else [], top, attributes, images,
                      DECOMPOSE_SAMPLES if samples is None else samples, None,
                      reporter)
     emit(result, json_, _render_decomposition)

@@ -48,3 +48,4 @@ MAX_SEED = 2**32 - 1  # seeds are 0 .. 2**32-1 (numpy's range; torch accepts mor
 MAX_IMAGES = 10_000  # -n: images per emotion and prompt in one run
 MAX_STEPS = 10_000  # denoising steps: more than any scheduler uses; far more only exhausts memory
 MAX_BEST_OF = 1000  # --best-of K candidates per image
+MIN_STRENGTH_STEP = 0.01  # edit --strength-step: at most 101 edits per image in the --until-confident loop

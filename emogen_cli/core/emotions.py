@@ -22,6 +22,8 @@ EMOTIONS: tuple[str, ...] = (
 def validate_emotion(name: str, choices: tuple[str, ...] = EMOTIONS) -> str:
     """Return the canonical (lower-case) emotion name, or raise with a 'did you mean'."""
     key = name.strip().lower()
+    if not key:
+        raise EmogenError(f"An emotion name is empty ('{name}').", f"Choose from: {', '.join(choices)} or 'all'.")
     if key in choices:
         return key
     close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
@@ -29,16 +31,24 @@ def validate_emotion(name: str, choices: tuple[str, ...] = EMOTIONS) -> str:
     raise EmogenError(f"Unknown emotion '{name}'.", hint)
 
 
+def split_names(text: str, choices: tuple[str, ...] = EMOTIONS) -> list[str]:
+    """'awe,fear' -> ['awe', 'fear'] (stripped); an empty name ('', ' ', ',' or 'awe,,fear') is an error,
+    never read as 'none given' (which commands take to mean all eight)."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise EmogenError(f"An emotion name is empty in '{text}'.",
+                          f"Name emotions separated by commas, from: {', '.join(choices)} or 'all'.")
+    return parts
+
+
 def parse_emotions(names: list[str] | tuple[str, ...], choices: tuple[str, ...] = EMOTIONS) -> list[str]:
     """Validate a list of names; 'all' expands to every emotion. Order kept; a name given twice is an error
-    (it would silently make half the images asked for)."""
+    (it would silently make half the images asked for), and so is an empty name."""
     out: list[str] = []
     named: set[str] = set()
     for name in names:
-        for part in name.split(","):
-            if not part.strip():
-                continue
-            if part.strip().lower() == "all":
+        for part in split_names(name, choices):
+            if part.lower() == "all":
                 out.extend(e for e in choices if e not in out)
                 continue
             emotion = validate_emotion(part, choices)

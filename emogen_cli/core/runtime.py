@@ -13,11 +13,13 @@ from emogen_cli.core.errors import EmogenError
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resolve_device(name: "str | torch.device" = "auto") -> torch.device:
+def resolve_device(name: "str | torch.device" = "auto", option: str = "--device") -> torch.device:
     """The torch device for a runtime.device name; one clear error for a name torch does not know or a
-    device this machine does not have (e.g. `cuda` without CUDA, `cuda:3` with two GPUs)."""
+    device this machine does not have (e.g. `cuda` without CUDA, `cuda:3` with two GPUs). The hints name
+    `option` (the CLI's --device, or an argument of the Python API such as "device")."""
     from emogen_cli.core.config import check_device_name
 
+    use_cpu = f"Use {option} cpu (or auto)." if option.startswith("-") else f'Use {option}="cpu" (or "auto").'
     if isinstance(name, torch.device):
         return name  # already resolved (e.g. a process's own device under accelerate launch)
     if name == "auto":
@@ -28,13 +30,13 @@ def resolve_device(name: "str | torch.device" = "auto") -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise EmogenError(f"Device '{name}' was requested but CUDA is not available on this machine.",
-                              "Use --device cpu (or auto).")
+                              use_cpu)
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise EmogenError(f"Device '{name}' was requested but this machine has {torch.cuda.device_count()} "
                               "CUDA device(s).", f"Use cuda:0 .. cuda:{torch.cuda.device_count() - 1}.")
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise EmogenError(f"Device '{name}' was requested but MPS is not available on this machine.",
-                          "Use --device cpu (or auto).")
+                          use_cpu)
     return device
 
 

@@ -130,7 +130,16 @@ def load_scorer(clip_name: str, probe_path: str | Path, device) -> ClipScorer:
     if not probe_path.is_file():
         raise EmogenError(f"No CLIP emotion probe at '{probe_path}'.",
                           "Train the mapper with this version (it writes emotion_probe.safetensors) or pass --probe.")
-    return ClipScorer(load_clip(clip_name, device)[0], load_probe(probe_path).to(device), device)
+    clip = load_clip(clip_name, device)[0]
+    return ClipScorer(clip, checked_probe(probe_path, clip).to(device), device)
+
+
+def checked_probe(path: str | Path, clip):
+    """The emotion probe at `path`, refused with one line unless it maps this CLIP model's image embeddings
+    (projection_dim wide) to the eight emotions: stage2.confidence.load_probe's check, as evaluate's Emo-A."""
+    from emogen_cli.stage2.confidence import load_probe
+
+    return load_probe(path, classes=len(EMOTIONS), in_dim=clip.config.projection_dim)
 
 
 def scorer_for(generator, probe: str | Path | None = None) -> ClipScorer:
@@ -212,15 +221,14 @@ def is_edit_folder(images: list) -> bool:
 def evaluate_edit_folder(evaluation, images: list, reporter: Reporter | None = None) -> dict[str, Any]:
     """The `edit` section of `emogen evaluate` for a folder written by `emogen edit` (the hook in
     evaluate.py): reuses the evaluation's CLIP model and its probe (--probe or the bundle's)."""
-    from emogen_cli.stage2.confidence import load_probe
-
     probe_path = Path(evaluation.config.evaluate.probe or evaluation.mapper_path / "emotion_probe.safetensors")
     if not probe_path.is_file():
         message = (f"Edit metrics not computed: no CLIP emotion probe at '{probe_path}'. Pass --mapper (the bundle "
                    "the edits were made with) or --probe.")
         (reporter or Reporter()).warn(message)
         return {"edits": 0, "unavailable": message}
-    scorer = ClipScorer(evaluation.clip(), load_probe(probe_path).to(evaluation.device), evaluation.device)
+    scorer = ClipScorer(evaluation.clip(), checked_probe(probe_path, evaluation.clip()).to(evaluation.device),
+                        evaluation.device)
     edits = [im for im in images if im.meta.get("kind") == "edit"
              and (im.meta.get("best_of") or {}).get("rank", 1) == 1]  # not the rejected/ candidates
     return evaluate_edits(edits, scorer, reporter, evaluation.device)

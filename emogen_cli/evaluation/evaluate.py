@@ -200,14 +200,14 @@ class Evaluation:
             raise Unavailable("Emo-A needs images of the eight emotions (none found in the metadata or folders).")
         index = [i for i, _ in targets]
         if self.config.evaluate.emotion_classifier == "clip":
-            from emogen_cli.stage2.confidence import load_probe
+            from emogen_cli.evaluation.edit_metrics import checked_probe
 
             probe_path = Path(self.config.evaluate.probe or self.mapper_path / "emotion_probe.safetensors")
             if not probe_path.is_file():
                 raise Unavailable(f"No CLIP emotion probe at '{probe_path}'.",
                                   "Pass --probe (emotion_probe.safetensors of a mapper bundle, or the official "
                                   "classifier .pth), or --emotion-classifier encoder.")
-            probe = load_probe(probe_path, classes=len(EMOTIONS), in_dim=self.clip_features().shape[1])
+            probe = checked_probe(probe_path, self.clip())
             with torch.no_grad():
                 logits = probe(self.clip_features()[index])
             backend = f"CLIP-space probe {probe_path} on {self.clip_name()}"

@@ -64,8 +64,8 @@ def rank(images: list, seeds: list[int], scores: np.ndarray | list[float], index
 MAX_K = MAX_BEST_OF  # generate.best_of's upper bound
 
 
-def check_best_of(k: int, keep_all: bool = False) -> int:
-    """K as an int in 1..MAX_K; `keep_all` needs K > 1 (there is nothing to keep otherwise)."""
+def check_best_of(k: int, keep_all: bool = False, probe: Any = None) -> int:
+    """K as an int in 1..MAX_K; `keep_all` and `probe` need K > 1 (there is nothing to keep or rank otherwise)."""
     if isinstance(k, bool) or not isinstance(k, int) and not (isinstance(k, float) and k.is_integer()):
         raise EmogenError(f"best_of must be a whole number, got {k!r}.", "For example: best_of=4.")
     if not 1 <= int(k) <= MAX_K:
@@ -73,6 +73,9 @@ def check_best_of(k: int, keep_all: bool = False) -> int:
     if keep_all and int(k) == 1:
         raise EmogenError("--keep-all keeps the rejected best-of candidates, and there are none without --best-of.",
                           "Add --best-of K (K of 2 or more), or drop --keep-all.")
+    if probe is not None and int(k) == 1:
+        raise EmogenError("--probe ranks the --best-of candidates, and there are none without --best-of.",
+                          "Add --best-of K (K of 2 or more), or drop --probe.")
     return int(k)
 
 

@@ -10,7 +10,9 @@ and the result is resized back.
 
 `--until-confident P` re-edits with strength start, start + step, ... 1.0 (same seed) until the
 bundle's CLIP-space emotion probe gives the target probability >= P, or the SSIM to the source
-falls below `--min-ssim`, in which case the last edit that stayed above it is kept.
+falls below `--min-ssim`, in which case the last edit that stayed above it is kept. An edit below
+`--min-ssim` is never kept: when even the first one (at the start strength) falls below it, the
+image is skipped with a note and nothing is written for it.
 
 Inputs: files or folders (every file directly inside, sorted; sub-folders and hidden files skipped).
 Refused, with one line each and nothing written: missing files, files that do not decode,
@@ -67,9 +69,10 @@ class Attempt:
 
 @dataclass
 class LoopResult:
-    """The kept attempt of an --until-confident loop and why it stopped."""
+    """The kept attempt of an --until-confident loop and why it stopped (kept is None when even the
+    first edit fell below --min-ssim: no edit qualifies)."""
 
-    kept: Attempt
+    kept: Attempt | None
     attempts: list[Attempt]
     stop: str  # "confident", "min_ssim", "max_strength"
 
@@ -173,14 +176,15 @@ def until_confident(edit: Callable[[float], Image.Image], score: Callable[[Image
                     similarity: Callable[[Image.Image], float], start: float, step: float, threshold: float,
                     min_ssim: float) -> LoopResult:
     """Raise the strength until score >= threshold (keep that edit) or similarity < min_ssim (keep the
-    previous edit; the first if none stayed above); at strength 1 without either, keep the last."""
+    previous edit, or none when the first already fell below: an edit below min_ssim is never kept);
+    at strength 1 without either, keep the last. The stop reason says which happened."""
     attempts: list[Attempt] = []
     for strength in strength_schedule(start, step):
         image = edit(strength)
         attempt = Attempt(strength, image, similarity(image))
         attempts.append(attempt)
         if attempt.ssim < min_ssim:
-            return LoopResult(attempts[-2] if len(attempts) > 1 else attempt, attempts, "min_ssim")
+            return LoopResult(attempts[-2] if len(attempts) > 1 else None, attempts, "min_ssim")
         attempt.probability = score(image)
         if attempt.probability >= threshold:
             return LoopResult(attempt, attempts, "confident")
@@ -217,14 +221,18 @@ class Editor:
 
 
 def _check(strength: float, threshold: float | None, min_ssim: float, best_of: int, max_pixels: int,
-           intensity: float = 1.0, strength_step: float = DEFAULT_STEP, keep_all: bool = False) -> None:
+           intensity: float = 1.0, strength_step: float = DEFAULT_STEP, keep_all: bool = False,
+           probe: str | Path | None = None) -> None:
+    from emogen_cli.core.choices import MIN_STRENGTH_STEP
+    from emogen_cli.inference.bestof import check_best_of
     from emogen_cli.inference.intensity import MAX_INTENSITY
 
-    if not 0 < strength_step <= 1:  # False for NaN too (a NaN step ran to an internal JSON error)
-        raise EmogenError(f"--strength-step must lie in (0, 1], got {strength_step}.", "For example: 0.1.")
-    if keep_all and best_of < 2:
-        raise EmogenError("--keep-all keeps the rejected best-of candidates, and there are none without --best-of.",
-                          "Add --best-of K (K of 2 or more), or drop --keep-all.")
+    # bounded like generate's: a tiny step meant up to 500,001 edits per image, --best-of 1000000 as many
+    if not MIN_STRENGTH_STEP <= strength_step <= 1:  # False for NaN too (a NaN step ran to an internal JSON error)
+        raise EmogenError(f"--strength-step must lie in [{MIN_STRENGTH_STEP:g}, 1], got {strength_step}.",
+                          f"For example: 0.1 (each step is one more edit per image, at most "
+                          f"{round(1 / MIN_STRENGTH_STEP) + 1}).")
+    check_best_of(best_of, keep_all)  # 1..MAX_BEST_OF, and --keep-all needs K > 1
 
     if not 0 <= intensity <= MAX_INTENSITY:
         raise EmogenError(f"--intensity must lie in [0, {MAX_INTENSITY:g}], got {intensity}.",
@@ -233,12 +241,14 @@ def _check(strength: float, threshold: float | None, min_ssim: float, best_of: i
         raise EmogenError(f"--strength must lie in [0, 1], got {strength}.", "0 keeps the image, 1 regenerates it.")
     if threshold is not None and not 0 < threshold <= 1:
         raise EmogenError(f"--until-confident takes a probability in (0, 1], got {threshold}.")
-    if not 0 <= min_ssim <= 1:
-        raise EmogenError(f"--min-ssim must lie in [0, 1], got {min_ssim}.")
-    if best_of < 1:
-        raise EmogenError(f"--best-of needs K >= 1, got {best_of}.")
+    if not -1 <= min_ssim <= 1:  # SSIM's own range: -1 never stops the loop
+        raise EmogenError(f"--min-ssim must lie in [-1, 1] (SSIM's range), got {min_ssim}.",
+                          "For example: 0.5; -1 disables the floor.")
     if threshold is not None and best_of > 1:
         raise EmogenError("--until-confident and --best-of cannot be combined.", "Use one of them.")
+    if probe is not None and threshold is None and best_of < 2:
+        raise EmogenError("--probe scores the --until-confident loop or ranks --best-of candidates, and this edit "
+                          "uses neither.", "Add --until-confident P or --best-of K, or drop --probe.")
     if max_pixels < 64:
         raise EmogenError(f"--max-pixels must be at least 64, got {max_pixels}.")
 
@@ -272,6 +282,10 @@ def _edit_one(editor: Editor, generator, source: Source, request, target: str, s
         embeds = intensity_conditioning(generator, request, [seed], intensity)
         loop = until_confident(lambda s: editor(source.rgb, embeds, s, seed), probability, similarity, strength,
                                strength_step, until, min_ssim)
+        if loop.kept is None:  # an edit below --min-ssim is never kept
+            first = loop.attempts[0]
+            raise Skip(f"no edit kept: the first edit (strength {first.strength:g}) already has SSIM "
+                       f"{first.ssim:.3f}, below --min-ssim {min_ssim:g} (lower --strength or --min-ssim)")
         outcome = Outcome(loop.kept, seed, p_before, loop)
     elif best_of > 1:
         from emogen_cli.inference.bestof import rank
@@ -330,7 +344,10 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
     from emogen_cli.inference.pngio import append_index, save_png, save_sheet, slug
     from emogen_cli.inference.writer import claim_numbers, release_claims
 
-    _check(strength, until, min_ssim, best_of, max_pixels, intensity, strength_step, keep_all)
+    _check(strength, until, min_ssim, best_of, max_pixels, intensity, strength_step, keep_all, probe)
+    from emogen_cli.inference.intensity import check_intensity
+
+    intensity = check_intensity(intensity, "--intensity")  # -0 recorded as 0
     reporter = reporter or Reporter()
     out = Path(out_dir)
     files, skipped = collect_inputs(inputs)
@@ -356,8 +373,14 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
                     continue
                 for note in source.notes:
                     reporter.info(f"{path}: {note}.")
-                outcome = _edit_one(editor, generator, source, request, target, seed, strength, intensity, until,
-                                    min_ssim, strength_step, best_of, scorer)
+                try:
+                    outcome = _edit_one(editor, generator, source, request, target, seed, strength, intensity, until,
+                                        min_ssim, strength_step, best_of, scorer)
+                except Skip as exc:  # no edit qualifies (--min-ssim): nothing written for this input
+                    skipped.append({"path": str(path), "reason": str(exc)})
+                    reporter.warn(f"Skipped {path}: {exc}.")
+                    reporter.advance("Editing")
+                    continue
                 kept = outcome.kept
                 result = kept.image.convert("RGB")
                 if source.alpha is not None:
@@ -414,7 +437,7 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
                           "For example: emogen edit photo.jpg --emotion awe.")
     _check(options.get("strength", DEFAULT_STRENGTH), options.get("until"), options.get("min_ssim", DEFAULT_MIN_SSIM),
            options.get("best_of", 1), options.get("max_pixels", MAX_PIXELS), options.get("intensity", 1.0),
-           options.get("strength_step", DEFAULT_STEP), options.get("keep_all", False))
+           options.get("strength_step", DEFAULT_STEP), options.get("keep_all", False), options.get("probe"))
     if sigma is not None and va is None:
         raise EmogenError("--sigma sets the kernel width of a valence-arousal target; it needs --va.",
                           "Add --va V,A, or drop --sigma.")

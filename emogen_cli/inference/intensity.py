@@ -33,7 +33,7 @@ def check_intensity(value: float, option: str = "intensity") -> float:
     if not 0 <= alpha <= MAX_INTENSITY:  # False for NaN too
         raise EmogenError(f"{option} must lie in [0, {MAX_INTENSITY:g}], got {value}.",
                           "0 = no emotion, 1 = EmoGen's emotion, above 1 = stronger.")
-    return alpha
+    return alpha + 0.0  # -0.0 -> 0.0: one file name ("intensity0", not "intensity-0") and one metadata value
 
 
 def parse_intensities(text: str, option: str = "--intensity") -> list[float]:

@@ -251,7 +251,7 @@ def generate(config: Config, requests: list[Any], out: str | Path | None = None,
     from emogen_cli.pipeline import EmoGenPipeline
 
     reporter = reporter or Reporter()
-    k = check_best_of(config.generate.best_of if best_of is None else best_of, keep_all)
+    k = check_best_of(config.generate.best_of if best_of is None else best_of, keep_all, probe)
     bases = [file_stem(request, baseline) for request in requests]
     groups = list(range(len(requests)))
     if intensities:
@@ -334,7 +334,7 @@ def generate(config: Config, requests: list[Any], out: str | Path | None = None,
     if share.is_main:
         for request, stem, start in zip(requests, stems, starts):
             paths = [out_dir / image_name(stem, start + i) for i in range(request.count)]
-            if all(p.is_file() for p in paths):
+            if len(paths) > 1 and all(p.is_file() for p in paths):  # a sheet of one image is that image
                 atomic_save_image(out_dir / f"grid-{stem}-{start:05d}.png", grid([load_rgb(p) for p in paths]))
         if intensities and len(intensities) > 1:
             strips = _strips(out_dir, requests, stems, starts, groups, bases)
