@@ -181,7 +181,7 @@ CASES = [
     ("edit-strength-step-tiny", ["edit", "{imgs}", "-e", "awe", "--until-confident", "0.5", "--strength-step", "1e-6",
                                  "--out", "{tmp}/ed"], 1, "--strength-step must lie in [0.01, 1]"),
     ("edit-best-of-huge", ["edit", "{imgs}", "-e", "awe", "--best-of", "1000000", "--out", "{tmp}/ed"], 1,
-     "--best-of needs K in 1..1000"),
+     "--best-of must be at most 1_000"),
     ("edit-keep-all-without-best-of", ["edit", "{imgs}", "-e", "awe", "--keep-all", "--out", "{tmp}/ed"], 1,
      "--keep-all keeps the rejected"),
     ("edit-sigma-without-va", ["edit", "{imgs}", "-e", "awe", "--sigma", "0.3", "--out", "{tmp}/ed"], 1,
