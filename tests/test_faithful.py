@@ -108,6 +108,29 @@ def test_balancing_counts_of_a_hand_made_example(mode, expected):
     assert filter_and_balance(_scan(), 0, True) == filter_and_balance(_scan(), 0, "per_kind")  # legacy boolean
 
 
+def test_an_image_whose_scene_is_its_first_object_is_listed_under_both_kinds():
+    """The official scene and object lists both hold such an image (dataset_balance.py's object pass keeps an image
+    with a scene when the scene is the object folder's name): per_kind gives it a row of each kind."""
+    from emogen_cli.data.emoset import Prepared, Sample, ScanResult, filter_and_balance
+
+    samples = [Sample("t1", "awe", "train", "image/awe/t1.jpg", scene="Tower", objects=["tower", "sky"]),
+               Sample("t2", "awe", "train", "image/awe/t2.jpg", scene="beach", objects=["tower"]),  # another first
+               Sample("t3", "awe", "train", "image/awe/t3.jpg", scene="sky", objects=["person", "sky"]),  # not first
+               Sample("f1", "fear", "train", "image/fear/f1.jpg", objects=["spider"])]
+    rows = filter_and_balance(ScanResult(samples=list(samples)), seed=0, balance="per_kind")
+    originals = [(r.id, r.kind, r.attribute) for r in rows if r.copy == 0]
+    assert sorted(originals) == [("f1", "object", "spider"), ("t1", "object", "tower"), ("t1", "scene", "tower"),
+                                 ("t2", "scene", "beach"), ("t3", "scene", "sky")]
+    # Each kind is balanced on its own: awe has 1 object image, fear 1; scenes are awe only.
+    assert sum(r.kind == "object" for r in rows) == 2 and sum(r.kind == "scene" for r in rows) == 3
+    prepared = Prepared(root=Path("."), rows=rows, info={}, path=Path("."))
+    assert [r.id for r in prepared.unique_rows] == ["t1", "t2", "t3", "f1"]  # one row per image
+    for mode in ("union", "none"):  # emogen's earlier rule: one row per image
+        rows = filter_and_balance(ScanResult(samples=list(samples)), seed=0, balance=mode)
+        assert sorted((r.id, r.kind) for r in rows if r.copy == 0) == [("f1", "object"), ("t1", "scene"),
+                                                                      ("t2", "scene"), ("t3", "scene")]
+
+
 # --- stage-1 preprocessing ------------------------------------------------------------------------------------------
 
 def _pattern(w: int, h: int) -> Image.Image:
