@@ -663,3 +663,18 @@ def test_cached_confidence_is_recomputed_for_another_probe_dataset_or_seed(mappe
     other = load_config(mapper_config, {"runtime.seed": config.runtime.seed + 1})
     _confidence(other, prepared, tmp_path, clip, torch.device("cpu"), Reporter())
     assert json.loads((tmp_path / "confidence.json").read_text())["made_from"]["seed"] == config.runtime.seed + 1
+
+
+def test_docs_and_help_say_what_the_official_code_does(cli):
+    """Single-emotion official inference adds its token (only the fusion script overwrites end-of-text rows);
+    fuse's token mode is not the official mechanism; Sem-C's default object model is not torchvision's."""
+    help_text = " ".join(cli("fuse", "--help").out.replace("│", " ").split())
+    assert "as the official script" not in help_text and "not the official script's mechanism" in help_text
+    rows = (Path(__file__).parents[1] / "docs" / "faithfulness.md").read_text().splitlines()
+    where = next(r for r in rows if r.startswith("| Where the mapped embedding goes"))
+    official, ours, restore = where.split(" | ")[1:4]
+    assert "adds `<{emotion}>` to the tokenizer" in official and "only `inference_combine_emotion.py`" in official
+    assert restore.startswith("Default = official")
+    semc = next(r for r in rows if r.startswith("| Sem-C"))
+    assert "torchvision's `models.resnet50(pretrained=True)`" in semc
+    assert "transformers' `microsoft/resnet-50`" in semc and "may differ" in semc
