@@ -455,6 +455,7 @@ def test_training_keeps_an_imported_confidence_table_and_feeds_clip_the_official
     # The official text: the 278 entries as written, underscores kept.
     assert len(texts) == 1 and len(texts[0]) == 278
     assert "mountain_snowy" in texts[0] and "mountain snowy" not in texts[0]
+    assert bundle.attribute_text == "official"
 
     # A damaged imported table is one line, and is left as it is.
     damaged = tmp_path / "d"
@@ -484,6 +485,17 @@ def test_spaces_and_merged_duplicates_are_options_recorded_in_the_bundle(stage1,
     vocabulary = bundle.attributes["vocabulary"]
     assert vocabulary["text"] == "spaces" and vocabulary["duplicates"] == "merge"
     assert vocabulary["classes"] == vocabulary["names"] and len(vocabulary["names"]) == 274
+    # decompose ranks with the text the mapper was trained with
+    import emogen_cli.stage2.conditioning as conditioning
+    from emogen_cli.evaluation.decompose import decompose
+
+    assert bundle.attribute_text == "spaces"
+    heard = []
+    real_semantics = conditioning.text_semantics
+    monkeypatch.setattr(conditioning, "text_semantics",
+                        lambda p, t, *a: heard.append(list(t)) or real_semantics(p, t, *a))
+    decompose(load_config(stage1), ["awe"], top=3, samples=2, mapper=out)
+    assert "mountain snowy" in heard[0] and "mountain_snowy" not in heard[0]
 
 
 def _official_lists(folder: Path) -> None:

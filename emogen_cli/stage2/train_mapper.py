@@ -120,6 +120,9 @@ def _settings(config: Config, encoder_id: str, prepared: Prepared, precision: st
     settings = {f"mapper.{k}": v for k, v in dataclasses.asdict(config.mapper).items() if k not in free}
     settings.update({f"model.{k}": v for k, v in dataclasses.asdict(config.model).items()})
     confidence = config.mapper.confidence
+    kept = Path(config.mapper.output) / "confidence.json"  # an imported table in --out is used as if given
+    if not confidence and _imported_confidence(kept) is not None:
+        confidence = kept
     return {**settings, "mapper.encoder (contents)": encoder_id[:16],
             "mapper.confidence (contents)": file_digest(confidence)[:16] if confidence else None,
             "prepared (manifest)": file_digest(prepared.path / MANIFEST)[:16], "runtime.seed": config.runtime.seed,
