@@ -544,3 +544,67 @@ def test_probe_without_a_use_is_refused(cli, place, tmp_path, monkeypatch, args)
     result = cli(*place(args), "--probe", tmp_path / "probe.safetensors", "--out", tmp_path / "o")
     assert_one_error(result, 1, "--probe ")
     assert not (tmp_path / "o").exists()
+
+
+def _tiny_emoset(root: Path, entries: int = 2) -> list[list[str]]:
+    from PIL import Image
+
+    rows = []
+    for i in range(entries):
+        image, ann = f"image/awe/awe_{i}.jpg", f"annotation/awe/awe_{i}.json"
+        (root / image).parent.mkdir(parents=True, exist_ok=True)
+        (root / ann).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (20, 90, 200)).save(root / image)
+        (root / ann).write_text(json.dumps({"emotion": "awe", "scene": "valley"}))
+        rows.append(["awe", image, ann])
+    return rows
+
+
+def _write_splits(root: Path, train) -> None:
+    (root / "train.json").write_text(train if isinstance(train, str) else json.dumps(train))
+    (root / "val.json").write_text("[]")
+    (root / "test.json").write_text("[]")
+
+
+def test_deeply_nested_annotation_is_skipped_and_split_list_is_one_line(cli, tmp_path):
+    root = tmp_path / "EmoSet"
+    rows = _tiny_emoset(root, 3)
+    deep = "[" * 200_000 + "]" * 200_000
+    (root / rows[1][2]).write_text('{"emotion": "awe", "scene": ' + deep + "}")
+    _write_splits(root, rows)
+    result = cli("prepare", "--data", root, "--out", tmp_path / "p", "--json")
+    assert result.code == 0, result.err
+    assert result.json["kept"] == 2 and result.json["skipped"] == {"malformed_annotation": 1}
+    _write_splits(root, "[" + deep + "]")
+    assert_one_error(cli("prepare", "--data", root, "--out", tmp_path / "q"), 1, "nested too deeply")
+
+
+def test_symlinks_out_of_the_dataset_are_skipped_and_counted(cli, tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "EmoSet"
+    rows = _tiny_emoset(root, 2)
+    outside = tmp_path / "private"
+    (outside / "image").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(outside / "image" / "secret.jpg")
+    (outside / "secret.json").write_text(json.dumps({"emotion": "fear", "scene": "valley"}))
+    (root / "image" / "fear").mkdir(parents=True)
+    (root / "annotation" / "fear").mkdir(parents=True)
+    os.symlink(outside / "image" / "secret.jpg", root / "image" / "fear" / "f1.jpg")  # file link out
+    os.symlink(outside / "secret.json", root / "annotation" / "fear" / "f2.json")  # annotation link out
+    Image.new("RGB", (8, 8)).save(root / "image" / "fear" / "f2.jpg")
+    (root / "annotation" / "fear" / "f1.json").write_text(json.dumps({"emotion": "fear", "scene": "valley"}))
+    os.symlink(outside / "image", root / "image" / "linked")  # folder link out
+    (root / "annotation" / "fear" / "f3.json").write_text(json.dumps({"emotion": "fear", "scene": "valley"}))
+    os.symlink(root / "image" / "awe" / "awe_0.jpg", root / "image" / "fear" / "inside.jpg")  # stays inside: fine
+    (root / "annotation" / "fear" / "inside.json").write_text(json.dumps({"emotion": "fear", "scene": "valley"}))
+    rows += [["fear", "image/fear/f1.jpg", "annotation/fear/f1.json"],
+             ["fear", "image/fear/f2.jpg", "annotation/fear/f2.json"],
+             ["fear", "image/linked/secret.jpg", "annotation/fear/f3.json"],
+             ["fear", "image/fear/inside.jpg", "annotation/fear/inside.json"]]
+    _write_splits(root, rows)
+    result = cli("prepare", "--data", root, "--out", tmp_path / "p", "--json")
+    assert result.code == 0, result.err
+    assert result.json["kept"] == 3 and result.json["skipped"] == {"unsafe_path": 3}
+    assert sorted(result.json["skipped_examples"]["unsafe_path"]) == [
+        "annotation/fear/f2.json", "image/fear/f1.jpg", "image/linked/secret.jpg"]

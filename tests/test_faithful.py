@@ -30,6 +30,11 @@ def test_every_new_key_defaults_to_the_official_behaviour():
     assert cfg.encoder.preprocessing == "official" and cfg.encoder.space_splits == ["train", "val", "test"]
     assert cfg.mapper.attribute_vocabulary == "emotional" and cfg.mapper.semantic_token == "placeholder"
     assert cfg.mapper.emotion_probe is None and cfg.mapper.emotional_attributes is None
+    assert cfg.mapper.attribute_duplicates == "official" and cfg.mapper.attribute_text == "official"
+    with pytest.raises(EmogenError, match="'mapper.attribute_text' must be one of official, spaces"):
+        load_config(None, {"mapper.attribute_text": "underscores"})
+    with pytest.raises(EmogenError, match="'mapper.attribute_duplicates' must be one of official, merge"):
+        load_config(None, {"mapper.attribute_duplicates": "drop"})
     # Booleans of earlier versions still load: true is the official per-kind balancing, false none.
     assert load_config(None, {"data.balance": True}).data.balance == "per_kind"
     assert load_config(None, {"data.balance": "false"}).data.balance == "none"
@@ -52,8 +57,14 @@ def test_trained_bundles_record_the_official_defaults(mapper_config):
     assert bundle.config["attribute_vocabulary"] == "emotional"
     assert bundle.config["emotion_probe"] == {"source": "trained by emogen", "used_by_loss": False,
                                               "file": "emotion_probe.safetensors"}
+    assert bundle.config["attribute_duplicates"] == "official" and bundle.config["attribute_text"] == "official"
+    # EmoSet-shaped data: the official lists shipped with emogen, all 278 entries (4 names twice), as written.
     vocabulary = bundle.attributes["vocabulary"]
-    assert vocabulary["kind"] == "emotional" and vocabulary["source"].startswith("derived from the confidence table")
+    assert vocabulary["kind"] == "emotional" and vocabulary["source"].startswith("official EmoGen")
+    assert "official_emotional_attributes.json" in vocabulary["source"]
+    assert len(vocabulary["classes"]) == 278 and len(vocabulary["names"]) == 274
+    assert vocabulary["duplicates"] == "official" and vocabulary["text"] == "official"
+    assert "mountain_snowy" in vocabulary["names"] and "mountain_snowy" in vocabulary["by_emotion"]["awe"]
     assert bundle.vocabulary == vocabulary["names"] and set(vocabulary["names"]) <= set(bundle.attributes["confidence"])
 
 
@@ -95,6 +106,29 @@ def test_balancing_counts_of_a_hand_made_example(mode, expected):
         assert dict(counts) == expected
     assert all(r.copy == 0 for r in rows if (r.kind, r.emotion) == ("scene", "amusement"))
     assert filter_and_balance(_scan(), 0, True) == filter_and_balance(_scan(), 0, "per_kind")  # legacy boolean
+
+
+def test_an_image_whose_scene_is_its_first_object_is_listed_under_both_kinds():
+    """The official scene and object lists both hold such an image (dataset_balance.py's object pass keeps an image
+    with a scene when the scene is the object folder's name): per_kind gives it a row of each kind."""
+    from emogen_cli.data.emoset import Prepared, Sample, ScanResult, filter_and_balance
+
+    samples = [Sample("t1", "awe", "train", "image/awe/t1.jpg", scene="Tower", objects=["tower", "sky"]),
+               Sample("t2", "awe", "train", "image/awe/t2.jpg", scene="beach", objects=["tower"]),  # another first
+               Sample("t3", "awe", "train", "image/awe/t3.jpg", scene="sky", objects=["person", "sky"]),  # not first
+               Sample("f1", "fear", "train", "image/fear/f1.jpg", objects=["spider"])]
+    rows = filter_and_balance(ScanResult(samples=list(samples)), seed=0, balance="per_kind")
+    originals = [(r.id, r.kind, r.attribute) for r in rows if r.copy == 0]
+    assert sorted(originals) == [("f1", "object", "spider"), ("t1", "object", "tower"), ("t1", "scene", "tower"),
+                                 ("t2", "scene", "beach"), ("t3", "scene", "sky")]
+    # Each kind is balanced on its own: awe has 1 object image, fear 1; scenes are awe only.
+    assert sum(r.kind == "object" for r in rows) == 2 and sum(r.kind == "scene" for r in rows) == 3
+    prepared = Prepared(root=Path("."), rows=rows, info={}, path=Path("."))
+    assert [r.id for r in prepared.unique_rows] == ["t1", "t2", "t3", "f1"]  # one row per image
+    for mode in ("union", "none"):  # emogen's earlier rule: one row per image
+        rows = filter_and_balance(ScanResult(samples=list(samples)), seed=0, balance=mode)
+        assert sorted((r.id, r.kind) for r in rows if r.copy == 0) == [("f1", "object"), ("t1", "scene"),
+                                                                      ("t2", "scene"), ("t3", "scene")]
 
 
 # --- stage-1 preprocessing ------------------------------------------------------------------------------------------
@@ -251,6 +285,217 @@ def test_emotional_vocabulary_rule_on_a_hand_made_table():
     assert result["by_emotion"]["fear"] == ["spider"] and result["by_emotion"]["amusement"] == ["balloon"]
     assert result["by_emotion"]["sadness"] == ["cemetery"]
     assert sorted(result["names"]) == ["balloon", "cemetery", "spider"]
+
+
+# --- the default vocabulary, its duplicates and its text (issue 19) -------------------------------------------------
+
+def test_the_official_lists_ship_with_emogen_in_read_attr_order():
+    import fnmatch
+    import tomllib
+    from importlib import resources
+
+    from emogen_cli.stage2.confidence import OFFICIAL_RESOURCE, official_emotional_attributes, vocabulary_classes
+
+    raw = json.loads(resources.files("emogen_cli").joinpath(OFFICIAL_RESOURCE).read_text())
+    assert list(raw) == ["object", "scene"] and list(raw["object"]) == list(raw["scene"]) == list(EMOTIONS)
+    concatenated = [n for kind in ("object", "scene") for e in raw[kind] for n in raw[kind][e]]  # as read_attr
+    vocabulary = official_emotional_attributes()
+    assert vocabulary["entries"] == concatenated and len(concatenated) == 278
+    assert vocabulary["names"] == list(dict.fromkeys(concatenated)) and len(vocabulary["names"]) == 274
+    assert sorted({n for n in concatenated if concatenated.count(n) == 2}) == ["castle", "dinosaur", "lighthouse",
+                                                                               "tower"]
+    assert vocabulary_classes(vocabulary, "official") == concatenated
+    assert vocabulary_classes(vocabulary, "merge") == vocabulary["names"]
+    assert "mountain_snowy" in concatenated and all(" " not in n for n in concatenated)
+    # It is package data: the wheel carries it.
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["emogen_cli"]
+    assert any(fnmatch.fnmatch(OFFICIAL_RESOURCE, g) for g in globs)
+
+
+def _heard():
+    from emogen_cli.core.reporting import Reporter
+
+    class Heard(Reporter):
+        def __init__(self):
+            self.infos, self.warnings = [], []
+
+        def info(self, message):
+            self.infos.append(message)
+
+        def warn(self, message):
+            self.warnings.append(message)
+
+    return Heard()
+
+
+def _prepared_with(attributes):
+    from emogen_cli.data.emoset import Prepared, Row
+
+    rows = [Row(f"i{k}", f"image/fear/{k}.jpg", "fear", a, "scene", "train") for k, a in enumerate(attributes)]
+    return Prepared(root=Path("."), rows=rows, info={}, path=Path("."))
+
+
+def test_the_emotional_vocabulary_is_official_for_emoset_and_derived_otherwise_with_a_word(tmp_path):
+    from emogen_cli.stage2.train_mapper import _vocabulary
+
+    table = {"zorb": [0, 0, 0, 0, 0, 0, 1, 0], "quux": [1 / 8] * 8, "spider": [0, 0, 0, 0, 0, 0, 1, 0]}
+    emoset_like = _prepared_with(["mountain_snowy", "spider", "sky", "tree"])
+    other = _prepared_with(["zorb"] * 19 + ["spider"])  # 5% of the images have an official attribute
+    heard = _heard()
+    vocabulary = _vocabulary(Config(), emoset_like, table, heard)
+    assert vocabulary["source"].startswith("official EmoGen") and len(vocabulary["classes"]) == 278
+    assert heard.warnings == heard.infos == []
+    vocabulary = _vocabulary(Config(), other, table, heard)
+    assert vocabulary["names"] == vocabulary["classes"] == ["spider", "zorb"]
+    assert vocabulary["source"].startswith("derived from the confidence table")
+    assert len(heard.warnings) == 1 and "does not look like EmoSet" in heard.warnings[0]
+    assert "derived" in heard.warnings[0] and "5%" in heard.warnings[0]
+    # Chosen explicitly: "derived" says so (info), "official" even for other data.
+    heard = _heard()
+    derived = _vocabulary(load_config(None, {"mapper.emotional_attributes": "derived"}), emoset_like, table, heard)
+    assert derived["names"] == ["spider", "zorb"] and len(heard.infos) == 1 and "derived" in heard.infos[0]
+    forced = _vocabulary(load_config(None, {"mapper.emotional_attributes": "official"}), other, table, heard)
+    assert len(forced["classes"]) == 278 and heard.warnings == []
+    merged = _vocabulary(load_config(None, {"mapper.attribute_duplicates": "merge"}), emoset_like, table, heard)
+    assert merged["classes"] == merged["names"] and len(merged["classes"]) == 274 and merged["duplicates"] == "merge"
+    # A given list keeps a name listed twice as two classes (official), one with merge.
+    (tmp_path / "list.json").write_text(json.dumps(["spider", "Tower", "spider"]))
+    given = _vocabulary(load_config(None, {"mapper.emotional_attributes": str(tmp_path / "list.json")}), other, table)
+    assert given["classes"] == ["spider", "tower", "spider"] and given["names"] == ["spider", "tower"]
+    # So does a bundle's attributes.json (its classes as trained) and the official lists as JSON.
+    (tmp_path / "attributes.json").write_text(json.dumps({"names": ["x"], "vocabulary": {
+        "names": ["tower", "spider"], "classes": ["tower", "spider", "tower"]}}))
+    assert _vocabulary(load_config(None, {"mapper.emotional_attributes": str(tmp_path / "attributes.json")}), other,
+                       table)["classes"] == ["tower", "spider", "tower"]
+    (tmp_path / "lists.json").write_text(json.dumps({"object": {"fear": ["spider"]}, "scene": {"awe": ["Tower"],
+                                                                                                "fear": ["tower"]}}))
+    lists = _vocabulary(load_config(None, {"mapper.emotional_attributes": str(tmp_path / "lists.json")}), other, table)
+    assert lists["classes"] == ["spider", "tower", "tower"] and lists["by_emotion"]["fear"] == ["spider", "tower"]
+
+
+def _attribute_loss(tiny_bundle, classes, texts, target):
+    """L_attr of one sample whose attribute is classes[target], from _loss_terms, and the cosines by hand."""
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    from emogen_cli.core.runtime import step_generator
+    from emogen_cli.stage2.mapper import MappingNetwork
+    from emogen_cli.stage2.train_mapper import _loss_terms
+
+    prompts, proj = _prompts(tiny_bundle)
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_bundle / "unet")).requires_grad_(False).eval()
+    scheduler = DDPMScheduler.from_pretrained(str(tiny_bundle / "scheduler"))
+    with torch.no_grad():
+        _, pooled = prompts.encode(prompts.tokenize(texts))
+        features = F.normalize(pooled @ proj.T, dim=-1)
+    torch.manual_seed(0)
+    mapper = MappingNetwork(16, 32, 32, 2)
+    batch = {"vector": torch.randn(1, 16), "latent_params": torch.zeros(1, 8, 8, 8),
+             "attribute": torch.tensor([target]), "emotion": torch.tensor([6]), "confidence": torch.tensor([0.5])}
+    ids = prompts.tokenize(["<emotion>"])
+    with torch.no_grad():
+        terms = _loss_terms(batch, step_generator(0, 0), mapper, prompts, ids, unet, None, scheduler, 0.18215, proj,
+                            features, None, torch.float32, torch.device("cpu"))
+        hidden, _ = prompts.encode(ids, mapper(batch["vector"]).unsqueeze(1))
+    semantic = hidden[0, 1] @ proj.T
+    return terms["attr"][0].item(), [float(torch.dot(semantic, f) / semantic.norm()) for f in features]
+
+
+def test_attribute_loss_over_a_list_with_a_name_twice_is_the_official_cross_entropy(tiny_bundle):
+    """The official L_attr: cross-entropy over every entry of the concatenated lists (a name listed twice is two
+    columns with equal scores), target `total_attr.index(name)`: the name's first entry."""
+    from emogen_cli.data.emoset import Row
+    from emogen_cli.stage2.confidence import attribute_texts
+    from emogen_cli.stage2.train_mapper import MapperSamples
+
+    classes = ["spider", "tower", "cemetery", "tower"]
+    rows = [Row("a", "a.jpg", "fear", "tower", "scene", "train")]
+    data = MapperSamples(rows, Path("."), {"a": torch.zeros(16)}, {"a": 0}, 16, classes, {})
+    assert data[0]["attribute"] == 1  # the first entry, as the official total_attr.index
+    got, cosines = _attribute_loss(tiny_bundle, classes, attribute_texts(classes), 1)
+    assert cosines[1] == pytest.approx(cosines[3], abs=1e-6)
+    assert got == pytest.approx(-cosines[1] + math.log(sum(math.exp(c) for c in cosines)), abs=1e-5)
+    merged, merged_cosines = _attribute_loss(tiny_bundle, classes[:3], attribute_texts(classes[:3]), 1)
+    assert merged == pytest.approx(-merged_cosines[1] + math.log(sum(math.exp(c) for c in merged_cosines)), abs=1e-5)
+    assert got > merged + 1e-3  # the duplicate column adds to the partition function
+
+
+def test_clip_reads_the_attribute_names_as_written_by_default():
+    from emogen_cli.stage2.confidence import attribute_texts
+
+    assert attribute_texts(["mountain_snowy", "spider"]) == ["mountain_snowy", "spider"]
+    assert attribute_texts(["mountain_snowy", "spider"], "official") == ["mountain_snowy", "spider"]
+    assert attribute_texts(["mountain_snowy", "spider"], "spaces") == ["mountain snowy", "spider"]
+
+
+def test_training_keeps_an_imported_confidence_table_and_feeds_clip_the_official_text(stage1, tmp_path, cli,
+                                                                                      monkeypatch):
+    import emogen_cli.stage2.train_mapper as trainer
+    from emogen_cli.stage2.mapper import load_mapper
+
+    src = tmp_path / "EmoGen" / "dataset_balance"
+    src.mkdir(parents=True)
+    (src / "attr_coefficient_emotion_scene.pkl").write_bytes(pickle.dumps({
+        "cemetery": np.array([[0, 0, 0, 0, 0, 0, 0.3, 0.7]]), "mountain_snowy": np.array([[0, 1.0, 0, 0, 0, 0, 0, 0]])}))
+    out = tmp_path / "m"
+    imported = cli("train-mapper", "-c", stage1, "--out", out, "--import-official-confidence", tmp_path / "EmoGen")
+    assert imported.code == 0, imported.err
+    table = (out / "confidence.json").read_bytes()
+    texts = []
+    real = trainer.text_semantics
+    monkeypatch.setattr(trainer, "text_semantics", lambda p, t, proj: texts.append(list(t)) or real(p, t, proj))
+    result = cli("train-mapper", "-c", stage1, "--out", out, "--max-steps", "1")  # a second time, no --confidence
+    assert result.code == 0, result.err
+    assert (out / "confidence.json").read_bytes() == table  # kept, byte for byte
+    assert "kept, never replaced" in " ".join(result.err.split())
+    bundle = load_mapper(out)
+    assert bundle.attributes["confidence_method"] == "official EmoGen attr_coefficient tables"
+    assert bundle.attributes["confidence"]["cemetery"] == [0, 0, 0, 0, 0, 0, 0.3, 0.7]
+    # The official text: the 278 entries as written, underscores kept.
+    assert len(texts) == 1 and len(texts[0]) == 278
+    assert "mountain_snowy" in texts[0] and "mountain snowy" not in texts[0]
+    assert bundle.attribute_text == "official"
+
+    # A damaged imported table is one line, and is left as it is.
+    damaged = tmp_path / "d"
+    damaged.mkdir()
+    (damaged / "confidence.json").write_text(json.dumps({"method": "official EmoGen attr_coefficient tables",
+                                                         "attributes": {"cemetery": [1, 2]}}))
+    before = (damaged / "confidence.json").read_bytes()
+    result = cli("train-mapper", "-c", stage1, "--out", damaged, "--max-steps", "1")
+    assert result.code == 1 and "is not usable" in result.err and "Traceback" not in result.err
+    assert (damaged / "confidence.json").read_bytes() == before
+
+
+def test_spaces_and_merged_duplicates_are_options_recorded_in_the_bundle(stage1, tmp_path, monkeypatch):
+    import emogen_cli.stage2.train_mapper as trainer
+    from emogen_cli.stage2.mapper import load_mapper
+
+    texts = []
+    real = trainer.text_semantics
+    monkeypatch.setattr(trainer, "text_semantics", lambda p, t, proj: texts.append(list(t)) or real(p, t, proj))
+    out = tmp_path / "m"
+    trainer.train_mapper(load_config(stage1, {"mapper.max_steps": 1, "mapper.output": str(out),
+                                              "mapper.attribute_text": "spaces",
+                                              "mapper.attribute_duplicates": "merge"}))
+    assert len(texts[0]) == 274 and "mountain snowy" in texts[0] and "mountain_snowy" not in texts[0]
+    bundle = load_mapper(out)
+    assert bundle.config["attribute_text"] == "spaces" and bundle.config["attribute_duplicates"] == "merge"
+    vocabulary = bundle.attributes["vocabulary"]
+    assert vocabulary["text"] == "spaces" and vocabulary["duplicates"] == "merge"
+    assert vocabulary["classes"] == vocabulary["names"] and len(vocabulary["names"]) == 274
+    # decompose ranks with the text the mapper was trained with
+    import emogen_cli.stage2.conditioning as conditioning
+    from emogen_cli.evaluation.decompose import decompose
+
+    assert bundle.attribute_text == "spaces"
+    heard = []
+    real_semantics = conditioning.text_semantics
+    monkeypatch.setattr(conditioning, "text_semantics",
+                        lambda p, t, *a: heard.append(list(t)) or real_semantics(p, t, *a))
+    decompose(load_config(stage1), ["awe"], top=3, samples=2, mapper=out)
+    assert "mountain snowy" in heard[0] and "mountain_snowy" not in heard[0]
 
 
 def _official_lists(folder: Path) -> None:
@@ -430,3 +675,18 @@ def test_cached_confidence_is_recomputed_for_another_probe_dataset_or_seed(mappe
     other = load_config(mapper_config, {"runtime.seed": config.runtime.seed + 1})
     _confidence(other, prepared, tmp_path, clip, torch.device("cpu"), Reporter())
     assert json.loads((tmp_path / "confidence.json").read_text())["made_from"]["seed"] == config.runtime.seed + 1
+
+
+def test_docs_and_help_say_what_the_official_code_does(cli):
+    """Single-emotion official inference adds its token (only the fusion script overwrites end-of-text rows);
+    fuse's token mode is not the official mechanism; Sem-C's default object model is not torchvision's."""
+    help_text = " ".join(cli("fuse", "--help").out.replace("│", " ").split())
+    assert "as the official script" not in help_text and "not the official script's mechanism" in help_text
+    rows = (Path(__file__).parents[1] / "docs" / "faithfulness.md").read_text().splitlines()
+    where = next(r for r in rows if r.startswith("| Where the mapped embedding goes"))
+    official, ours, restore = where.split(" | ")[1:4]
+    assert "adds `<{emotion}>` to the tokenizer" in official and "only `inference_combine_emotion.py`" in official
+    assert restore.startswith("Default = official")
+    semc = next(r for r in rows if r.startswith("| Sem-C"))
+    assert "torchvision's `models.resnet50(pretrained=True)`" in semc
+    assert "transformers' `microsoft/resnet-50`" in semc and "may differ" in semc

@@ -121,8 +121,12 @@ def test_train_mapper_bundle_resume_and_cli(stage1, tmp_path, cli):
     bundle = load_mapper(tmp_path / "full")
     assert bundle.emotions == EMOTIONS and bundle.config["placeholder"] == "<emotion>"
     assert bundle.config["in_dim"] == 16 and bundle.config["out_dim"] == 32
-    assert set(bundle.attributes["names"]) == set(bundle.attributes["confidence"])
-    assert all(len(v) == 8 and abs(sum(v) - 1) < 1e-4 for v in bundle.attributes["confidence"].values())
+    # Every prepared attribute has its probe confidence; L_attr classes that no image has (the official lists hold
+    # names the data may lack) are listed without one.
+    confidence = bundle.attributes["confidence"]
+    assert set(confidence) == set(bundle.attributes["names"]) | set(bundle.vocabulary)
+    assert all(len(confidence[a]) == 8 and abs(sum(confidence[a]) - 1) < 1e-4 for a in bundle.attributes["names"])
+    assert all(confidence[a] is None for a in set(bundle.vocabulary) - set(bundle.attributes["names"]))
     assert torch.equal(bundle.space.mean, load_file(str(tmp_path / "encoder" / "emotion_space.safetensors"))["mean"])
 
     # Interrupt after 3 steps (one checkpoint), resume to 6: identical weights.

@@ -83,3 +83,39 @@ def test_latent_cache_is_resumable(tiny_config, tmp_path):
     assert again["latents"] == {"cached": 48, "new": 0, "path": str(latents)}
     assert json.loads((latents / INDEX).read_text()) == index
     assert torch.equal(LatentCache(latents)["awe_00001"], sample)
+
+
+def test_prepare_counts_images_listed_under_both_kinds(cli, tmp_path):
+    """An image whose scene is its first object is a scene row and an object row (as the official lists): the
+    summary gives both counts, and a manifest made with the earlier rule is not reused silently."""
+    from PIL import Image
+
+    root = tmp_path / "EmoSet"
+    entries = []
+    for emotion, stem, annotation in (("awe", "awe_1", {"scene": "Tower", "object": ["tower"]}),
+                                      ("awe", "awe_2", {"scene": "beach", "object": ["tower"]}),
+                                      ("fear", "fear_1", {"object": ["spider"]})):
+        image, ann = f"image/{emotion}/{stem}.jpg", f"annotation/{emotion}/{stem}.json"
+        (root / image).parent.mkdir(parents=True, exist_ok=True)
+        (root / ann).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (90, 20, 30)).save(root / image)
+        (root / ann).write_text(json.dumps({"emotion": emotion, **annotation}))
+        entries.append([emotion, image, ann])
+    for split in ("train", "val", "test"):
+        (root / f"{split}.json").write_text(json.dumps(entries if split == "train" else []))
+    out = tmp_path / "prepared"
+    result = cli("prepare", "--data", root, "--out", out, "--json")
+    assert result.code == 0, result.err
+    summary = result.json
+    assert summary["kept"] == 4 and summary["kept_images"] == 3 and summary["listed_under_both_kinds"] == 1
+    assert summary["scene_is_first_object"] == "both kinds"
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["kind"] for r in rows if r["id"] == "awe_1" and r["copy"] == 0) == ["object", "scene"]
+    # A manifest prepared before the rule (no record of it) is not reused as if it were the same.
+    info = json.loads((out / "prepared.json").read_text())
+    del info["scene_is_first_object"]
+    (out / "prepared.json").write_text(json.dumps(info))
+    again = cli("prepare", "--data", root, "--out", out)
+    assert again.code == 1 and "--overwrite" in again.err
+    union = cli("prepare", "--data", root, "--out", tmp_path / "union", "--balance", "union", "--json")
+    assert union.json["kept"] == union.json["kept_images"] == 3 and union.json["listed_under_both_kinds"] == 0

@@ -151,7 +151,7 @@ emogen fuse amusement fear --mode space --intensity 0,1,2
 def fuse(
     emotions: Annotated[list[str], typer.Argument(help="Two or more emotions, e.g. amusement fear.", show_default=False)],
     mode: Annotated[str, typer.Option("--mode", help="tokens: one token per emotion, side by side (each emotion in its own token "
-                                      "slot, as the official script; see docs/faithfulness.md); "
+                                      "slot; not the official script's mechanism, see docs/faithfulness.md); "
                                       "embedding / space: one token, weighted mix of mapped embeddings / emotion "
                                       f"vectors. One of: {', '.join(FUSION_MODES)}.",
                                       autocompletion=lambda incomplete: [m for m in FUSION_MODES

@@ -25,6 +25,8 @@ BALANCE: tuple[str, ...] = ("per_kind", "union", "none")  # official: per_kind
 PREPROCESSING: tuple[str, ...] = ("official", "imagenet")  # stage-1 inputs; official: Resize 256, crop 224, 0.5/0.5
 ATTRIBUTE_VOCABULARIES: tuple[str, ...] = ("emotional", "all")  # official: emotional
 SEMANTIC_TOKENS: tuple[str, ...] = ("placeholder", "eos")  # official: placeholder
+ATTRIBUTE_DUPLICATES: tuple[str, ...] = ("official", "merge")  # L_attr: a name listed twice is two classes (official)
+ATTRIBUTE_TEXTS: tuple[str, ...] = ("official", "spaces")  # CLIP reads `mountain_snowy` (official) or `mountain snowy`
 EXPORT_FORMATS: tuple[str, ...] = ("diffusers", "a1111")  # `emogen export --format`
 
 # Config keys whose values (or list items) must be one of a closed set.
@@ -41,6 +43,8 @@ BY_KEY: dict[str, tuple[str, ...]] = {
     "encoder.space_splits": SPLITS,
     "mapper.attribute_vocabulary": ATTRIBUTE_VOCABULARIES,
     "mapper.semantic_token": SEMANTIC_TOKENS,
+    "mapper.attribute_duplicates": ATTRIBUTE_DUPLICATES,
+    "mapper.attribute_text": ATTRIBUTE_TEXTS,
 }
 
 # Limits users can read in --help and the README ("Exit codes and errors").

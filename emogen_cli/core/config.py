@@ -78,7 +78,11 @@ class MapperConfig:
     keep_checkpoints: int = 2
     output: str = "runs/mapper"
     attribute_vocabulary: str = "emotional"  # emotional (official L_attr classes) | all
-    emotional_attributes: str | None = None  # official dataset_balance/ (or repo root) or a JSON list; null: derived
+    # official (the shipped official lists) | derived (from the confidence table) | official dataset_balance/ (or repo
+    # root) or a JSON list; null: official for EmoSet, derived for data that does not look like it
+    emotional_attributes: str | None = None
+    attribute_duplicates: str = "official"  # official: a name on two emotions' lists is two L_attr classes | merge
+    attribute_text: str = "official"  # official: CLIP reads the names as written (mountain_snowy) | spaces
     semantic_token: str = "placeholder"  # placeholder (official pooling) | eos
     emotion_probe: str | None = None  # CLIP emotion probe for L_emo (official .pth or emotion_probe.safetensors)
 

@@ -4,7 +4,8 @@
 by reason; `prepare_manifest` keeps images with a scene or object (scene preferred, else the first,
 most confident object), normalises the attribute name and balances emotions by seeded random
 oversampling (by default within the scene-labelled and the object-labelled images separately, as the
-official dataset_balance.py). The manifest is JSON Lines (one row per training sample, duplicates included) next
+official dataset_balance.py; there, an image whose scene is also its first object is listed under both
+kinds, and so it is here). The manifest is JSON Lines (one row per training sample, duplicates included) next
 to `prepared.json`, which records the dataset root, the settings and the summary.
 """
 
@@ -52,6 +53,12 @@ class Sample:
             return "object", normalise_attribute(self.objects[0])
         return None
 
+    @property
+    def listed_under_both_kinds(self) -> bool:
+        """The scene is also the first object: the official lists hold the image as scene- and object-labelled."""
+        return bool(self.scene and self.objects
+                    and normalise_attribute(self.scene) == normalise_attribute(self.objects[0]))
+
 
 @dataclass
 class Row:
@@ -94,6 +101,15 @@ def safe_relative(path: str) -> bool:
     return True
 
 
+def inside_root(root: Path, relative: str, resolved_root: Path | None = None) -> bool:
+    """`root / relative`, symbolic links followed, stays inside the (resolved) dataset root: a link out of the
+    dataset is unsafe like a '..' path. A path that does not exist is judged by the part of it that does."""
+    try:
+        return (root / relative).resolve().is_relative_to(resolved_root or root.resolve())
+    except (OSError, RuntimeError, ValueError):  # a link loop, a name the OS refuses
+        return False
+
+
 def _entries(root: Path, splits: list[str], result: "ScanResult") -> list[tuple[str, str, str, str]]:
     """(split, emotion, image path, annotation path) from the split lists, or a folder walk.
 
@@ -114,6 +130,9 @@ def _entries(root: Path, splits: list[str], result: "ScanResult") -> list[tuple[
                 rows = json.loads(file.read_bytes().decode("utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise EmogenError(f"{file} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc.reason}).",
+                                  "Restore the file from the EmoSet archive.") from None
+            except RecursionError:
+                raise EmogenError(f"{file} is not a split list: its JSON is nested too deeply to read.",
                                   "Restore the file from the EmoSet archive.") from None
             if not isinstance(rows, list):
                 raise EmogenError(f"{file} holds a JSON {type(rows).__name__}, not a list of "
@@ -145,12 +164,17 @@ def scan_emoset(root: str | Path, splits: list[str] | None = None, verify_images
         raise EmogenError(f"EmoSet root '{root}' {'is a file, not a folder' if root.exists() else 'does not exist'}.",
                           "Download EmoSet and pass its folder with --data (or set data.root in the config).")
     result = ScanResult(samples=[])
+    real_root = root.resolve()
     candidates: list[Sample] = []
     seen: set[str] = set()
     for split, emotion, image_rel, ann_rel in _entries(root, splits or list(ALL_SPLITS), result):
         stem = Path(ann_rel).stem
         if not (safe_relative(image_rel) and safe_relative(ann_rel)):
             result.skip("unsafe_path", image_rel if not safe_relative(image_rel) else ann_rel)
+            continue
+        image_inside = inside_root(root, image_rel, real_root)
+        if not (image_inside and inside_root(root, ann_rel, real_root)):  # a symbolic link out of the dataset
+            result.skip("unsafe_path", ann_rel if image_inside else image_rel)
             continue
         key = PurePosixPath(image_rel.replace("\\", "/")).as_posix().removeprefix("./")
         if key in seen:
@@ -178,7 +202,7 @@ def scan_emoset(root: str | Path, splits: list[str] | None = None, verify_images
             label = ann.get("emotion", emotion)
             if not isinstance(label, str):
                 raise ValueError("emotion is not a string")
-        except (ValueError, UnicodeDecodeError, OSError):
+        except (ValueError, UnicodeDecodeError, OSError, RecursionError):  # RecursionError: nested too deeply
             result.skip("malformed_annotation", stem)
             continue
         label = label.lower()
@@ -218,6 +242,11 @@ def filter_and_balance(scan: ScanResult, seed: int, balance: str | bool = "per_k
     images are balanced separately, each emotion oversampled to the largest emotion count within its
     kind), "union" (all kept images balanced together) or "none". Booleans of earlier versions read as
     per_kind (true) and none (false). Images without a scene or object are recorded in `scan` as skipped.
+
+    With per_kind, an image whose scene equals its first object is listed under both kinds (two rows with
+    copy 0, one per kind), as the official scene and object lists hold it: the object pass of
+    dataset_balance.py keeps an image that has a scene when that scene is the object folder's name. union
+    and none keep one row per image (the scene first), emogen's earlier rule.
     """
     if isinstance(balance, bool):
         balance = "per_kind" if balance else "none"
@@ -231,6 +260,9 @@ def filter_and_balance(scan: ScanResult, seed: int, balance: str | bool = "per_k
             continue
         rows.append(Row(id=s.id, image=s.image, emotion=s.emotion, attribute=attribute[1], kind=attribute[0],
                         split=s.split))
+        if balance == "per_kind" and attribute[0] == "scene" and s.listed_under_both_kinds:
+            rows.append(Row(id=s.id, image=s.image, emotion=s.emotion, attribute=attribute[1], kind="object",
+                            split=s.split))
     if balance == "none" or not rows:
         return rows
     rng = random.Random(seed)
@@ -284,7 +316,14 @@ class Prepared:
 
     @property
     def unique_rows(self) -> list[Row]:
-        return [r for r in self.rows if r.copy == 0]
+        """One row per image: the originals (copy 0), an image listed under both kinds once."""
+        seen: set[str] = set()
+        out = []
+        for r in self.rows:
+            if r.copy == 0 and r.id not in seen:
+                seen.add(r.id)
+                out.append(r)
+        return out
 
 
 def load_prepared(path: str | Path) -> Prepared:

@@ -21,8 +21,10 @@ def prepare(config: Config, out: str | Path | None = None, cache_latents: bool =
     reporter = reporter or Reporter()
     out_dir = Path(out or config.data.prepared)
     root = Path(config.data.root).resolve()
+    # scene_is_first_object: how an image whose scene is its first object is listed (the manifest differs with it)
     settings = {"root": str(root), "splits": config.data.splits, "seed": config.runtime.seed,
-                "balance": config.data.balance}
+                "balance": config.data.balance,
+                "scene_is_first_object": "both kinds" if config.data.balance == "per_kind" else "scene"}
     existing = (out_dir / PREPARED).is_file()
     old_root = _old_root(out_dir) if existing else None
     if existing and not overwrite:
@@ -46,6 +48,8 @@ def prepare(config: Config, out: str | Path | None = None, cache_latents: bool =
             "emotions": list(EMOTIONS),
             "scanned": len(scan.samples) + sum(skipped.values()) - skipped["no_scene_or_object"],
             "kept": len(originals),
+            "kept_images": len({r.id for r in originals}),
+            "listed_under_both_kinds": len(originals) - len({r.id for r in originals}),
             "total": len(rows),
             "per_emotion_before": {e: sum(r.emotion == e for r in originals) for e in EMOTIONS},
             "per_emotion_after": {e: sum(r.emotion == e for r in rows) for e in EMOTIONS},

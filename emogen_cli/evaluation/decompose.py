@@ -96,6 +96,7 @@ def rank_attributes(config: Config, bundle: MapperBundle, emotions: list[str], n
     """Per emotion, the `top` attribute names closest to its mapped semantics."""
     from emogen_cli.core.pretrained import load_sd_components
     from emogen_cli.stage2.conditioning import EmotionPromptEncoder, text_semantics
+    from emogen_cli.stage2.confidence import attribute_texts
 
     base = bundle.base_model(config)
     parts = load_sd_components(base, config.model.revision, vae=False, unet=False)
@@ -104,7 +105,7 @@ def rank_attributes(config: Config, bundle: MapperBundle, emotions: list[str], n
     placeholder = bundle.config["placeholder"]
     prompts = EmotionPromptEncoder(parts["tokenizer"], text_encoder, [placeholder],
                                    bundle.semantic_token)
-    attributes = text_semantics(prompts, [attribute_text(n) for n in names], bundle.projection)
+    attributes = text_semantics(prompts, attribute_texts(names, bundle.attribute_text), bundle.projection)
     mapper = bundle.mapper.to(device)
     seed = config.runtime.seed
     confidence = bundle.attributes.get("confidence") or {}

@@ -199,40 +199,69 @@ def load_probe(path: str | Path, classes: int | None = None, in_dim: int | None 
 # --- the emotional attribute vocabulary (the classes of L_attr) -----------------------------------------------------
 
 EMOTIONAL_MARGIN = 2.0  # an attribute is emotional when its top emotion's confidence is >= 2x the row's mean
+OFFICIAL_RESOURCE = "resources/official_emotional_attributes.json"
+# mapper.emotional_attributes: null (auto) uses the shipped official lists when at least this share of the prepared
+# images has one of their attributes (EmoSet: about 40%), else the list derived from the confidence table.
+EMOSET_SHARE = 0.1
+PROBE_METHOD = "mean probability of a CLIP-space emotion probe"  # confidence tables emogen computes itself
 
 
 def _official_folder(src: Path) -> Path:
     return src / "dataset_balance" if (src / "dataset_balance").is_dir() else src
 
 
+def _from_lists(lists: dict[str, Any], source: str, where: str) -> dict[str, Any]:
+    """{"object"|"scene": {emotion: [names]}} -> the vocabulary, in the order of the official `read_attr`: object
+    lists, then scene lists, each emotion's names in file order. "entries" keeps every listed name (the official
+    L_attr classes, a name under two emotions twice), "names" each name once."""
+    by_emotion: dict[str, list[str]] = {e: [] for e in EMOTIONS}
+    entries: list[str] = []
+    for kind in ("object", "scene"):
+        table = lists.get(kind) or {}
+        if not isinstance(table, dict):
+            raise EmogenError(f"'{where}' has a '{kind}' entry that is not emotion -> list of names.")
+        for key, names in table.items():
+            emotion = str(key).removeprefix("attr_").lower()
+            if emotion not in by_emotion or not isinstance(names, (list, tuple)) \
+                    or not all(isinstance(n, str) for n in names):
+                raise EmogenError(f"'{where}' has an entry '{key}' that is not {{emotion}} -> list of names.")
+            normalised = [normalise_attribute(n) for n in names]
+            by_emotion[emotion].extend(normalised)
+            entries.extend(normalised)
+    return {"names": list(dict.fromkeys(entries)), "entries": entries,
+            "by_emotion": {e: list(dict.fromkeys(v)) for e, v in by_emotion.items()}, "source": source}
+
+
+def official_emotional_attributes() -> dict[str, Any]:
+    """The official per-emotion lists (dataset_balance/{object,scene}_attr.pkl of the EmoGen repository, shipped
+    with emogen as JSON): 278 entries, 274 distinct names, in read_attr's order."""
+    from importlib import resources
+
+    data = json.loads(resources.files("emogen_cli").joinpath(OFFICIAL_RESOURCE).read_text())
+    return _from_lists(data, "official EmoGen {object,scene}_attr.pkl lists (shipped with emogen: "
+                             f"emogen_cli/{OFFICIAL_RESOURCE})", OFFICIAL_RESOURCE)
+
+
 def read_official_attributes(src: str | Path) -> dict[str, Any]:
     """dataset_balance/{object,scene}_attr.pkl ("attr_{emotion}" -> names) -> the emotional vocabulary:
-    {"names": union in file order (object, then scene, as the official read_attr), "by_emotion": ..., "source"}."""
+    {"names": each name once, "entries": the official concatenation (object, then scene, as read_attr; duplicates
+    kept), "by_emotion": ..., "source"}."""
     src = Path(src)
     folder = _official_folder(src)
-    by_emotion: dict[str, list[str]] = {e: [] for e in EMOTIONS}
-    ordered: list[str] = []
-    found = False
+    lists: dict[str, Any] = {}
     for kind in ("object", "scene"):
         file = folder / f"{kind}_attr.pkl"
         if not file.is_file():
             continue
-        found = True
         data = read_official_pickle(file)
         if not isinstance(data, dict):
             raise EmogenError(f"'{file}' is not an attr_{{emotion}} -> names table.")
-        for key, names in data.items():
-            emotion = str(key).removeprefix("attr_").lower()
-            if emotion not in by_emotion or not isinstance(names, (list, tuple)):
-                raise EmogenError(f"'{file}' has an entry '{key}' that is not attr_{{emotion}} -> list of names.")
-            by_emotion[emotion].extend(normalise_attribute(str(n)) for n in names)
-            ordered.extend(normalise_attribute(str(n)) for n in names)
-    if not found:
+        lists[kind] = data
+        _from_lists({kind: data}, "", str(file))  # checks each file, naming it
+    if not lists:
         raise EmogenError(f"No object_attr.pkl / scene_attr.pkl found in '{folder}'.",
                           "Pass the official repository root or its dataset_balance/ folder.")
-    names = list(dict.fromkeys(ordered))  # the official list keeps duplicates; one class per name here
-    return {"names": names, "by_emotion": {e: list(dict.fromkeys(v)) for e, v in by_emotion.items()},
-            "source": f"official {{object,scene}}_attr.pkl in {folder}"}
+    return _from_lists(lists, f"official {{object,scene}}_attr.pkl in {folder}", str(folder))
 
 
 def emotional_from_confidence(table: dict[str, list[float]], margin: float = EMOTIONAL_MARGIN) -> dict[str, Any]:
@@ -248,25 +277,70 @@ def emotional_from_confidence(table: dict[str, list[float]], margin: float = EMO
         if values.max() >= margin * values.mean():
             by_emotion[EMOTIONS[int(values.argmax())]].append(name)
     names = [n for e in EMOTIONS for n in by_emotion[e]]
-    return {"names": names, "by_emotion": by_emotion,
+    return {"names": names, "entries": list(names), "by_emotion": by_emotion,
             "source": f"derived from the confidence table (top emotion >= {margin:g}x the row mean)"}
 
 
 def read_emotional_attributes(path: str | Path) -> dict[str, Any]:
-    """mapper.emotional_attributes: the official folder (repo root or dataset_balance/) or a JSON file:
-    a list of names, {"names": [...]}, or a mapper bundle's attributes.json (its L_attr vocabulary)."""
+    """mapper.emotional_attributes: the official folder (repo root or dataset_balance/) or a JSON file: a list of
+    names, {"names": [...]}, {"object": {emotion: [...]}, "scene": {...}} (the official lists as JSON), or a mapper
+    bundle's attributes.json (its L_attr vocabulary). A name listed twice stays twice in "entries"."""
     path = Path(path)
     if path.is_dir():
         return read_official_attributes(path)
+    hint = "Pass the official dataset_balance/ folder or a JSON list of names."
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EmogenError(f"Cannot read the emotional attribute list '{path}' ({exc}).",
-                          "Pass the official dataset_balance/ folder or a JSON list of names.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise EmogenError(f"Cannot read the emotional attribute list '{path}' ({why}).", hint) from None
+    if isinstance(data, dict) and ("object" in data or "scene" in data) and "names" not in data:
+        return _from_lists(data, str(path), str(path))
     inner = (data.get("vocabulary") or data) if isinstance(data, dict) else {"names": data}
-    names = inner.get("names") if isinstance(inner, dict) else None
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+    listed = (inner.get("classes") or inner.get("names")) if isinstance(inner, dict) else None
+    if not isinstance(listed, list) or not listed or not all(isinstance(n, str) for n in listed):
         raise EmogenError(f"'{path}' holds no list of attribute names.", "Pass a JSON list of names.")
+    entries = [normalise_attribute(n) for n in listed]
     by_emotion = inner.get("by_emotion")
-    return {"names": list(dict.fromkeys(normalise_attribute(n) for n in names)), "by_emotion": by_emotion,
-            "source": str(path)}
+    return {"names": list(dict.fromkeys(entries)), "entries": entries, "by_emotion": by_emotion, "source": str(path)}
+
+
+def emotional_vocabulary(setting: str | None, confidence: dict[str, list[float]], image_attributes: list[str],
+                         reporter: Any = None) -> dict[str, Any]:
+    """mapper.emotional_attributes -> the emotional vocabulary. "official": the shipped official lists;
+    "derived": the rule of `emotional_from_confidence`; a path: `read_emotional_attributes`; null (auto): the
+    official lists for EmoSet (at least EMOSET_SHARE of the images have one of their attributes), else derived.
+    Whenever the derived rule is used, `reporter` is told so."""
+    if setting not in (None, "official", "derived"):
+        return read_emotional_attributes(setting)
+    if setting == "official":
+        return official_emotional_attributes()
+    derived_rule = (f"top emotion >= {EMOTIONAL_MARGIN:g}x the row mean of the confidence table, "
+                    "see docs/faithfulness.md")
+    if setting == "derived":
+        if reporter is not None:
+            reporter.info(f"Emotional attributes derived from the confidence table ({derived_rule}).")
+        return emotional_from_confidence(confidence)
+    official = official_emotional_attributes()
+    known = set(official["names"])
+    share = sum(a in known for a in image_attributes) / max(1, len(image_attributes))
+    if share >= EMOSET_SHARE:
+        return official
+    if reporter is not None:
+        reporter.warn(f"Only {share:.0%} of the prepared images have an attribute of the official EmoSet lists: "
+                      f"the data does not look like EmoSet, so the emotional attributes are derived ({derived_rule}). "
+                      "Set mapper.emotional_attributes to 'official', 'derived' or a list to choose.")
+    return emotional_from_confidence(confidence)
+
+
+def vocabulary_classes(vocabulary: dict[str, Any], duplicates: str = "official") -> list[str]:
+    """The L_attr classes: every entry in order, duplicates included ("official": the official cross-entropy
+    over the concatenated lists, 278 classes for the official lists), or each name once ("merge")."""
+    entries = vocabulary.get("entries") or vocabulary["names"]
+    return list(entries) if duplicates == "official" else list(dict.fromkeys(entries))
+
+
+def attribute_texts(names: list[str], mode: str = "official") -> list[str]:
+    """What CLIP reads for each attribute: the name as written ("official": `mountain_snowy`, as the official
+    code feeds its lists to CLIP) or with spaces ("spaces": `mountain snowy`)."""
+    return list(names) if mode == "official" else [n.replace("_", " ") for n in names]

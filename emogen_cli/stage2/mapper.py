@@ -3,8 +3,9 @@
 A bundle folder holds config.json (class order, placeholder token, base/CLIP model ids, dims),
 mapper.safetensors, emotion_space.safetensors, text_projection.safetensors (CLIP's, for the
 semantic space) and attributes.json (the attribute names, their emotion confidence and the L_attr
-vocabulary with its source). config.json also records the semantic token, the attribute vocabulary
-kind and the emotion probe used (emotion_probe.safetensors beside it when there is one).
+vocabulary: its source, names, classes as trained, duplicates and text settings). config.json also
+records the semantic token, the attribute vocabulary kind, how duplicates and the attribute text were
+treated, and the emotion probe used (emotion_probe.safetensors beside it when there is one).
 """
 
 from __future__ import annotations
@@ -87,6 +88,12 @@ class MapperBundle:
     def semantic_token(self) -> str:
         """Where the semantic vector is pooled; bundles written before it was recorded pooled at end-of-text."""
         return self.config.get("semantic_token", "eos")
+
+    @property
+    def attribute_text(self) -> str:
+        """How CLIP read the attribute names in training ("official": as written; "spaces"); bundles written before
+        it was recorded used spaces."""
+        return self.config.get("attribute_text", "spaces")
 
     @property
     def vocabulary(self) -> list[str]:

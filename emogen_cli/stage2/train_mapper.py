@@ -16,6 +16,7 @@ text features once, batches > 1, mixed precision on CUDA.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from emogen_cli.core.checkpoint import check_finite, list_checkpoints, resume_from, save_checkpoint
 from emogen_cli.core.config import Config
-from emogen_cli.core.emotions import EMOTIONS, attribute_text
+from emogen_cli.core.emotions import EMOTIONS
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.files import atomic_save_safetensors, atomic_write_json, file_digest, read_safetensors
 from emogen_cli.core.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
@@ -38,6 +39,7 @@ from emogen_cli.data.emoset import MANIFEST, Prepared, Row, load_prepared
 from emogen_cli.stage1.encoder import EncoderBundle, encoder_pixels, load_encoder
 from emogen_cli.stage2.card import write_model_card
 from emogen_cli.stage2.conditioning import EmotionPromptEncoder, text_semantics
+from emogen_cli.stage2.confidence import attribute_texts
 from emogen_cli.stage2.mapper import FORMAT, MapperBundle, MappingNetwork, mapper_loss
 
 
@@ -47,7 +49,11 @@ class MapperSamples(Dataset):
     def __init__(self, rows: list[Row], root: Path, vectors: dict[str, torch.Tensor], latents, resolution: int,
                  attributes: list[str], confidence: dict[str, list[float]]) -> None:
         self.rows, self.root, self.vectors, self.latents, self.resolution = rows, root, vectors, latents, resolution
-        self.attribute_index = {a: i for i, a in enumerate(attributes)}  # -1: outside the vocabulary (no L_attr)
+        # A name's first class (as the official `total_attr.index`; a name listed twice has two classes with equal
+        # scores); -1: outside the vocabulary (no L_attr).
+        self.attribute_index: dict[str, int] = {}
+        for i, a in enumerate(attributes):
+            self.attribute_index.setdefault(a, i)
         self.confidence = confidence
 
     def __len__(self) -> int:
@@ -114,6 +120,9 @@ def _settings(config: Config, encoder_id: str, prepared: Prepared, precision: st
     settings = {f"mapper.{k}": v for k, v in dataclasses.asdict(config.mapper).items() if k not in free}
     settings.update({f"model.{k}": v for k, v in dataclasses.asdict(config.model).items()})
     confidence = config.mapper.confidence
+    kept = Path(config.mapper.output) / "confidence.json"  # an imported table in --out is used as if given
+    if not confidence and _imported_confidence(kept) is not None:
+        confidence = kept
     return {**settings, "mapper.encoder (contents)": encoder_id[:16],
             "mapper.confidence (contents)": file_digest(confidence)[:16] if confidence else None,
             "prepared (manifest)": file_digest(prepared.path / MANIFEST)[:16], "runtime.seed": config.runtime.seed,
@@ -134,15 +143,24 @@ def _confidence(config: Config, prepared: Prepared, out_dir: Path, clip, device,
 
     The table is mapper.confidence if given, else the cached one, else computed on the prepared images
     with the probe: mapper.emotion_probe if set (e.g. the official Clip_emotion_classifier .pth), else
-    one trained here. With a given table, the probe is mapper.emotion_probe or none."""
+    one trained here. With a given table, the probe is mapper.emotion_probe or none.
+
+    A confidence.json in the output folder that emogen did not compute (an official table imported with
+    --import-official-confidence, or one the user put there) is never replaced: without mapper.confidence it is
+    the table used, and the reporter says so."""
     from emogen_cli.core.clipspace import clip_image_features
-    from emogen_cli.stage2.confidence import confidence_table, load_confidence, load_probe, train_probe
+    from emogen_cli.stage2.confidence import PROBE_METHOD, confidence_table, load_confidence, load_probe, train_probe
 
     given = load_probe(config.mapper.emotion_probe) if config.mapper.emotion_probe else None
     source = str(config.mapper.emotion_probe) if given is not None else None
     if config.mapper.confidence:
         return load_confidence(config.mapper.confidence), given, source
     cached, probe_file = out_dir / "confidence.json", out_dir / "emotion_probe.safetensors"
+    if (imported := _imported_confidence(cached)) is not None:
+        method = imported.get("method") or "not computed by emogen"
+        reporter.info(f"Using the confidence table already in {cached} ({method}): it is kept, never replaced. "
+                      "Pass --confidence FILE to use another one, or move it away to compute one.")
+        return imported, given, source
     # What the cached table was computed from: another probe, dataset or CLIP model makes it stale.
     made_from = {"probe": file_digest(config.mapper.emotion_probe)[:16] if given is not None else "trained",
                  "manifest": file_digest(prepared.path / MANIFEST)[:16], "clip": config.model.clip,
@@ -165,12 +183,28 @@ def _confidence(config: Config, prepared: Prepared, out_dir: Path, clip, device,
         probe, accuracy = train_probe(features, labels, seed=config.runtime.seed)
         reporter.info(f"CLIP emotion probe: held-out accuracy {accuracy:.3f}")
         source = "trained by emogen"
-    table = {"emotions": list(EMOTIONS), "method": "mean probability of a CLIP-space emotion probe",
+    table = {"emotions": list(EMOTIONS), "method": PROBE_METHOD,
              "probe_accuracy": accuracy, "probe_source": source, "made_from": made_from,
              "attributes": confidence_table(probe, features, [r.attribute for r in unique])}
     _save_probe(probe, probe_file)
     atomic_write_json(cached, table, indent=1)
     return table, probe, source
+
+
+def _imported_confidence(path: Path) -> dict[str, Any] | None:
+    """The table at `path` if it is one emogen did not compute (imported or the user's), else None. Such a table is
+    read in full: a damaged one is one line, never silently replaced by a computed table."""
+    from emogen_cli.stage2.confidence import PROBE_METHOD, load_confidence
+
+    if not path.is_file():
+        return None
+    try:
+        head = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None  # unreadable: nobody's table, recomputed (with a warning) as any damaged cache
+    if isinstance(head, dict) and head.get("method") == PROBE_METHOD:
+        return None  # emogen's own cache
+    return load_confidence(path)
 
 
 def _save_probe(probe: torch.nn.Linear, path: Path) -> None:
@@ -179,22 +213,28 @@ def _save_probe(probe: torch.nn.Linear, path: Path) -> None:
                                    "fc.bias": probe.bias.detach().cpu().contiguous()})
 
 
-def _vocabulary(config: Config, prepared: Prepared, confidence: dict[str, list[float]]) -> dict[str, Any]:
-    """The classes of L_attr: every prepared attribute ("all") or the emotional ones ("emotional": the
-    official {object,scene}_attr.pkl lists via mapper.emotional_attributes, else derived from the
-    confidence table, see confidence.emotional_from_confidence)."""
-    from emogen_cli.stage2.confidence import emotional_from_confidence, read_emotional_attributes
+def _vocabulary(config: Config, prepared: Prepared, confidence: dict[str, list[float]],
+                reporter: Reporter | None = None) -> dict[str, Any]:
+    """The L_attr vocabulary: every prepared attribute ("all") or the emotional ones ("emotional":
+    mapper.emotional_attributes, by default the official lists shipped with emogen for EmoSet, else derived from
+    the confidence table, see confidence.emotional_vocabulary). "classes" are the L_attr classes
+    (mapper.attribute_duplicates), "names" each name once, "text" what CLIP reads (mapper.attribute_text)."""
+    from emogen_cli.stage2.confidence import emotional_vocabulary, vocabulary_classes
 
     cfg = config.mapper
     if cfg.attribute_vocabulary == "all":
-        return {"kind": "all", "names": prepared.attributes, "source": "every attribute of the prepared data"}
-    emotional = (read_emotional_attributes(cfg.emotional_attributes) if cfg.emotional_attributes
-                 else emotional_from_confidence(confidence))
-    if not emotional["names"]:
-        raise EmogenError("The emotional attribute vocabulary is empty: no attribute is tied to one emotion.",
-                          "Pass the official lists with --import-official-attributes DIR, or set "
-                          "mapper.attribute_vocabulary: all.")
-    return {"kind": "emotional", **emotional}
+        vocabulary = {"kind": "all", "names": prepared.attributes, "source": "every attribute of the prepared data"}
+    else:
+        emotional = emotional_vocabulary(cfg.emotional_attributes, confidence,
+                                         [r.attribute for r in prepared.unique_rows], reporter)
+        if not emotional["names"]:
+            raise EmogenError("The emotional attribute vocabulary is empty: no attribute is tied to one emotion.",
+                              "Set mapper.emotional_attributes: official (the official EmoSet lists), pass a list "
+                              "with --import-official-attributes, or set mapper.attribute_vocabulary: all.")
+        vocabulary = {"kind": "emotional", **emotional}
+    vocabulary["classes"] = vocabulary_classes(vocabulary, cfg.attribute_duplicates)
+    vocabulary["duplicates"], vocabulary["text"] = cfg.attribute_duplicates, cfg.attribute_text
+    return vocabulary
 
 
 def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume: bool = False,
@@ -213,12 +253,13 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
         raise EmogenError(f"'{out_dir}' holds checkpoints of an unfinished run.", "Pass --resume to continue it.")
     prepared = load_prepared(prepared_dir or config.data.prepared)
     encoder = load_encoder(cfg.encoder)
-    if cfg.emotion_probe or (cfg.emotional_attributes and cfg.attribute_vocabulary == "emotional"):
+    listed = cfg.emotional_attributes not in (None, "official", "derived") and cfg.attribute_vocabulary == "emotional"
+    if cfg.emotion_probe or listed:
         from emogen_cli.stage2.confidence import load_probe, read_emotional_attributes
 
         if cfg.emotion_probe:  # small files given by the user: a bad one fails now, before the models load
             load_probe(cfg.emotion_probe)
-        if cfg.emotional_attributes and cfg.attribute_vocabulary == "emotional":
+        if listed:
             read_emotional_attributes(cfg.emotional_attributes)
     accelerator = make_accelerator(config.runtime.mixed_precision, config.runtime.device)
     device, weight_dtype = accelerator.device, DTYPES[accelerator.mixed_precision]
@@ -267,14 +308,16 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     encoder.model = None
 
     prompts = EmotionPromptEncoder(tokenizer, text_encoder, [cfg.placeholder], cfg.semantic_token)
-    vocabulary = _vocabulary(config, prepared, confidence)
-    attributes = vocabulary["names"]
+    vocabulary = _vocabulary(config, prepared, confidence, reporter)
+    attributes = vocabulary["classes"]
     vocabulary_set = set(attributes)
     in_vocabulary = sum(r.attribute in vocabulary_set for r in prepared.unique_rows)
-    reporter.info(f"L_attr over {len(attributes)} {vocabulary['kind']} attributes ({vocabulary['source']}); "
+    repeated = len(attributes) - len(set(attributes))
+    reporter.info(f"L_attr over {len(attributes)} {vocabulary['kind']} attribute classes"
+                  f"{f' ({repeated} names listed twice)' if repeated else ''} ({vocabulary['source']}); "
                   f"{in_vocabulary} of {len(prepared.unique_rows)} images have one.")
     proj = projection.to(device)
-    attribute_features = text_semantics(prompts, [attribute_text(a) for a in attributes], proj)
+    attribute_features = text_semantics(prompts, attribute_texts(attributes, cfg.attribute_text), proj)
     prompt_ids = prompts.tokenize([cfg.placeholder])
     if probe is not None:
         probe = probe.to(device)
@@ -352,6 +395,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
             "out_dim": text_encoder.config.hidden_size, "layers": cfg.layers, "steps": step, "seed": seed,
             "losses": {"lambda_attr": cfg.lambda_attr, "lambda_emo": cfg.lambda_emo, "threshold": cfg.threshold},
             "semantic_token": cfg.semantic_token, "attribute_vocabulary": vocabulary["kind"],
+            "attribute_duplicates": cfg.attribute_duplicates, "attribute_text": cfg.attribute_text,
             "emotion_probe": {"source": probe_source, "used_by_loss": cfg.lambda_emo > 0,
                               "file": "emotion_probe.safetensors" if probe_source else None},
             "encoder": str(cfg.encoder), "prepared": str(prepared.path),
@@ -361,7 +405,9 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
         attributes={"names": prepared.attributes,
                     "confidence": {a: confidence.get(a) for a in dict.fromkeys(prepared.attributes + attributes)},
                     "confidence_method": table.get("method"),
-                    "vocabulary": {"kind": vocabulary["kind"], "source": vocabulary["source"], "names": attributes,
+                    "vocabulary": {"kind": vocabulary["kind"], "source": vocabulary["source"],
+                                   "names": vocabulary["names"], "classes": attributes,
+                                   "duplicates": vocabulary["duplicates"], "text": vocabulary["text"],
                                    "by_emotion": vocabulary.get("by_emotion")}},
     )
     if accelerator.is_main_process:
@@ -371,6 +417,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     last = history[-1] if history else {}
     return {"path": str(out_dir), "steps": step, "final": last, "history": history[-50:],
             "cached_latents": latents is not None, "attributes": len(attributes),
+            "attribute_source": vocabulary["source"],
             "attribute_vocabulary": vocabulary["kind"], "semantic_token": cfg.semantic_token,
             "emotion_probe": probe_source,
             "probe_accuracy": table.get("probe_accuracy")}
