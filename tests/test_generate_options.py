@@ -75,17 +75,15 @@ def test_single_intensity_transfer_and_fuse(cli, mapper_config, tmp_path):
 
 
 def test_api_intensity_endpoints_and_prompt_embeds(pipe):
-    from emogen_cli.inference.intensity import neutral_conditioning
-
     request = pipe.request("awe", "{} a street", 2)
     full = pipe.conditioning(request, [3, 4])
-    one = pipe.prompt_embeds("awe", "{} a street", seeds=[3, 4], intensity=1)["prompt_embeds"]
-    zero = pipe.prompt_embeds("awe", "{} a street", seeds=[3, 4], intensity=0)["prompt_embeds"]
-    half = pipe.prompt_embeds("awe", "{} a street", seeds=[3, 4], intensity=0.5)["prompt_embeds"]
+    one = pipe.encode_prompt("awe", "{} a street", seeds=[3, 4], intensity=1)[0]
+    zero = pipe.encode_prompt("awe", "{} a street", seeds=[3, 4], intensity=0)[0]
+    half = pipe.encode_prompt("awe", "{} a street", seeds=[3, 4], intensity=0.5)[0]
     assert torch.equal(one, full)
-    assert torch.equal(zero, neutral_conditioning(pipe, request, 2))
+    assert torch.equal(zero, pipe.prompts.encode(pipe.prompts.tokenize(["a street"] * 2))[0].to(pipe.dtype))
     assert torch.allclose(half, (full + zero) / 2, atol=1e-6)
-    out = pipe(emotion="awe", intensity=0, steps=2)
+    out = pipe(emotion="awe", intensity=0, num_inference_steps=2)
     assert out.metadata[0]["intensity"] == 0 and parse_infotext(out.infotexts[0])[2]["Emogen intensity"] == "0"
     with pytest.raises(Exception, match="intensity must lie in"):
         pipe(emotion="awe", intensity=float("nan"))
@@ -93,11 +91,9 @@ def test_api_intensity_endpoints_and_prompt_embeds(pipe):
 
 # -- --best-of ------------------------------------------------------------------------------------------------
 def test_best_of_select_keeps_the_probes_favourite(pipe):
-    from emogen_cli.inference.bestof import select
-
-    request = pipe.request("awe", num_images=2)
+    request = pipe.request("awe", count=2)
     scorer = pipe.scorer()
-    selections = select(pipe, request, [[5, 6, 7], [8, 9, 10]], scorer, batch_size=2)
+    selections = list(pipe.generate(request, [[5, 6, 7], [8, 9, 10]], scorer=scorer, batch_size=2))
     for sel, seeds in zip(selections, ([5, 6, 7], [8, 9, 10])):
         assert sorted(c.seed for c in sel.candidates) == seeds and [c.rank for c in sel.candidates] == [1, 2, 3]
         assert sel.kept.score == max(c.score for c in sel.candidates)
@@ -140,7 +136,7 @@ def test_generate_best_of_keep_all_and_evaluate_skips_rejected(cli, mapper_confi
 
 
 def test_api_best_of(pipe):
-    out = pipe(emotion="fear", num_images=2, seed=0, best_of=2, keep_all=True, steps=2)
+    out = pipe(emotion="fear", num_images_per_prompt=2, seed=0, best_of=2, keep_all=True, num_inference_steps=2)
     assert len(out.images) == 2 and len(out.rejected) == 2
     assert [m["best_of"]["candidate_seeds"] for m in out.metadata] == [[0, 1], [2, 3]]
     assert all(m["best_of"]["rank"] == 2 for m in out.rejected_metadata)
@@ -150,7 +146,7 @@ def test_api_best_of(pipe):
 
 # -- --va -----------------------------------------------------------------------------------------------------
 def test_generate_va_point(cli, mapper_config, tmp_path, pipe):
-    from emogen_cli.inference.va import va_weights
+    from emogen_cli.conditioning.va import va_weights
 
     r = cli("generate", "--va", "0.8,0.3", "-n", "1", "--out", tmp_path, "-c", mapper_config, "--json")
     assert r.code == 0, r.err
@@ -160,7 +156,7 @@ def test_generate_va_point(cli, mapper_config, tmp_path, pipe):
     assert meta["va"]["valence"] == 0.8 and meta["va"]["weights"] == pytest.approx(weights)
     assert meta["emotion"] == max(weights, key=weights.get) and meta["fusion"]["mode"] == "space"
     assert parse_infotext(Image.open(meta["path"]).text["parameters"])[2]["Emogen valence-arousal"] == "0.8/0.3"
-    api = pipe(va=(0.8, 0.3), steps=pipe.config.generate.steps)
+    api = pipe(va=(0.8, 0.3), num_inference_steps=pipe.config.generate.steps)
     assert np.array_equal(np.asarray(api.images[0]), pixels(meta["path"]))  # CLI and API agree
     with pytest.raises(Exception, match="not both"):
         pipe(emotion="awe", va=(0.5, 0.5))

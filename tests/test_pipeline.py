@@ -38,7 +38,7 @@ def test_call_fusion_and_metadata(pipe, mapper_dir):
     assert pipe.config.model.resolution == 16  # the bundle's training size when no config is given
     assert pipe.to("cpu") is pipe and pipe.device.type == "cpu" and pipe.to(torch.float32).dtype == torch.float32
     assert pipe.pipe.unet.dtype == torch.float32 and pipe.negative.dtype == torch.float32
-    out = pipe(emotion="awe", prompt="{} street", num_images=3, seed=4, steps=2, batch_size=2)
+    out = pipe(emotion="awe", prompt="{} street", num_images_per_prompt=3, seed=4, num_inference_steps=2, batch_size=2)
     assert len(out.images) == 3 and all(im.size == (16, 16) for im in out.images)
     assert [m["seed"] for m in out.metadata] == [4, 5, 6]
     meta = out.metadata[0]
@@ -48,18 +48,18 @@ def test_call_fusion_and_metadata(pipe, mapper_dir):
     assert prompt == "<awe> street" and negative == ""
     assert params["Seed"] == "5" and params["Steps"] == "2" and params["Emotion"] == "awe"
     # Image i has seed seed+i whatever the batch: the second image alone equals it in the batch of 2.
-    alone = pipe(emotion="awe", prompt="{} street", seed=5, steps=2)
+    alone = pipe(emotion="awe", prompt="{} street", seed=5, num_inference_steps=2)
     a, b = np.asarray(alone.images[0]).astype(int), np.asarray(out.images[1]).astype(int)
     assert np.abs(a - b).max() <= 2  # batch of 1 vs 2: other tensor shapes, so float rounding may differ
 
-    negative = pipe(emotion="awe", steps=2, negative_prompt="blurry, dark")
+    negative = pipe(emotion="awe", num_inference_steps=2, negative_prompt="blurry, dark")
     assert negative.metadata[0]["negative_prompt"] == "blurry, dark"
     assert parse_infotext(negative.infotexts[0])[1] == "blurry, dark"
 
-    fused = pipe(emotion=["amusement", "fear"], fusion="embedding", weights=[0.7, 0.3], steps=2)
+    fused = pipe(emotion=["amusement", "fear"], fusion="embedding", weights=[0.7, 0.3], num_inference_steps=2)
     assert fused.metadata[0]["fusion"] == {"mode": "embedding", "weights": [0.7, 0.3]}
     assert parse_infotext(fused.infotexts[0])[2]["Emotion"] == "amusement+fear"
-    tokens = pipe(emotion="amusement,fear,awe", steps=2)  # three side-by-side tokens: placeholders grow
+    tokens = pipe(emotion="amusement,fear,awe", num_inference_steps=2)  # three side-by-side tokens: placeholders grow
     assert tokens.metadata[0]["emotions"] == ["amusement", "fear", "awe"]
     assert parse_infotext(tokens.infotexts[0])[0] == "<amusement> <fear> <awe>"
 
@@ -78,7 +78,7 @@ def test_prompt_embeds_in_a_plain_diffusers_pipeline_match_emogen_generate(pipe,
     """prompt_embeds fed to an ordinary StableDiffusionPipeline give the images `emogen generate` writes."""
     from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
 
-    from emogen_cli.inference.writer import generate
+    from emogen_cli.outputs.generate import generate
 
     cfg = load_config(mapper_config)
     result = generate(cfg, [pipe.request("awe", "{} cup", 2)], out=tmp_path)
@@ -134,7 +134,7 @@ def test_emotion_token_is_never_silently_cut(pipe, cli, mapper_config, tmp_path)
     pipe.check(pipe.request("awe", "{} " + "x" * 100))
     assert len(warned) == 1 and "101 tokens long" in warned[0] and "x" * 26 in warned[0]
     with pytest.raises(EmogenError, match=r"101 tokens long and its emotion token <emotion> is token 101"):
-        pipe(emotion="awe", prompt="y" * 100 + " {}", steps=2)
+        pipe(emotion="awe", prompt="y" * 100 + " {}", num_inference_steps=2)
     result = cli("transfer", "-c", mapper_config, "-e", "awe", "z" * 100 + " {}", "-n", "1", "--out", tmp_path)
     assert result.code == 1 and "tokens long" in result.err and "Traceback" not in result.err
     assert not list(tmp_path.glob("*.png"))

@@ -122,7 +122,7 @@ def test_full_disk_leaves_only_complete_pngs_and_a_true_index(cli, mapper_config
 
 
 def test_claims_skip_live_runs_and_reclaim_dead_ones(tmp_path):
-    from emogen_cli.inference.writer import claim_numbers, release_claims
+    from emogen_cli.outputs.folder import claim_numbers, release_claims
 
     (tmp_path / "awe-00000.png").write_bytes(b"png")
     assert claim_numbers(tmp_path, ["awe", "awe", "fear"], [2, 1, 1]) == [1, 3, 0]
@@ -140,7 +140,7 @@ def test_claims_skip_live_runs_and_reclaim_dead_ones(tmp_path):
 
 
 def test_index_merges_instead_of_rewriting(tmp_path):
-    from emogen_cli.inference.writer import merge_index
+    from emogen_cli.outputs.folder import merge_index
 
     merge_index(tmp_path, [{"path": "a.png", "seed": 0}, {"path": "b.png", "seed": 1}])
     (tmp_path / "index.jsonl").write_text((tmp_path / "index.jsonl").read_text() + "{damaged\n")

@@ -83,8 +83,8 @@ def edit(
     cfg: Config,
 ) -> None:
     """Edit photographs toward an emotion (img2img with the mapped emotion token); keeps their size."""
-    from emogen_cli.inference.edit import edit as run
-    from emogen_cli.inference.va import parse_point
+    from emogen_cli.outputs.edit import edit as run
+    from emogen_cli.conditioning.va import parse_point
 
     loop = {name: value for name, value in (("min_ssim", min_ssim), ("strength_step", strength_step))
             if value is not None}
@@ -148,8 +148,8 @@ def grid(
 ) -> None:
     """Contact sheets; --va: valence (left to right) x arousal (bottom to top) by mixing the emotions."""
     from emogen_cli.core.errors import EmogenError
-    from emogen_cli.inference.va import DEFAULT_SIGMA, GRID
-    from emogen_cli.inference.va import grid as run
+    from emogen_cli.conditioning.va import DEFAULT_SIGMA, GRID
+    from emogen_cli.outputs.generate import grid as run
 
     if not va:
         raise EmogenError("Choose the grid to draw.", "For example: emogen grid --va.")

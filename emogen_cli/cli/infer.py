@@ -98,9 +98,9 @@ def sampling_options(
 
 def _run(requests: list, cfg: Config, options: dict[str, Any]) -> None:
     """Generate `requests` with the command's Config and `sampling_options`; print the result."""
-    from emogen_cli.inference.bestof import check_best_of
-    from emogen_cli.inference.intensity import parse_intensities
-    from emogen_cli.inference.writer import generate as run
+    from emogen_cli.conditioning.intensity import parse_intensities
+    from emogen_cli.conditioning.selection import check_best_of
+    from emogen_cli.outputs.generate import generate as run
 
     intensity, keep_all = options["intensity"], options["keep_all"]
     alphas = parse_intensities(intensity) if intensity is not None else None
@@ -146,12 +146,12 @@ def generate(
     """Generate images that evoke an emotion (or a valence-arousal point)."""
     from emogen_cli.core.emotions import parse_emotions
     from emogen_cli.core.errors import EmogenError
-    from emogen_cli.pipeline import Request
+    from emogen_cli.conditioning.request import Request
 
     if sigma is not None and va is None:
         raise EmogenError("--sigma sets the kernel width of --va; it does nothing without it.", "Add --va V,A.")
     if va is not None:
-        from emogen_cli.inference.va import DEFAULT_SIGMA, parse_point, va_request
+        from emogen_cli.conditioning.va import DEFAULT_SIGMA, parse_point, va_request
 
         if emotion is not None:
             raise EmogenError("Give either --emotion or --va, not both.", "Drop one of them.")
@@ -182,7 +182,7 @@ def transfer(
     from emogen_cli.core import validate
     from emogen_cli.core.emotions import parse_emotions
     from emogen_cli.core.errors import EmogenError
-    from emogen_cli.pipeline import Request
+    from emogen_cli.conditioning.request import Request
 
     texts = [(t, "Prompt") for t in prompts or []] + [(t, "--template") for t in template or []]
     if prompt_file is not None:
@@ -229,7 +229,7 @@ def fuse(
     """Blend two or more emotions in one image."""
     from emogen_cli.core import validate
     from emogen_cli.core.emotions import validate_emotion
-    from emogen_cli.pipeline import fusion_request
+    from emogen_cli.conditioning.request import fusion_request
 
     names = [validate_emotion(part) for e in emotions for part in e.split(",") if part.strip()]
     values = validate.numbers(weights, "--weights") if weights is not None else None

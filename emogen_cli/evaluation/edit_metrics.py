@@ -133,12 +133,6 @@ def load_scorer(clip_name: str, probe_path: str | Path, device) -> ClipScorer:
     return ClipScorer(load_clip(clip_name, device)[0], load_probe(probe_path).to(device), device)
 
 
-def scorer_for(generator, probe: str | Path | None = None) -> ClipScorer:
-    """The scorer of a loaded generator: its bundle's CLIP model and emotion_probe.safetensors."""
-    path = Path(probe) if probe else Path(generator.mapper_path) / "emotion_probe.safetensors"
-    return load_scorer(generator.bundle.clip_model(generator.config), path, generator.device)
-
-
 def _signed_tensor(image) -> Any:
     import torch
 
