@@ -206,7 +206,7 @@ def test_intensity_endpoints_are_exact(generator):
     # plain generate: the prompt is the token alone, so alpha = 0 is the empty prompt's conditioning
     assert neutral_prompt("{}") == ""
     empty = generator.prompts.encode(generator.prompts.tokenize([""]))[0].to(generator.dtype)
-    assert torch.equal(neutral_conditioning(generator, Request(("awe",)), 1), empty)
+    assert torch.equal(intensity_conditioning(generator, Request(("awe",)), [0], 0.0), empty)
 
 
 def test_edit_keeps_size_metadata_and_strength_zero_is_exact(generator, inputs, tmp_path):

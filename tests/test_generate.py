@@ -185,3 +185,23 @@ def test_interrupted_generation_keeps_what_it_wrote(cli, mapper_config, tmp_path
     again = cli("generate", "-c", mapper_config, "-e", "awe", "-n", "2", "--out", tmp_path, "--json")
     assert [r["path"].rsplit("/", 1)[1] for r in again.json["images"]] == ["awe-00002.png", "awe-00003.png"]
     assert len((tmp_path / "index.jsonl").read_text().splitlines()) == 4
+
+
+def test_one_seed_rule_no_duplicates_and_overwrite_replaces(cli, mapper_config, tmp_path):
+    """Issue 19.7 / 19.16: -n 1, then --best-of 2, then -n 2 into one folder give no byte-identical images
+    (best-of candidates live above the plain seeds); --overwrite -n 1 leaves one image, one index entry and
+    no stale evaluation/."""
+    out = tmp_path / "mixed"
+    for extra in ([], ["--best-of", "2"], ["-n", "2"]):
+        args = ["-n", "1", *extra] if extra[:1] != ["-n"] else extra
+        r = cli("generate", "-c", mapper_config, "-e", "awe", "--out", out, "--json", *args)
+        assert r.code == 0, r.err
+    pngs = sorted(p for p in out.glob("awe-*.png"))
+    seeds = [json.loads(Image.open(p).text["emogen"])["seed"] for p in pngs]
+    assert len(pngs) == 4 and len(set(seeds)) == 4
+    assert len({Image.open(p).tobytes() for p in pngs}) == 4
+    (out / "evaluation").mkdir()
+    r = cli("generate", "-c", mapper_config, "-e", "awe", "-n", "1", "--out", out, "--overwrite", "--json")
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in out.glob("awe-*.png")) == ["awe-00000.png"] and not (out / "evaluation").exists()
+    assert len((out / "index.jsonl").read_text().splitlines()) == 1

@@ -113,7 +113,7 @@ def test_generate_best_of_keep_all_and_evaluate_skips_rejected(cli, mapper_confi
     assert sorted(Path(k["path"]).name for k in kept) == ["fear-00000.png", "fear-00001.png"]
     for n, rec in enumerate(sorted(kept, key=lambda k: k["path"])):
         assert rec["best_of"]["rank"] == 1 and rec["best_of"]["k"] == 3
-        assert rec["best_of"]["candidate_seeds"] == [3 * n, 3 * n + 1, 3 * n + 2]  # seed + n*K + j
+        assert rec["best_of"]["candidate_seeds"] == [n, n + 2**32, n + 2 * 2**32]  # seed + n + j * 2**32
         assert rec["seed"] in rec["best_of"]["candidate_seeds"]
         meta = json.loads(Image.open(rec["path"]).text["emogen"])
         assert meta["best_of"] == rec["best_of"]
@@ -138,7 +138,7 @@ def test_generate_best_of_keep_all_and_evaluate_skips_rejected(cli, mapper_confi
 def test_api_best_of(pipe):
     out = pipe(emotion="fear", num_images_per_prompt=2, seed=0, best_of=2, keep_all=True, num_inference_steps=2)
     assert len(out.images) == 2 and len(out.rejected) == 2
-    assert [m["best_of"]["candidate_seeds"] for m in out.metadata] == [[0, 1], [2, 3]]
+    assert [m["best_of"]["candidate_seeds"] for m in out.metadata] == [[0, 2**32], [1, 1 + 2**32]]
     assert all(m["best_of"]["rank"] == 2 for m in out.rejected_metadata)
     with pytest.raises(Exception, match="keep-all"):
         pipe(emotion="fear", keep_all=True)

@@ -69,13 +69,13 @@ def test_call_fusion_and_metadata(pipe, mapper_dir):
         pipe(emotion="awf")
     with pytest.raises(EmogenError, match="mode embedding"):
         pipe(emotion=["awe", "fear"], weights=[1, 0])
-    with pytest.raises(EmogenError, match="braces other than one"):
+    with pytest.raises(EmogenError, match="only an empty"):
         pipe(emotion="awe", prompt="{red} {}")
     assert pipe.display_prompt(pipe.request("awe", "{{logo}} {}")) == "{logo} <awe>"
 
 
-def test_prompt_embeds_in_a_plain_diffusers_pipeline_match_emogen_generate(pipe, mapper_config, tmp_path):
-    """prompt_embeds fed to an ordinary StableDiffusionPipeline give the images `emogen generate` writes."""
+def test_encode_prompt_in_a_plain_diffusers_pipeline_matches_emogen_generate(pipe, mapper_config, tmp_path):
+    """encode_prompt's embeddings fed to an ordinary StableDiffusionPipeline give the images `emogen generate` writes."""
     from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
 
     from emogen_cli.outputs.generate import generate
@@ -87,9 +87,9 @@ def test_prompt_embeds_in_a_plain_diffusers_pipeline_match_emogen_generate(pipe,
     sd = StableDiffusionPipeline.from_pretrained(pipe.base_model, safety_checker=None, requires_safety_checker=False)
     sd.scheduler = UniPCMultistepScheduler.from_config(sd.scheduler.config)
     sd.set_progress_bar_config(disable=True)
-    embeds = pipe.prompt_embeds(emotion="awe", prompt="{} cup", seeds=[0, 1])
-    assert embeds["prompt_embeds"].shape == (2, 77, 32) and embeds["negative_prompt_embeds"].shape == (2, 77, 32)
-    images = sd(**embeds, generator=[torch.Generator().manual_seed(s) for s in (0, 1)], num_inference_steps=2,
+    prompt_embeds, negative_prompt_embeds = pipe.encode_prompt("awe", "{} cup", seeds=[0, 1])
+    assert prompt_embeds.shape == (2, 77, 32) and negative_prompt_embeds.shape == (2, 77, 32)
+    images = sd(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds, generator=[torch.Generator().manual_seed(s) for s in (0, 1)], num_inference_steps=2,
                 guidance_scale=7.5, height=16, width=16).images
     for i, image in enumerate(images):
         written = np.asarray(Image.open(tmp_path / f"awe-cup-{i:05d}.png")).astype(int)

@@ -28,7 +28,6 @@ from emogen_cli.cli._utils import (
     JsonOpt,
     MapperOpt,
     ModelOpt,
-    OverwriteOpt,
     ResolutionOpt,
     RichReporter,
     SeedOpt,
@@ -68,9 +67,12 @@ IntensityOpt = Annotated[str | None, typer.Option(
     "prompt), 1 EmoGen's (the default), above 1 stronger. Several, e.g. 0,0.5,1,1.5, also write one strip per seed.",
     show_default=False)]
 BestOfOpt = Annotated[int | None, opt("--best-of", key="generate.best_of", help="Draw K candidates per image and "
-                                      "keep the one the CLIP emotion probe rates highest (seeds S+n*K .. S+n*K+K-1).")]
+                                      "keep the one the CLIP emotion probe rates highest (image n: seeds S+n, then S+n+j*2**32).")]
 KeepAllOpt = Annotated[bool, typer.Option("--keep-all", help="With --best-of: keep the other candidates in "
                                           "rejected/ (which evaluate skips).")]
+OverwriteOpt = Annotated[bool, typer.Option(  # noqa: F811 - generate's own meaning of --overwrite
+    "--overwrite", help="First delete this command's earlier images in --out (the same file names, their grids, "
+    "rejected/ candidates and index entries) and the folder's stale evaluation/, then number from 0.")]
 ProbeOpt = Annotated[Path | None, typer.Option("--probe", help="CLIP emotion probe for --best-of (default: the mapper "
                                                "bundle's emotion_probe.safetensors).", show_default=False)]
 
