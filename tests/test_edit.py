@@ -346,6 +346,8 @@ def test_python_api_from_pretrained(mapper_config, tmp_path):
     from emogen_cli import EmoGenPipeline
     from emogen_cli.core.config import load_config
     from emogen_cli.outputs.edit import edit_images
+    from dataclasses import replace
+
     from emogen_cli.conditioning.va import va_request
 
     pipe = EmoGenPipeline.from_pretrained(load_config(mapper_config).generate.mapper, config=load_config(mapper_config))

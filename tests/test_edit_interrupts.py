@@ -118,7 +118,7 @@ def test_ctrl_c_during_grid_va_indexes_the_cells_written(generator, tmp_path, mo
     from emogen_cli.outputs.generate import va_grid
 
     calls = {"n": 0}
-    real = type(generator).images
+    real = type(generator).sample
 
     def interrupted(self, *args, **kwargs):
         calls["n"] += 1
@@ -126,7 +126,7 @@ def test_ctrl_c_during_grid_va_indexes_the_cells_written(generator, tmp_path, mo
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(type(generator), "images", interrupted)
+    monkeypatch.setattr(type(generator), "sample", interrupted)
     out = tmp_path / "grid"
     with pytest.raises(Interrupted, match="after 2 of 4"):
         va_grid(generator, out, valences=(0.2, 0.8), arousals=(0.2, 0.8))

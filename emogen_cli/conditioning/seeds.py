@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from emogen_cli.core.choices import MAX_SEED
+from emogen_cli.core.choices import MAX_BEST_OF, MAX_SEED
 from emogen_cli.core.errors import EmogenError
 
 CANDIDATE_STRIDE = MAX_SEED + 1  # 2**32: candidates j >= 1 live above every plain seed
+MAX_CANDIDATE_SEED = MAX_SEED + (MAX_BEST_OF - 1) * CANDIDATE_STRIDE  # the largest seed a best-of run records
 
 
 def image_seeds(seed: int, number: int, k: int = 1) -> list[int]:
@@ -24,7 +25,8 @@ def image_seeds(seed: int, number: int, k: int = 1) -> list[int]:
 
 
 def check_seeds(seeds: Any) -> list[int]:
-    """A seed or a non-empty list of seeds as ints in 0..MAX_SEED (the CLI's range)."""
+    """A seed or a non-empty list of seeds as ints: 0..MAX_SEED (the CLI's range), or the seed a best-of
+    candidate recorded (up to MAX_CANDIDATE_SEED), so any image's metadata seed makes it again."""
     from emogen_cli.conditioning.request import whole
 
     if isinstance(seeds, (int, float)) and not isinstance(seeds, bool):
@@ -32,4 +34,4 @@ def check_seeds(seeds: Any) -> list[int]:
     if not isinstance(seeds, (list, tuple, range)) or not len(seeds):
         raise EmogenError(f"seeds must be a non-empty list of whole numbers, got {seeds!r}.",
                           "For example: seeds=[0, 1].")
-    return [whole(s, "seed", 0, MAX_SEED) for s in seeds]
+    return [whole(s, "seed", 0, MAX_CANDIDATE_SEED) for s in seeds]
