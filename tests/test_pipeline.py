@@ -185,3 +185,39 @@ def test_call_docstring_example_runs(mapper_dir, tmp_path, monkeypatch):
     assert len(test.examples) >= 5
     result = doctest.DocTestRunner(verbose=False).run(test)
     assert result.failed == 0 and result.attempted == len(test.examples)
+
+
+def test_from_pipe_output_types_and_step_callback(pipe):
+    """from_pipe on a plain StableDiffusionPipeline gives from_pretrained's image; output_type and the
+    step callback behave as in diffusers (the callback can stop the loop and edit the latents)."""
+    from diffusers import StableDiffusionPipeline
+
+    from emogen_cli.pipeline import EmoGenPipeline
+
+    sd = StableDiffusionPipeline.from_pretrained(pipe.base_model, safety_checker=None, requires_safety_checker=False)
+    scheduler = type(sd.scheduler)
+    other = EmoGenPipeline.from_pipe(sd, mapper=pipe.mapper_path)
+    assert type(sd.scheduler) is scheduler  # the user's pipeline keeps its own sampler
+    a = np.asarray(pipe("awe", num_inference_steps=2, seed=3).images[0]).astype(int)
+    b = np.asarray(other("awe", num_inference_steps=2, seed=3).images[0]).astype(int)
+    assert np.abs(a - b).max() <= 1
+    arr = pipe("awe", num_images_per_prompt=2, num_inference_steps=2, output_type="np").images
+    assert arr.shape == (2, 16, 16, 3) and 0 <= arr.min() and arr.max() <= 1
+    assert pipe("awe", num_inference_steps=2, output_type="pt").images.shape == (1, 3, 16, 16)
+    assert pipe("awe", num_inference_steps=2, output_type="latent").images.shape[:2] == (1, 4)
+
+    steps = []
+
+    def stop_after_first(p, step, timestep, tensors):
+        steps.append(step)
+        p._interrupt = True
+        return tensors
+
+    pipe("awe", num_inference_steps=4, callback_on_step_end=stop_after_first)
+    assert steps == [0]
+
+    def zero_latents(p, step, timestep, tensors):
+        return {"latents": torch.zeros_like(tensors["latents"])}
+
+    zeroed = pipe("awe", num_inference_steps=2, output_type="latent", callback_on_step_end=zero_latents).images
+    assert torch.count_nonzero(zeroed) == 0
