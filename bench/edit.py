@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from PIL import Image
 
-    from emogen_cli.inference.edit import DEFAULT_STRENGTH, Editor
-    from emogen_cli.pipeline import EmoGenPipeline, Request
+    from emogen_cli.conditioning.request import Request
+    from emogen_cli.outputs.edit import DEFAULT_STRENGTH, Editor
+    from emogen_cli.pipeline import EmoGenPipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = sampling_config(args, tmp, 1)
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
         request, size = Request(("awe",)), cfg.model.resolution
         source = Image.linear_gradient("L").convert("RGB").resize((size, size))
         embeds = gen.conditioning(request, [0])
-        runs = {"plain": lambda: gen.images(request, [0]), "edit_1.0": lambda: editor(source, embeds, 1.0, 0),
+        runs = {"plain": lambda: gen.sample(request, [0]), "edit_1.0": lambda: editor(source, embeds, 1.0, 0),
                 f"edit_{DEFAULT_STRENGTH}": lambda: editor(source, embeds, DEFAULT_STRENGTH, 0)}
         times = interleaved(runs, args.repeats, cuda_sync())
     plain = median(times["plain"])

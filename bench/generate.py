@@ -19,11 +19,12 @@ def main(argv: list[str] | None = None) -> dict:
     import diffusers
     import torch
 
-    from emogen_cli.pipeline import SCHEDULERS, EmoGenerator, Request
+    from emogen_cli.conditioning.request import Request
+    from emogen_cli.pipeline import SCHEDULERS, EmoGenPipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = sampling_config(args, tmp, args.batch)
-        ours = EmoGenerator(cfg)
+        ours = EmoGenPipeline(cfg)
         plain = diffusers.StableDiffusionPipeline.from_pretrained(ours.base_model, safety_checker=None,
                                                                   requires_safety_checker=False)
         plain.scheduler = getattr(diffusers, SCHEDULERS[cfg.generate.scheduler]).from_config(plain.scheduler.config)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
                   guidance_scale=cfg.generate.guidance, height=size, width=size, generator=generators,
                   output_type="pil")
 
-        times = interleaved({"ours": lambda: ours.images(request, seeds), "diffusers": baseline}, args.repeats,
+        times = interleaved({"ours": lambda: ours.sample(request, seeds), "diffusers": baseline}, args.repeats,
                             cuda_sync())
     ours_s, base_s = times["ours"], times["diffusers"]
     ratio = median(ours_s) / median(base_s)

@@ -31,20 +31,22 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--alpha", type=float, default=0.5)
     args = parse_sampling(p, argv)
 
-    from emogen_cli.inference.intensity import intensity_conditioning, text_to_image
-    from emogen_cli.pipeline import EmoGenPipeline, Request
+    from dataclasses import replace
+
+    from emogen_cli.conditioning.request import Request
+    from emogen_cli.pipeline import EmoGenPipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         gen = EmoGenPipeline(sampling_config(args, tmp, args.batch))
         request, seeds = Request(("awe",)), list(range(args.batch))
+        weaker = replace(request, intensity=args.alpha)
         sync = cuda_sync()
-        times = interleaved({"plain": lambda: gen.images(request, seeds), "alpha": lambda: text_to_image(
-            gen, intensity_conditioning(gen, request, seeds, args.alpha), seeds)}, args.repeats, sync)
+        times = interleaved({"plain": lambda: gen.sample(request, seeds), "alpha": lambda: gen.sample(weaker, seeds)},
+                            args.repeats, sync)
         plain_s, alpha_s = times["plain"], times["alpha"]
         # The only added work is in the conditioning: time it alone, many times (robust on a busy machine).
         cond_plain = median(timings(lambda: gen.conditioning(request, seeds), 5 * args.repeats, sync=sync))
-        cond_alpha = median(timings(lambda: intensity_conditioning(gen, request, seeds, args.alpha), 5 * args.repeats,
-                                    sync=sync))
+        cond_alpha = median(timings(lambda: gen.conditioning(weaker, seeds), 5 * args.repeats, sync=sync))
     ratio = median(alpha_s) / median(plain_s)
     added = max(cond_alpha - cond_plain, 0.0)
     result = {"model": model_label(args, gen.base_model), "device": str(gen.device),

@@ -2,7 +2,7 @@
 
     from emogen_cli import EmoGenPipeline
     pipe = EmoGenPipeline.from_pretrained("runs/mapper")
-    out = pipe(emotion="awe", prompt="{} street", num_images=4, seed=0)
+    images = pipe("awe", prompt="{} street", num_images_per_prompt=4, seed=0).images
 
 The library names are imported lazily (PEP 562), so `emogen --help` loads no torch.
 """
@@ -16,9 +16,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "EmoGenPipeline": "emogen_cli.pipeline",
     "EmoGenOutput": "emogen_cli.pipeline",
-    "Request": "emogen_cli.pipeline",
-    "fusion_request": "emogen_cli.pipeline",
-    "export_embeddings": "emogen_cli.inference.export",
+    "Request": "emogen_cli.conditioning.request",
+    "fusion_request": "emogen_cli.conditioning.request",
+    "export_embeddings": "emogen_cli.outputs.export",
     "EmogenError": "emogen_cli.core.errors",
 }
 __all__ = ["__version__", *_LAZY]

@@ -485,7 +485,7 @@ def test_ctrl_c_during_evaluate_keeps_the_finished_metrics(cli, tmp_path, monkey
 
 
 def test_edit_inputs_skip_its_own_contact_sheets_and_index(tmp_path):
-    from emogen_cli.inference.edit import collect_inputs
+    from emogen_cli.outputs.edit import collect_inputs
 
     for name in ("a.png", "grid-edit-a-awe-00000.png", "index.jsonl", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")

@@ -15,7 +15,7 @@ skdata = pytest.importorskip("skimage.data")
 
 from emogen_cli.core.emotions import EMOTIONS  # noqa: E402
 from emogen_cli.evaluation.edit_metrics import emotion_shift, kl_divergence, ssim  # noqa: E402
-from emogen_cli.inference.edit import (  # noqa: E402
+from emogen_cli.outputs.edit import (  # noqa: E402
     Skip,
     collect_inputs,
     denoising_steps,
@@ -93,7 +93,7 @@ def test_until_confident_keeps_nothing_when_the_first_edit_is_below_min_ssim():
 
 
 def test_edit_skips_an_image_whose_first_edit_is_below_min_ssim(generator, inputs, tmp_path):
-    from emogen_cli.inference.edit import edit_images
+    from emogen_cli.outputs.edit import edit_images
     from emogen_cli.pipeline import Request
 
     out = tmp_path / "out"
@@ -162,7 +162,7 @@ def test_bad_inputs_are_skipped_one_line_each(inputs):
 
 # -- valence-arousal ------------------------------------------------------------------------------------------
 def test_va_coordinates_and_kernel():
-    from emogen_cli.inference.va import coordinates, dominant, va_request, va_weights
+    from emogen_cli.conditioning.va import coordinates, dominant, va_request, va_weights
 
     coords = coordinates()
     assert set(coords) == set(EMOTIONS)
@@ -180,9 +180,10 @@ def test_va_coordinates_and_kernel():
 
 # -- best-of ranking -------------------------------------------------------------------------------------------
 def test_best_of_ranking_and_scores():
-    from emogen_cli.inference.bestof import candidate_seeds, rank, target_score
+    from emogen_cli.conditioning.seeds import image_seeds
+    from emogen_cli.conditioning.selection import rank, target_score
 
-    assert candidate_seeds(10, 0, 3) == [10, 11, 12] and candidate_seeds(10, 2, 3) == [16, 17, 18]
+    assert image_seeds(10, 0, 3) == [10, 10 + 2**32, 10 + 2 * 2**32] and image_seeds(10, 2) == [12]
     sel = rank(["a", "b", "c", "d"], [0, 1, 2, 3], [0.2, 0.9, 0.5, 0.9])
     assert [c.image for c in sel.candidates] == ["b", "d", "c", "a"]  # ties keep seed order
     assert [c.rank for c in sel.candidates] == [1, 2, 3, 4] and sel.kept.seed == 1
@@ -204,8 +205,13 @@ def generator(mapper_config):
 def test_intensity_endpoints_are_exact(generator):
     import torch
 
-    from emogen_cli.inference.intensity import intensity_conditioning, neutral_conditioning, neutral_prompt
-    from emogen_cli.pipeline import Request
+    from dataclasses import replace
+
+    from emogen_cli.conditioning.intensity import neutral_prompt
+    from emogen_cli.conditioning.request import Request
+
+    def intensity_conditioning(pipe, request, seeds, alpha):
+        return pipe.conditioning(replace(request, intensity=alpha), seeds)
 
     request, seeds = Request(("awe",), "{} a street"), [3, 4]
     full = generator.conditioning(request, seeds)
@@ -220,12 +226,12 @@ def test_intensity_endpoints_are_exact(generator):
     # plain generate: the prompt is the token alone, so alpha = 0 is the empty prompt's conditioning
     assert neutral_prompt("{}") == ""
     empty = generator.prompts.encode(generator.prompts.tokenize([""]))[0].to(generator.dtype)
-    assert torch.equal(neutral_conditioning(generator, Request(("awe",)), 1), empty)
+    assert torch.equal(intensity_conditioning(generator, Request(("awe",)), [0], 0.0), empty)
 
 
 def test_edit_keeps_size_metadata_and_strength_zero_is_exact(generator, inputs, tmp_path):
     from emogen_cli.evaluation.edit_metrics import file_sha256
-    from emogen_cli.inference.edit import edit_images
+    from emogen_cli.outputs.edit import edit_images
     from emogen_cli.pipeline import Request
 
     out = tmp_path / "out"
@@ -255,7 +261,7 @@ def test_edit_keeps_size_metadata_and_strength_zero_is_exact(generator, inputs, 
 
 
 def test_edit_until_confident_with_the_bundle_probe(generator, inputs, tmp_path):
-    from emogen_cli.inference.edit import edit_images
+    from emogen_cli.outputs.edit import edit_images
     from emogen_cli.pipeline import Request
 
     result = edit_images(generator, [inputs / "astronaut.png"], tmp_path, Request(("awe",)), "awe", strength=0.5,
@@ -359,14 +365,15 @@ def test_python_api_from_pretrained(mapper_config, tmp_path):
 
     from emogen_cli import EmoGenPipeline
     from emogen_cli.core.config import load_config
-    from emogen_cli.inference.edit import edit_images
-    from emogen_cli.inference.intensity import intensity_conditioning
-    from emogen_cli.inference.va import va_request
+    from emogen_cli.outputs.edit import edit_images
+    from dataclasses import replace
+
+    from emogen_cli.conditioning.va import va_request
 
     pipe = EmoGenPipeline.from_pretrained(load_config(mapper_config).generate.mapper, config=load_config(mapper_config))
     photo("coffee", (0, 0, 45, 30)).save(tmp_path / "coffee.jpg")
     result = edit_images(pipe, [tmp_path / "coffee.jpg"], tmp_path / "edits", pipe.request("awe"), "awe", strength=0.6)
     assert result["count"] == 1 and Image.open(result["edited"][0]["output"]).size == (45, 30)
     request = pipe.request("fear", "{} street")
-    assert torch.equal(intensity_conditioning(pipe, request, [0], 1.0), pipe.conditioning(request, [0]))
-    assert len(pipe.images(va_request(0.8, 0.3), [0])) == 1
+    assert torch.equal(pipe.conditioning(replace(request, intensity=1.0), [0]), pipe.conditioning(request, [0]))
+    assert len(pipe.sample(va_request(0.8, 0.3), [0])) == 1

@@ -53,7 +53,7 @@ def _pngs(folder: Path) -> list[str]:
 
 
 def test_ctrl_c_during_best_of_edit_indexes_exactly_the_written_files(generator, photos, tmp_path, monkeypatch):
-    from emogen_cli.inference import edit as edit_module
+    from emogen_cli.outputs import edit as edit_module
     from emogen_cli.pipeline import Request
 
     calls = {"n": 0}
@@ -76,7 +76,7 @@ def test_ctrl_c_during_best_of_edit_indexes_exactly_the_written_files(generator,
 
 
 def test_edit_leaves_numbers_claimed_by_a_live_run_alone(generator, photos, tmp_path):
-    from emogen_cli.inference.edit import edit_images
+    from emogen_cli.outputs.edit import edit_images
     from emogen_cli.pipeline import Request
 
     out = tmp_path / "edits"
@@ -93,7 +93,7 @@ def test_edit_leaves_numbers_claimed_by_a_live_run_alone(generator, photos, tmp_
     ({"keep_all": True, "best_of": 1}, "keep-all"),
 ])
 def test_edit_options_refused_before_models_load(mapper_config, photos, tmp_path, options, text):
-    from emogen_cli.inference.edit import edit
+    from emogen_cli.outputs.edit import edit
 
     with pytest.raises(EmogenError, match=text):
         edit(load_config(mapper_config), photos, tmp_path / "o", emotion="awe", **options)
@@ -101,24 +101,24 @@ def test_edit_options_refused_before_models_load(mapper_config, photos, tmp_path
 
 
 def test_edit_sigma_needs_va(mapper_config, photos, tmp_path):
-    from emogen_cli.inference.edit import edit
+    from emogen_cli.outputs.edit import edit
 
     with pytest.raises(EmogenError, match="needs --va"):
         edit(load_config(mapper_config), photos, tmp_path / "o", emotion="awe", sigma=0.3)
 
 
 def test_edit_steps_beyond_any_scheduler_are_refused(generator):
-    from emogen_cli.inference.edit import Editor
+    from emogen_cli.outputs.edit import Editor
 
     with pytest.raises(EmogenError, match="--steps must lie"):
         Editor(generator, steps=10**9)
 
 
 def test_ctrl_c_during_grid_va_indexes_the_cells_written(generator, tmp_path, monkeypatch):
-    from emogen_cli.inference.va import va_grid
+    from emogen_cli.outputs.generate import va_grid
 
     calls = {"n": 0}
-    real = type(generator).images
+    real = type(generator).sample
 
     def interrupted(self, *args, **kwargs):
         calls["n"] += 1
@@ -126,7 +126,7 @@ def test_ctrl_c_during_grid_va_indexes_the_cells_written(generator, tmp_path, mo
             raise KeyboardInterrupt
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(type(generator), "images", interrupted)
+    monkeypatch.setattr(type(generator), "sample", interrupted)
     out = tmp_path / "grid"
     with pytest.raises(Interrupted, match="after 2 of 4"):
         va_grid(generator, out, valences=(0.2, 0.8), arousals=(0.2, 0.8))
@@ -140,7 +140,7 @@ def test_ctrl_c_during_grid_va_indexes_the_cells_written(generator, tmp_path, mo
 def test_va_edit_records_its_dominant_emotion_like_generate(mapper_config, photos, tmp_path):
     """evaluate groups by "emotion": a --va edit names the dominant emotion there (as generate --va does)."""
     from emogen_cli.core.emotions import EMOTIONS
-    from emogen_cli.inference.edit import edit
+    from emogen_cli.outputs.edit import edit
 
     result = edit(load_config(mapper_config), photos[:1], tmp_path / "o", va=(0.9, 0.1), steps=2)
     record = json.loads((tmp_path / "o" / "index.jsonl").read_text().splitlines()[0])

@@ -11,7 +11,7 @@ from emogen_cli.core.config import load_config
 
 def test_mixed_folder_separates_generations_and_edits(mapper_config, tmp_path):
     from emogen_cli.evaluation.evaluate import evaluate
-    from emogen_cli.inference.edit import edit_images
+    from emogen_cli.outputs.edit import edit_images
     from emogen_cli.pipeline import EmoGenPipeline
 
     config = load_config(mapper_config)
@@ -19,9 +19,11 @@ def test_mixed_folder_separates_generations_and_edits(mapper_config, tmp_path):
     out = tmp_path / "mixed"
     out.mkdir()
     request = generator.request("awe")
-    records = [generator.save(image, out / f"awe-{k:05d}.png", request, k)
-               for k, image in enumerate(generator.images(request, [0, 1]))]
-    from emogen_cli.inference.pngio import append_index
+    from emogen_cli.outputs.folder import merge_index as append_index
+    from emogen_cli.outputs.folder import save_png
+
+    records = [save_png(out / f"awe-{k:05d}.png", s.kept.image, s.kept.metadata, s.kept.infotext)
+               for k, s in enumerate(generator.generate(request, [[0], [1]]))]
 
     append_index(out, records)
     photo = tmp_path / "photo.png"

@@ -31,7 +31,7 @@ def _input_rows(sd, prompt: str) -> tuple[list[int], torch.Tensor]:
 
 @pytest.mark.parametrize("samples", [None, 3])
 def test_diffusers_export_round_trips_through_load_textual_inversion(cli, mapper_config, mapper_dir, tmp_path, samples):
-    from emogen_cli.inference.export import emotion_embedding
+    from emogen_cli.outputs.export import emotion_embedding
     from emogen_cli.stage2.mapper import load_mapper
 
     args = ["--samples", str(samples)] if samples else []

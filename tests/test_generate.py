@@ -51,9 +51,9 @@ def test_generate_files_metadata_determinism_and_no_overwrite(cli, mapper_config
 
 
 def test_conditioning_does_not_depend_on_batch(mapper_config):
-    from emogen_cli.pipeline import EmoGenerator, Request
+    from emogen_cli.pipeline import EmoGenPipeline, Request
 
-    gen = EmoGenerator(load_config(mapper_config))
+    gen = EmoGenPipeline(load_config(mapper_config))
     request = Request(("contentment",))
     together = gen.conditioning(request, [1, 2, 3])
     alone = torch.cat([gen.conditioning(request, [s]) for s in (1, 2, 3)])
@@ -84,9 +84,9 @@ def test_generate_errors(cli, mapper_config, tmp_path):
 
 
 def test_fuse_weights_one_zero_equal_the_single_emotion(mapper_config):
-    from emogen_cli.pipeline import EmoGenerator, Request, fusion_request
+    from emogen_cli.pipeline import EmoGenPipeline, Request, fusion_request
 
-    gen = EmoGenerator(load_config(mapper_config), tokens=2)
+    gen = EmoGenPipeline(load_config(mapper_config), tokens=2)
     seeds = [3, 4]
     single = gen.conditioning(Request(("awe",)), seeds)
     for mode in ("embedding", "space"):
@@ -127,7 +127,7 @@ def test_fuse_cli(cli, mapper_config, tmp_path):
 
 def test_plan_splits_images_evenly_between_processes():
     from emogen_cli.core.runtime import ProcessShare
-    from emogen_cli.inference.writer import plan
+    from emogen_cli.outputs.generate import plan
     from emogen_cli.pipeline import Request
 
     requests = [Request(("awe",), count=5), Request(("fear",), count=4)]
@@ -170,22 +170,42 @@ def test_accelerate_launch_splits_images_between_processes(mapper_config, tmp_pa
 
 
 def test_interrupted_generation_keeps_what_it_wrote(cli, mapper_config, tmp_path, monkeypatch):
-    from emogen_cli.pipeline import EmoGenerator
+    from emogen_cli.pipeline import EmoGenPipeline
 
-    real, calls = EmoGenerator.images, []
+    real, calls = EmoGenPipeline.sample, []
 
-    def flaky(self, request, seeds):
+    def flaky(self, request, seeds, *args, **kwargs):
         calls.append(seeds)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, request, seeds)
+        return real(self, request, seeds, *args, **kwargs)
 
-    monkeypatch.setattr(EmoGenerator, "images", flaky)
+    monkeypatch.setattr(EmoGenPipeline, "sample", flaky)
     result = cli("generate", "-c", mapper_config, "-e", "awe", "-n", "4", "--batch-size", "2", "--out", tmp_path)
     assert result.code == 130 and "Interrupted after 2 images" in result.err and "Traceback" not in result.err
     assert [json.loads(line)["path"].rsplit("/", 1)[1] for line in (tmp_path / "index.jsonl").read_text().splitlines()] \
         == ["awe-00000.png", "awe-00001.png"]
-    monkeypatch.setattr(EmoGenerator, "images", real)
+    monkeypatch.setattr(EmoGenPipeline, "sample", real)
     again = cli("generate", "-c", mapper_config, "-e", "awe", "-n", "2", "--out", tmp_path, "--json")
     assert [r["path"].rsplit("/", 1)[1] for r in again.json["images"]] == ["awe-00002.png", "awe-00003.png"]
     assert len((tmp_path / "index.jsonl").read_text().splitlines()) == 4
+
+
+def test_one_seed_rule_no_duplicates_and_overwrite_replaces(cli, mapper_config, tmp_path):
+    """Issue 19.7 / 19.16: -n 1, then --best-of 2, then -n 2 into one folder give no byte-identical images
+    (best-of candidates live above the plain seeds); --overwrite -n 1 leaves one image, one index entry and
+    no stale evaluation/."""
+    out = tmp_path / "mixed"
+    for extra in ([], ["--best-of", "2"], ["-n", "2"]):
+        args = ["-n", "1", *extra] if extra[:1] != ["-n"] else extra
+        r = cli("generate", "-c", mapper_config, "-e", "awe", "--out", out, "--json", *args)
+        assert r.code == 0, r.err
+    pngs = sorted(p for p in out.glob("awe-*.png"))
+    seeds = [json.loads(Image.open(p).text["emogen"])["seed"] for p in pngs]
+    assert len(pngs) == 4 and len(set(seeds)) == 4
+    assert len({Image.open(p).tobytes() for p in pngs}) == 4
+    (out / "evaluation").mkdir()
+    r = cli("generate", "-c", mapper_config, "-e", "awe", "-n", "1", "--out", out, "--overwrite", "--json")
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in out.glob("awe-*.png")) == ["awe-00000.png"] and not (out / "evaluation").exists()
+    assert len((out / "index.jsonl").read_text().splitlines()) == 1

@@ -75,17 +75,15 @@ def test_single_intensity_transfer_and_fuse(cli, mapper_config, tmp_path):
 
 
 def test_api_intensity_endpoints_and_prompt_embeds(pipe):
-    from emogen_cli.inference.intensity import neutral_conditioning
-
     request = pipe.request("awe", "{} a street", 2)
     full = pipe.conditioning(request, [3, 4])
-    one = pipe.prompt_embeds("awe", "{} a street", seeds=[3, 4], intensity=1)["prompt_embeds"]
-    zero = pipe.prompt_embeds("awe", "{} a street", seeds=[3, 4], intensity=0)["prompt_embeds"]
-    half = pipe.prompt_embeds("awe", "{} a street", seeds=[3, 4], intensity=0.5)["prompt_embeds"]
+    one = pipe.encode_prompt("awe", "{} a street", seeds=[3, 4], intensity=1)[0]
+    zero = pipe.encode_prompt("awe", "{} a street", seeds=[3, 4], intensity=0)[0]
+    half = pipe.encode_prompt("awe", "{} a street", seeds=[3, 4], intensity=0.5)[0]
     assert torch.equal(one, full)
-    assert torch.equal(zero, neutral_conditioning(pipe, request, 2))
+    assert torch.equal(zero, pipe.prompts.encode(pipe.prompts.tokenize(["a street"] * 2))[0].to(pipe.dtype))
     assert torch.allclose(half, (full + zero) / 2, atol=1e-6)
-    out = pipe(emotion="awe", intensity=0, steps=2)
+    out = pipe(emotion="awe", intensity=0, num_inference_steps=2)
     assert out.metadata[0]["intensity"] == 0 and parse_infotext(out.infotexts[0])[2]["Emogen intensity"] == "0"
     with pytest.raises(Exception, match="intensity must lie in"):
         pipe(emotion="awe", intensity=float("nan"))
@@ -93,11 +91,9 @@ def test_api_intensity_endpoints_and_prompt_embeds(pipe):
 
 # -- --best-of ------------------------------------------------------------------------------------------------
 def test_best_of_select_keeps_the_probes_favourite(pipe):
-    from emogen_cli.inference.bestof import select
-
-    request = pipe.request("awe", num_images=2)
+    request = pipe.request("awe", count=2)
     scorer = pipe.scorer()
-    selections = select(pipe, request, [[5, 6, 7], [8, 9, 10]], scorer, batch_size=2)
+    selections = list(pipe.generate(request, [[5, 6, 7], [8, 9, 10]], scorer=scorer, batch_size=2))
     for sel, seeds in zip(selections, ([5, 6, 7], [8, 9, 10])):
         assert sorted(c.seed for c in sel.candidates) == seeds and [c.rank for c in sel.candidates] == [1, 2, 3]
         assert sel.kept.score == max(c.score for c in sel.candidates)
@@ -117,7 +113,7 @@ def test_generate_best_of_keep_all_and_evaluate_skips_rejected(cli, mapper_confi
     assert sorted(Path(k["path"]).name for k in kept) == ["fear-00000.png", "fear-00001.png"]
     for n, rec in enumerate(sorted(kept, key=lambda k: k["path"])):
         assert rec["best_of"]["rank"] == 1 and rec["best_of"]["k"] == 3
-        assert rec["best_of"]["candidate_seeds"] == [3 * n, 3 * n + 1, 3 * n + 2]  # seed + n*K + j
+        assert rec["best_of"]["candidate_seeds"] == [n, n + 2**32, n + 2 * 2**32]  # seed + n + j * 2**32
         assert rec["seed"] in rec["best_of"]["candidate_seeds"]
         meta = json.loads(Image.open(rec["path"]).text["emogen"])
         assert meta["best_of"] == rec["best_of"]
@@ -130,9 +126,11 @@ def test_generate_best_of_keep_all_and_evaluate_skips_rejected(cli, mapper_confi
         assert rec["best_of"]["probe_score"] <= keeper["best_of"]["probe_score"]
     # the kept image is the one plain generation gives for its seed (candidates were made in batches of
     # another shape, so float rounding may differ by a level or two)
-    plain = cli("generate", "-e", "fear", "-n", "1", "--seed", str(kept[0]["seed"]), "--out", tmp_path / "plain",
-                "-c", mapper_config, "--json")
-    difference = pixels(plain.json["images"][0]["path"]).astype(int) - pixels(kept[0]["path"]).astype(int)
+    # (a candidate's seed may lie above the CLI's --seed range: the API takes any seed an image records)
+    from emogen_cli.pipeline import EmoGenPipeline
+
+    plain = EmoGenPipeline(load_config(mapper_config))("fear", seeds=[kept[0]["seed"]]).images[0]
+    difference = np.asarray(plain).astype(int) - pixels(kept[0]["path"]).astype(int)
     assert np.abs(difference).max() <= 2
     # evaluate (scan_gallery) sees the kept images only
     images, broken = scan_gallery(out)
@@ -140,9 +138,9 @@ def test_generate_best_of_keep_all_and_evaluate_skips_rejected(cli, mapper_confi
 
 
 def test_api_best_of(pipe):
-    out = pipe(emotion="fear", num_images=2, seed=0, best_of=2, keep_all=True, steps=2)
+    out = pipe(emotion="fear", num_images_per_prompt=2, seed=0, best_of=2, keep_all=True, num_inference_steps=2)
     assert len(out.images) == 2 and len(out.rejected) == 2
-    assert [m["best_of"]["candidate_seeds"] for m in out.metadata] == [[0, 1], [2, 3]]
+    assert [m["best_of"]["candidate_seeds"] for m in out.metadata] == [[0, 2**32], [1, 1 + 2**32]]
     assert all(m["best_of"]["rank"] == 2 for m in out.rejected_metadata)
     with pytest.raises(Exception, match="keep-all"):
         pipe(emotion="fear", keep_all=True)
@@ -150,7 +148,7 @@ def test_api_best_of(pipe):
 
 # -- --va -----------------------------------------------------------------------------------------------------
 def test_generate_va_point(cli, mapper_config, tmp_path, pipe):
-    from emogen_cli.inference.va import va_weights
+    from emogen_cli.conditioning.va import va_weights
 
     r = cli("generate", "--va", "0.8,0.3", "-n", "1", "--out", tmp_path, "-c", mapper_config, "--json")
     assert r.code == 0, r.err
@@ -160,7 +158,7 @@ def test_generate_va_point(cli, mapper_config, tmp_path, pipe):
     assert meta["va"]["valence"] == 0.8 and meta["va"]["weights"] == pytest.approx(weights)
     assert meta["emotion"] == max(weights, key=weights.get) and meta["fusion"]["mode"] == "space"
     assert parse_infotext(Image.open(meta["path"]).text["parameters"])[2]["Emogen valence-arousal"] == "0.8/0.3"
-    api = pipe(va=(0.8, 0.3), steps=pipe.config.generate.steps)
+    api = pipe(va=(0.8, 0.3), num_inference_steps=pipe.config.generate.steps)
     assert np.array_equal(np.asarray(api.images[0]), pixels(meta["path"]))  # CLI and API agree
     with pytest.raises(Exception, match="not both"):
         pipe(emotion="awe", va=(0.5, 0.5))
@@ -185,7 +183,7 @@ def test_intensity_minus_zero_is_intensity_zero(cli, mapper_config, tmp_path):
     """`--intensity=-0` wrote `fear-intensity-0-*.png` beside intensity 0's `fear-intensity0-*.png`."""
     import math
 
-    from emogen_cli.inference.intensity import check_intensity, parse_intensities
+    from emogen_cli.conditioning.intensity import check_intensity, parse_intensities
 
     assert [math.copysign(1, v) for v in parse_intensities("-0,1")] == [1.0, 1.0]
     assert math.copysign(1, check_intensity(-0.0)) == 1.0  # the API's intensity=-0.0 too

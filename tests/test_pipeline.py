@@ -38,7 +38,7 @@ def test_call_fusion_and_metadata(pipe, mapper_dir):
     assert pipe.config.model.resolution == 16  # the bundle's training size when no config is given
     assert pipe.to("cpu") is pipe and pipe.device.type == "cpu" and pipe.to(torch.float32).dtype == torch.float32
     assert pipe.pipe.unet.dtype == torch.float32 and pipe.negative.dtype == torch.float32
-    out = pipe(emotion="awe", prompt="{} street", num_images=3, seed=4, steps=2, batch_size=2)
+    out = pipe(emotion="awe", prompt="{} street", num_images_per_prompt=3, seed=4, num_inference_steps=2, batch_size=2)
     assert len(out.images) == 3 and all(im.size == (16, 16) for im in out.images)
     assert [m["seed"] for m in out.metadata] == [4, 5, 6]
     meta = out.metadata[0]
@@ -48,18 +48,18 @@ def test_call_fusion_and_metadata(pipe, mapper_dir):
     assert prompt == "<awe> street" and negative == ""
     assert params["Seed"] == "5" and params["Steps"] == "2" and params["Emotion"] == "awe"
     # Image i has seed seed+i whatever the batch: the second image alone equals it in the batch of 2.
-    alone = pipe(emotion="awe", prompt="{} street", seed=5, steps=2)
+    alone = pipe(emotion="awe", prompt="{} street", seed=5, num_inference_steps=2)
     a, b = np.asarray(alone.images[0]).astype(int), np.asarray(out.images[1]).astype(int)
     assert np.abs(a - b).max() <= 2  # batch of 1 vs 2: other tensor shapes, so float rounding may differ
 
-    negative = pipe(emotion="awe", steps=2, negative_prompt="blurry, dark")
+    negative = pipe(emotion="awe", num_inference_steps=2, negative_prompt="blurry, dark")
     assert negative.metadata[0]["negative_prompt"] == "blurry, dark"
     assert parse_infotext(negative.infotexts[0])[1] == "blurry, dark"
 
-    fused = pipe(emotion=["amusement", "fear"], fusion="embedding", weights=[0.7, 0.3], steps=2)
+    fused = pipe(emotion=["amusement", "fear"], fusion="embedding", weights=[0.7, 0.3], num_inference_steps=2)
     assert fused.metadata[0]["fusion"] == {"mode": "embedding", "weights": [0.7, 0.3]}
     assert parse_infotext(fused.infotexts[0])[2]["Emotion"] == "amusement+fear"
-    tokens = pipe(emotion="amusement,fear,awe", steps=2)  # three side-by-side tokens: placeholders grow
+    tokens = pipe(emotion="amusement,fear,awe", num_inference_steps=2)  # three side-by-side tokens: placeholders grow
     assert tokens.metadata[0]["emotions"] == ["amusement", "fear", "awe"]
     assert parse_infotext(tokens.infotexts[0])[0] == "<amusement> <fear> <awe>"
 
@@ -69,16 +69,16 @@ def test_call_fusion_and_metadata(pipe, mapper_dir):
         pipe(emotion="awf")
     with pytest.raises(EmogenError, match="mode embedding"):
         pipe(emotion=["awe", "fear"], weights=[1, 0])
-    with pytest.raises(EmogenError, match="braces other than one"):
+    with pytest.raises(EmogenError, match="only an empty"):
         pipe(emotion="awe", prompt="{red} {}")
     assert pipe.display_prompt(pipe.request("awe", "{{logo}} {}")) == "{logo} <awe>"
 
 
-def test_prompt_embeds_in_a_plain_diffusers_pipeline_match_emogen_generate(pipe, mapper_config, tmp_path):
-    """prompt_embeds fed to an ordinary StableDiffusionPipeline give the images `emogen generate` writes."""
+def test_encode_prompt_in_a_plain_diffusers_pipeline_matches_emogen_generate(pipe, mapper_config, tmp_path):
+    """encode_prompt's embeddings fed to an ordinary StableDiffusionPipeline give the images `emogen generate` writes."""
     from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
 
-    from emogen_cli.inference.writer import generate
+    from emogen_cli.outputs.generate import generate
 
     cfg = load_config(mapper_config)
     result = generate(cfg, [pipe.request("awe", "{} cup", 2)], out=tmp_path)
@@ -87,9 +87,9 @@ def test_prompt_embeds_in_a_plain_diffusers_pipeline_match_emogen_generate(pipe,
     sd = StableDiffusionPipeline.from_pretrained(pipe.base_model, safety_checker=None, requires_safety_checker=False)
     sd.scheduler = UniPCMultistepScheduler.from_config(sd.scheduler.config)
     sd.set_progress_bar_config(disable=True)
-    embeds = pipe.prompt_embeds(emotion="awe", prompt="{} cup", seeds=[0, 1])
-    assert embeds["prompt_embeds"].shape == (2, 77, 32) and embeds["negative_prompt_embeds"].shape == (2, 77, 32)
-    images = sd(**embeds, generator=[torch.Generator().manual_seed(s) for s in (0, 1)], num_inference_steps=2,
+    prompt_embeds, negative_prompt_embeds = pipe.encode_prompt("awe", "{} cup", seeds=[0, 1])
+    assert prompt_embeds.shape == (2, 77, 32) and negative_prompt_embeds.shape == (2, 77, 32)
+    images = sd(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds, generator=[torch.Generator().manual_seed(s) for s in (0, 1)], num_inference_steps=2,
                 guidance_scale=7.5, height=16, width=16).images
     for i, image in enumerate(images):
         written = np.asarray(Image.open(tmp_path / f"awe-cup-{i:05d}.png")).astype(int)
@@ -134,7 +134,7 @@ def test_emotion_token_is_never_silently_cut(pipe, cli, mapper_config, tmp_path)
     pipe.check(pipe.request("awe", "{} " + "x" * 100))
     assert len(warned) == 1 and "101 tokens long" in warned[0] and "x" * 26 in warned[0]
     with pytest.raises(EmogenError, match=r"101 tokens long and its emotion token <emotion> is token 101"):
-        pipe(emotion="awe", prompt="y" * 100 + " {}", steps=2)
+        pipe(emotion="awe", prompt="y" * 100 + " {}", num_inference_steps=2)
     result = cli("transfer", "-c", mapper_config, "-e", "awe", "z" * 100 + " {}", "-n", "1", "--out", tmp_path)
     assert result.code == 1 and "tokens long" in result.err and "Traceback" not in result.err
     assert not list(tmp_path.glob("*.png"))
@@ -185,3 +185,39 @@ def test_call_docstring_example_runs(mapper_dir, tmp_path, monkeypatch):
     assert len(test.examples) >= 5
     result = doctest.DocTestRunner(verbose=False).run(test)
     assert result.failed == 0 and result.attempted == len(test.examples)
+
+
+def test_from_pipe_output_types_and_step_callback(pipe):
+    """from_pipe on a plain StableDiffusionPipeline gives from_pretrained's image; output_type and the
+    step callback behave as in diffusers (the callback can stop the loop and edit the latents)."""
+    from diffusers import StableDiffusionPipeline
+
+    from emogen_cli.pipeline import EmoGenPipeline
+
+    sd = StableDiffusionPipeline.from_pretrained(pipe.base_model, safety_checker=None, requires_safety_checker=False)
+    scheduler = type(sd.scheduler)
+    other = EmoGenPipeline.from_pipe(sd, mapper=pipe.mapper_path)
+    assert type(sd.scheduler) is scheduler  # the user's pipeline keeps its own sampler
+    a = np.asarray(pipe("awe", num_inference_steps=2, seed=3).images[0]).astype(int)
+    b = np.asarray(other("awe", num_inference_steps=2, seed=3).images[0]).astype(int)
+    assert np.abs(a - b).max() <= 1
+    arr = pipe("awe", num_images_per_prompt=2, num_inference_steps=2, output_type="np").images
+    assert arr.shape == (2, 16, 16, 3) and 0 <= arr.min() and arr.max() <= 1
+    assert pipe("awe", num_inference_steps=2, output_type="pt").images.shape == (1, 3, 16, 16)
+    assert pipe("awe", num_inference_steps=2, output_type="latent").images.shape[:2] == (1, 4)
+
+    steps = []
+
+    def stop_after_first(p, step, timestep, tensors):
+        steps.append(step)
+        p._interrupt = True
+        return tensors
+
+    pipe("awe", num_inference_steps=4, callback_on_step_end=stop_after_first)
+    assert steps == [0]
+
+    def zero_latents(p, step, timestep, tensors):
+        return {"latents": torch.zeros_like(tensors["latents"])}
+
+    zeroed = pipe("awe", num_inference_steps=2, output_type="latent", callback_on_step_end=zero_latents).images
+    assert torch.count_nonzero(zeroed) == 0

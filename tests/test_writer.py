@@ -124,7 +124,7 @@ def test_full_disk_leaves_only_complete_pngs_and_a_true_index(cli, mapper_config
 
 
 def test_claims_skip_live_runs_and_reclaim_dead_ones(tmp_path):
-    from emogen_cli.inference.writer import claim_numbers, release_claims
+    from emogen_cli.outputs.folder import claim_numbers, release_claims
 
     (tmp_path / "awe-00000.png").write_bytes(b"png")
     assert claim_numbers(tmp_path, ["awe", "awe", "fear"], [2, 1, 1]) == [1, 3, 0]
@@ -138,16 +138,63 @@ def test_claims_skip_live_runs_and_reclaim_dead_ones(tmp_path):
     assert claim_numbers(tmp_path, ["awe"], [2]) == [1]
     release_claims(tmp_path, ["awe-00001.png", "awe-00002.png", "fear-00000.png"])
     assert not list(tmp_path.glob(".*.claim"))
-    assert claim_numbers(tmp_path, ["awe"], [1], overwrite=True) == [0] and not list(tmp_path.glob(".*.claim"))
 
 
 def test_index_merges_instead_of_rewriting(tmp_path):
-    from emogen_cli.inference.writer import merge_index
+    from emogen_cli.outputs.folder import merge_index
 
     merge_index(tmp_path, [{"path": "a.png", "seed": 0}, {"path": "b.png", "seed": 1}])
     (tmp_path / "index.jsonl").write_text((tmp_path / "index.jsonl").read_text() + "{damaged\n")
     merge_index(tmp_path, [{"path": "c.png", "seed": 2}, {"path": "a.png", "seed": 5}])  # a.png was overwritten
     lines = (tmp_path / "index.jsonl").read_text().splitlines()
     assert lines[1] == "{damaged"  # never dropped: it is not ours to judge
+    folder = tmp_path.resolve()  # entries name their file by its resolved path, keyed by its name
     assert [json.loads(line) for line in lines if line != "{damaged"] == [
-        {"path": "b.png", "seed": 1}, {"path": "a.png", "seed": 5}, {"path": "c.png", "seed": 2}]
+        {"path": str(folder / "b.png"), "seed": 1}, {"path": str(folder / "a.png"), "seed": 5},
+        {"path": str(folder / "c.png"), "seed": 2}]
+
+
+def test_index_is_keyed_by_the_resolved_folder_and_reconciled_with_the_files(tmp_path, monkeypatch):
+    """Issue 19.23: --out spelled relative then absolute gives one entry per file; a PNG without an entry
+    gets one from its own metadata, an entry without a file goes, and a killed write's temp file is cleaned."""
+    from PIL import Image
+
+    from emogen_cli.outputs.folder import merge_index, reconcile, save_png
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    image = Image.new("RGB", (8, 8), "red")
+    first = save_png(Path("out") / "awe-00000.png", image, {"seed": 0})  # written via a relative spelling
+    merge_index(Path("out"), [first])
+    merge_index(out, [save_png(out / "awe-00000.png", image, {"seed": 0})])  # the same file, spelled absolute
+    lines = (out / "index.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["path"] == str(out.resolve() / "awe-00000.png")
+
+    save_png(out / "awe-00001.png", image, {"seed": 1, "emotion": "awe"})  # e.g. kill -9 before the index write
+    merge_index(out, [{"path": str(out / "gone-00000.png"), "seed": 9}])  # its file was deleted by hand
+    (out / ".awe-00002.png.abc123.tmp").write_bytes(b"half a png")  # a killed atomic write
+    counts = reconcile(out)
+    assert counts == {"dropped": 1, "added": 1, "temporary": 1}
+    entries = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert sorted((Path(e["path"]).name, e["seed"]) for e in entries) == [("awe-00000.png", 0), ("awe-00001.png", 1)]
+    assert not list(out.glob("*.tmp")) and reconcile(out) == {"dropped": 0, "added": 0, "temporary": 0}
+
+
+def test_overwrite_removes_the_earlier_outputs_of_its_stems_only(tmp_path):
+    from PIL import Image
+
+    from emogen_cli.outputs.folder import merge_index, remove_outputs, save_png
+
+    image = Image.new("RGB", (8, 8))
+    records = [save_png(tmp_path / name, image, {"seed": 0}) for name in ("awe-00000.png", "awe-00001.png",
+                                                                          "fear-00000.png")]
+    merge_index(tmp_path, records)
+    save_png(tmp_path / "rejected" / "awe-00001-rank2.png", image, {})
+    Image.new("RGB", (8, 8)).save(tmp_path / "grid-awe-00000.png")
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "evaluation" / "report.json").write_text("{}")
+    removed = remove_outputs(tmp_path, ["awe"])
+    assert len(removed) == 5 and not (tmp_path / "evaluation").exists()
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["fear-00000.png"]
+    assert [Path(json.loads(line)["path"]).name for line in (tmp_path / "index.jsonl").read_text().splitlines()] \
+        == ["fear-00000.png"]

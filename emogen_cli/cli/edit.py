@@ -79,10 +79,10 @@ def edit(
     cfg: Config,
 ) -> None:
     """Edit photographs toward an emotion (img2img with the mapped emotion token); keeps their size."""
-    from emogen_cli.inference.bestof import check_best_of
-    from emogen_cli.inference.edit import edit as run
-    from emogen_cli.inference.intensity import parse_intensities
-    from emogen_cli.inference.va import parse_point
+    from emogen_cli.conditioning.intensity import parse_intensities
+    from emogen_cli.conditioning.selection import check_best_of
+    from emogen_cli.conditioning.va import parse_point
+    from emogen_cli.outputs.edit import edit as run
 
     alphas = parse_intensities(intensity) if intensity is not None else [1.0]
     if len(alphas) != 1:
@@ -91,6 +91,12 @@ def edit(
         raise EmogenError(f"edit takes one --intensity, got '{intensity}'.",
                           "Run edit once per strength, e.g. --intensity 1.5.")
     check_best_of(cfg.generate.best_of, keep_all)  # before models load
+    ranks = until_confident is not None or cfg.generate.best_of > 1
+    if probe is not None and not ranks:
+        from emogen_cli.core.errors import EmogenError
+
+        raise EmogenError("--probe scores the --until-confident loop or ranks --best-of candidates, and this edit "
+                          "uses neither.", "Add --until-confident P or --best-of K, or drop --probe.")
     loop = {name: value for name, value in (("min_ssim", min_ssim), ("strength_step", strength_step))
             if value is not None}
     if loop and until_confident is None:
@@ -102,7 +108,8 @@ def edit(
     with RichReporter() as reporter:
         result = run(cfg, images, out, emotion, point, sigma, prompt, None, reporter, strength=strength,
                      intensity=alphas[0], until=until_confident, best_of=cfg.generate.best_of,
-                     keep_all=keep_all, max_pixels=max_pixels, probe=cfg.evaluate.probe, **loop)
+                     keep_all=keep_all, max_pixels=max_pixels,
+                     probe=cfg.evaluate.probe if ranks else None, **loop)  # a config file's probe: only when used
     emit(edit_result(result), json_, _render_edit)
 
 
@@ -164,8 +171,8 @@ def grid(
 ) -> None:
     """Contact sheets; va: valence (left to right) x arousal (bottom to top) by mixing the emotions."""
     from emogen_cli.core.errors import EmogenError
-    from emogen_cli.inference.va import DEFAULT_SIGMA, GRID
-    from emogen_cli.inference.va import grid as run
+    from emogen_cli.conditioning.va import DEFAULT_SIGMA, GRID
+    from emogen_cli.outputs.generate import grid as run
 
     if kind != "va":
         raise EmogenError(f"Unknown grid '{kind}'.", "The grid there is: emogen grid va.")

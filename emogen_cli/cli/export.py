@@ -41,7 +41,7 @@ def export(
 ) -> None:
     """Export emotions as textual-inversion embeddings other Stable Diffusion 1.x tools load."""
     from emogen_cli.core.errors import EmogenError
-    from emogen_cli.inference.export import export_embeddings
+    from emogen_cli.outputs.export import export_embeddings
 
     if format_.lower() not in EXPORT_FORMATS:  # before the bundle loads
         raise EmogenError(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got '{format_}'.",

@@ -41,16 +41,17 @@ from emogen_cli.core.config import Config
 
 def _run(requests: list, cfg: Config, options: dict[str, Any]) -> None:
     """Generate `requests` with the command's Config and `sampling_options`; print the result."""
-    from emogen_cli.inference.bestof import check_best_of
-    from emogen_cli.inference.intensity import parse_intensities
-    from emogen_cli.inference.writer import generate as run
+    from emogen_cli.conditioning.intensity import parse_intensities
+    from emogen_cli.conditioning.selection import check_best_of
+    from emogen_cli.outputs.generate import generate as run
 
     intensity, keep_all = options["intensity"], options["keep_all"]
     alphas = parse_intensities(intensity) if intensity is not None else None
     check_best_of(cfg.generate.best_of, keep_all, options["probe"])  # before models load
     with RichReporter() as reporter:
         result = run(cfg, requests, overwrite=options["overwrite"], baseline=options["baseline"], reporter=reporter,
-                     intensities=alphas, keep_all=keep_all, probe=cfg.evaluate.probe)
+                     intensities=alphas, keep_all=keep_all,
+                     probe=cfg.evaluate.probe if cfg.generate.best_of > 1 else None)  # a config file's: only when used
     emit(result, options["json_"], _render_generated)
 
 
@@ -84,12 +85,12 @@ def generate(
     """Generate images that evoke an emotion (or a valence-arousal point)."""
     from emogen_cli.core.emotions import parse_emotions
     from emogen_cli.core.errors import EmogenError
-    from emogen_cli.pipeline import Request
+    from emogen_cli.conditioning.request import Request
 
     if sigma is not None and va is None:
         raise EmogenError("--sigma sets the kernel width of --va; it does nothing without it.", "Add --va V,A.")
     if va is not None:
-        from emogen_cli.inference.va import DEFAULT_SIGMA, parse_point, va_request
+        from emogen_cli.conditioning.va import DEFAULT_SIGMA, parse_point, va_request
 
         if emotion is not None:
             raise EmogenError("Give either --emotion or --va, not both.", "Drop one of them.")
@@ -120,7 +121,7 @@ def transfer(
     from emogen_cli.core import validate
     from emogen_cli.core.emotions import parse_emotions
     from emogen_cli.core.errors import EmogenError
-    from emogen_cli.pipeline import Request
+    from emogen_cli.conditioning.request import Request
 
     texts = [(t, "Prompt") for t in prompts or []] + [(t, "--template") for t in template or []]
     if prompt_file is not None:
@@ -166,8 +167,8 @@ def fuse(
 ) -> None:
     """Blend two or more emotions in one image."""
     from emogen_cli.core import validate
+    from emogen_cli.conditioning.request import fusion_request
     from emogen_cli.core.emotions import split_names, validate_emotion
-    from emogen_cli.pipeline import fusion_request
 
     names = [validate_emotion(part) for e in emotions for part in split_names(e)]
     values = validate.numbers(weights, "--weights") if weights is not None else None

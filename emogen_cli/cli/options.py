@@ -93,8 +93,11 @@ SeedOpt = Annotated[int | None, opt("--seed", key="runtime.seed", help="Random s
 DeviceOpt = Annotated[str | None, opt("--device", key="runtime.device", help="auto, cpu, mps, cuda or cuda:N.")]
 PrecisionOpt = Annotated[str | None, opt("--mixed-precision", key="runtime.mixed_precision",
                                          help="auto: bf16 (or fp16) on CUDA, fp32 on CPU.")]
-OverwriteOpt = Annotated[bool, flag("--overwrite", help="Replace existing outputs instead of refusing (the trainers: "
-                                                        "let an --import-* replace files in --out).")]
+OverwriteOpt = Annotated[bool, flag("--overwrite", help="Replace existing outputs instead of refusing or adding to them: "
+                                    "generate, transfer and fuse first delete their earlier images in --out (the same "
+                                    "file names, their grids, rejected/ candidates and index entries) and a stale "
+                                    "evaluation/, then number from 0; the trainers let an --import-* replace files "
+                                    "in --out.")]
 
 
 def runtime_options(device: DeviceOpt = None, seed: SeedOpt = None, config: ConfigOpt = None,
@@ -142,7 +145,7 @@ IntensityOpt = Annotated[str | None, typer.Option(
     "0,0.5,1,1.5, and also write one strip per seed.", show_default=False)]
 BestOfOpt = Annotated[int | None, opt("--best-of", "-k", key="generate.best_of",
                                       help="Make K candidates per image and keep the one the CLIP emotion probe "
-                                           "rates highest.")]
+                                           "rates highest (image n: seeds S+n, then S+n+j*2**32).")]
 KeepAllOpt = Annotated[bool, flag("--keep-all", help="With --best-of: keep the other candidates in rejected/ "
                                                      "(which evaluate skips).")]
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="Template with {} where the emotion goes, "

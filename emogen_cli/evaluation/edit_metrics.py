@@ -142,12 +142,6 @@ def checked_probe(path: str | Path, clip):
     return load_probe(path, classes=len(EMOTIONS), in_dim=clip.config.projection_dim)
 
 
-def scorer_for(generator, probe: str | Path | None = None) -> ClipScorer:
-    """The scorer of a loaded generator: its bundle's CLIP model and emotion_probe.safetensors."""
-    path = Path(probe) if probe else Path(generator.mapper_path) / "emotion_probe.safetensors"
-    return load_scorer(generator.bundle.clip_model(generator.config), path, generator.device)
-
-
 def _signed_tensor(image) -> Any:
     import torch
 

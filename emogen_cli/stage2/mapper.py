@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,3 +182,28 @@ def load_mapper(path: str | Path) -> MapperBundle:
     attributes = read_json(path / "attributes.json", "Attributes file", _HINT)
     _check_attributes(path / "attributes.json", attributes, len(emotions))
     return MapperBundle(config, mapper, space, projection["weight"], attributes)
+
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def resolve_bundle(source: str | Path) -> Path:
+    """A local mapper bundle folder, or a Hugging Face Hub repo id downloaded (or found in the cache)."""
+    if not isinstance(source, (str, Path)):
+        raise EmogenError(f"A mapper bundle is a folder or a Hub repo id, got {type(source).__name__} {source!r}.",
+                          "For example: \"runs/mapper\" or \"USER/NAME\".")
+    path = Path(source)
+    text = str(source)
+    if path.exists() or not _REPO_ID.fullmatch(text) or Path(text.split("/")[0]).is_dir():
+        return path  # a local path (missing ones are reported by load_mapper as such, not as a network error)
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
+    try:
+        return Path(snapshot_download(text, local_files_only=offline))
+    except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean "not available"
+        why = ("HF_HUB_OFFLINE is set and it is not in the local cache" if offline else
+               f"download failed: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}")
+        raise EmogenError(f"'{text}' is not a local folder and the Hub repo '{text}' could not be loaded ({why}).",
+                          f"Download it where you are online with `hf download {text} --local-dir DIR` and pass DIR, "
+                          "or check the path.") from None

@@ -1,12 +1,10 @@
-"""`--best-of K`: draw K candidates per requested image, keep the one the emotion probe rates highest.
-
-Candidate j of the image numbered n uses seed `seed + n*K + j` (the file numbering and seeds of
-`generate` with every number standing for K candidates: K = 1 is plain generation, and two runs
-of `-n 2` still equal one of `-n 4`). The score is the CLIP-space probe's probability of the
-target emotion (for a mix, the weighted sum over its emotions). Kept images record their score,
+"""`--best-of K` (generate and edit): K candidates per requested image, the one the emotion probe rates
+highest kept. The candidates' seeds follow seeds.image_seeds (the first is the plain image's).
+The score is the CLIP-space probe's probability of the target emotion (for a mix, the weighted sum over its emotions). Kept images record their score,
 their rank among the K (always 1) and the seeds of all candidates; with `keep_all` the others are
 written to the `rejected/` subfolder with their own score and rank (2..K), listed in its own
-index.jsonl (writer.py; `emogen evaluate` skips rejected/).
+index.jsonl (outputs/folder.py; `emogen evaluate` skips rejected/). The pipeline's generation loop
+and outputs/edit.py both rank with `rank` and record with `candidate_fields`.
 """
 
 from __future__ import annotations
@@ -25,8 +23,10 @@ from emogen_cli.core.errors import EmogenError
 class Candidate:
     image: Any
     seed: int
-    score: float
-    rank: int = 0  # 1 = best of its group
+    score: float | None = None  # the probe's score (None when nothing was ranked)
+    rank: int = 1  # 1 = best of its group
+    metadata: dict[str, Any] = field(default_factory=dict)  # what its PNG records (EmoGenPipeline.metadata)
+    infotext: str = ""  # its A1111 infotext
 
 
 @dataclass
@@ -43,10 +43,6 @@ class Selection:
     @property
     def rejected(self) -> list[Candidate]:
         return self.candidates[1:]
-
-
-def candidate_seeds(seed: int, index: int, k: int) -> list[int]:
-    return [seed + index * k + j for j in range(k)]
 
 
 def target_score(probabilities: np.ndarray, emotions: tuple[str, ...], weights: tuple[float, ...] | None) -> np.ndarray:
@@ -77,25 +73,6 @@ def check_best_of(k: int, keep_all: bool = False, probe: Any = None) -> int:
         raise EmogenError("--probe ranks the --best-of candidates, and there are none without --best-of.",
                           "Add --best-of K (K of 2 or more), or drop --probe.")
     return int(k)
-
-
-def select(generator, request, groups: list[list[int]], scorer, settings=None, batch_size: int = 4) -> list[Selection]:
-    """One Selection per seed group (the K candidate seeds of one requested image), ranked by the probe.
-
-    All candidates of all groups are generated in batches of `batch_size` (a batch may span groups)."""
-    unknown = [e for e in request.emotions if e not in EMOTIONS]
-    if unknown:
-        raise EmogenError(f"The emotion probe knows the eight Mikels emotions, not {unknown}.")
-    seeds = [s for group in groups for s in group]
-    images: list = []
-    for b in range(0, len(seeds), max(1, batch_size)):
-        images += generator.images(request, seeds[b:b + batch_size], settings)
-    scores = target_score(scorer.probabilities(images), request.emotions, request.weights)
-    selections, at = [], 0
-    for index, group in enumerate(groups):
-        selections.append(rank(images[at:at + len(group)], group, scores[at:at + len(group)], index))
-        at += len(group)
-    return selections
 
 
 def candidate_fields(selection: Selection, candidate: Candidate) -> tuple[dict[str, Any], dict[str, str]]:

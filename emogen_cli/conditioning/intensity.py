@@ -11,6 +11,7 @@ neutral prompt is the empty prompt "", so α = 0 is Stable Diffusion's empty-pro
 with the default empty negative prompt both halves of classifier-free guidance are then equal and
 the image is the model's unconditional sample for that seed.
 Cost: one extra text-encoder pass per batch (no extra UNet pass); bench/intensity.py measures it.
+EmoGenPipeline.conditioning computes both halves; this module holds the arithmetic and the checks.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def parse_intensities(text: str, option: str = "--intensity") -> list[float]:
     values = [check_intensity(v, option) for v in numbers(text, option)]
     if len(set(values)) != len(values):
         raise EmogenError(f"{option} lists a strength twice: '{text}'.", "Give each strength once, e.g. 0,0.5,1.")
-    names = [f"{v:g}" for v in values]  # file names hold α to 6 significant digits (writer.file_stem)
+    names = [f"{v:g}" for v in values]  # file names hold α to 6 significant digits (outputs/folder.py's file_stem)
     if len(set(names)) != len(names):
         same = sorted({n for n in names if names.count(n) > 1})
         raise EmogenError(f"{option} lists strengths too close to tell apart in file names ({', '.join(same)}): "
@@ -56,43 +57,11 @@ def neutral_prompt(template: str) -> str:
     return re.sub(r"\s+", " ", template.replace("{}", " ")).strip()
 
 
-def neutral_conditioning(generator, request, count: int):
-    """prompt_embeds [count, 77, D] of the request's prompt without the emotion."""
-    import torch
-
-    with torch.no_grad():
-        ids = generator.prompts.tokenize([neutral_prompt(request.prompt)] * count)
-        return generator.prompts.encode(ids)[0].to(generator.dtype)
-
-
-def intensity_conditioning(generator, request, seeds: list[int], alpha: float):
-    """prompt_embeds at emotion strength `alpha` (exactly EmoGen's at 1, exactly neutral at 0)."""
-    from dataclasses import replace
-
-    return generator.conditioning(replace(request, intensity=alpha), seeds)
-
-
-def blend(generator, request, seeds: list[int]):
-    """EmoGenPipeline.conditioning of a request whose intensity is not 1: c_neutral + α (c_emotion − c_neutral)."""
-    from dataclasses import replace
-
-    alpha = request.alpha
-    neutral = neutral_conditioning(generator, request, len(seeds))
+def blend(neutral, full, alpha: float):
+    """c_neutral + α (c_emotion − c_neutral) in float32, in the inputs' dtype; exactly `neutral` at α = 0
+    and exactly `full` at α = 1 (no arithmetic on either endpoint)."""
     if alpha == 0:
         return neutral
-    full = generator.conditioning(replace(request, intensity=None), seeds)
-    return (neutral.float() + alpha * (full.float() - neutral.float())).to(generator.dtype)
-
-
-def text_to_image(generator, prompt_embeds, seeds: list[int]) -> list:
-    """SD images from prompt_embeds with the generator's settings and one seeded generator per image,
-    the same call as EmoGenPipeline.images with its default settings."""
-    import torch
-
-    g = generator.config.generate
-    size = generator.config.model.resolution
-    generators = [torch.Generator(generator.device).manual_seed(s) for s in seeds]
-    return generator.pipe(prompt_embeds=prompt_embeds,
-                          negative_prompt_embeds=generator.negative.expand(len(seeds), -1, -1),
-                          num_inference_steps=g.steps, guidance_scale=g.guidance, height=size, width=size,
-                          generator=generators, output_type="pil").images
+    if alpha == 1:
+        return full
+    return (neutral.float() + alpha * (full.float() - neutral.float())).to(full.dtype)

@@ -8,6 +8,10 @@ runs int(steps × strength) denoising steps, and when that is 0 the source is re
 (no VAE round trip). Outputs keep the input's size: the model sees it rounded to a multiple of 8
 and the result is resized back.
 
+The seed of the edit numbered n (its file number) follows conditioning/seeds.py: runtime.seed + n,
+so a second edit of one photo into the same folder is a new edit, not a copy; `--best-of K` draws
+the same K candidate seeds as generate's and ranks them with the same code (conditioning/selection.py).
+
 `--until-confident P` re-edits with strength start, start + step, ... 1.0 (same seed) until the
 bundle's CLIP-space emotion probe gives the target probability >= P, or the SSIM to the source
 falls below `--min-ssim`, in which case the last edit that stayed above it is kept. An edit below
@@ -27,15 +31,24 @@ applied first; animated images use their first frame.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from emogen_cli.core.errors import EmogenError
+from emogen_cli.conditioning.intensity import MAX_INTENSITY, neutral_prompt
+from emogen_cli.conditioning.request import Request, template, whole
+from emogen_cli.conditioning.seeds import image_seeds
+from emogen_cli.conditioning.selection import Candidate, check_best_of, rank
+from emogen_cli.conditioning.va import DEFAULT_SIGMA, dominant, va_request
+from emogen_cli.core.choices import MAX_STEPS, MIN_STRENGTH_STEP
+from emogen_cli.core.errors import EmogenError, Interrupted
 from emogen_cli.core.reporting import Reporter, progress
+from emogen_cli.outputs.folder import claim_numbers, merge_index, reconcile, release_claims, save_png, save_sheet, slug
+from emogen_cli.outputs.generate import StepWatch
+from emogen_cli.pipeline import EmoGenPipeline
 
 DEFAULT_STRENGTH = 0.5
 DEFAULT_STEP = 0.1
@@ -192,18 +205,18 @@ def until_confident(edit: Callable[[float], Image.Image], score: Callable[[Image
 
 
 class Editor:
-    """img2img on a loaded generator's pipeline (shared weights) with its emotion conditioning."""
+    """img2img on a loaded EmoGenPipeline's SD pipeline (shared weights) with its emotion conditioning."""
 
-    def __init__(self, generator, steps: int | None = None, guidance: float | None = None) -> None:
+    def __init__(self, pipe: EmoGenPipeline, steps: int | None = None, guidance: float | None = None,
+                 watch: StepWatch | None = None) -> None:
         from diffusers import StableDiffusionImg2ImgPipeline
 
-        self.generator = generator
-        self.pipe = StableDiffusionImg2ImgPipeline.from_pipe(generator.pipe)
+        self.emogen = pipe
+        self.pipe = StableDiffusionImg2ImgPipeline.from_pipe(pipe.pipe)
         self.pipe.set_progress_bar_config(disable=True)
-        from emogen_cli.pipeline import MAX_STEPS, whole
-
-        self.steps = whole(steps or generator.config.generate.steps, "--steps", 1, MAX_STEPS)
-        self.guidance = generator.config.generate.guidance if guidance is None else guidance
+        self.steps = whole(steps or pipe.config.generate.steps, "--steps", 1, MAX_STEPS)
+        self.guidance = pipe.config.generate.guidance if guidance is None else guidance
+        self.watch = watch  # per-step progress and Ctrl-C at the end of a step
 
     def __call__(self, source: Image.Image, prompt_embeds, strength: float, seed: int) -> Image.Image:
         """`source` edited at `strength`, at the source's own size."""
@@ -213,20 +226,17 @@ class Editor:
             return source.copy()  # nothing to denoise: exactly the source
         size = model_size(source.size)
         image = source if size == source.size else source.resize(size, Image.LANCZOS)
-        generator = torch.Generator(self.generator.device).manual_seed(seed)
-        out = self.pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=self.generator.negative,
+        generator = torch.Generator(self.emogen.device).manual_seed(seed)
+        out = self.pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=self.emogen.negative,
                         image=image, strength=strength, num_inference_steps=self.steps,
-                        guidance_scale=self.guidance, generator=[generator], output_type="pil").images[0]
+                        guidance_scale=self.guidance, generator=[generator], output_type="pil",
+                        callback_on_step_end=self.watch).images[0]
         return out if out.size == source.size else out.resize(source.size, Image.LANCZOS)
 
 
 def _check(strength: float, threshold: float | None, min_ssim: float, best_of: int, max_pixels: int,
            intensity: float = 1.0, strength_step: float = DEFAULT_STEP, keep_all: bool = False,
            probe: str | Path | None = None) -> None:
-    from emogen_cli.core.choices import MIN_STRENGTH_STEP
-    from emogen_cli.inference.bestof import check_best_of
-    from emogen_cli.inference.intensity import MAX_INTENSITY
-
     # bounded like generate's: a tiny step meant up to 500,001 edits per image, --best-of 1000000 as many
     if not MIN_STRENGTH_STEP <= strength_step <= 1:  # False for NaN too (a NaN step ran to an internal JSON error)
         raise EmogenError(f"--strength-step must lie in [{MIN_STRENGTH_STEP:g}, 1], got {strength_step}.",
@@ -261,15 +271,16 @@ class Outcome:
     seed: int
     p_before: float | None
     loop: LoopResult | None = None
-    candidates: list = field(default_factory=list)  # best-of: bestof.Candidate, best first
+    candidates: list[Candidate] = field(default_factory=list)  # best-of, best first
 
 
-def _edit_one(editor: Editor, generator, source: Source, request, target: str, seed: int, strength: float,
-              intensity: float, until: float | None, min_ssim: float, strength_step: float, best_of: int,
+def _edit_one(editor: Editor, pipe: EmoGenPipeline, source: Source, request: Request, target: str, seeds: list[int],
+              strength: float, intensity: float, until: float | None, min_ssim: float, strength_step: float,
               scorer) -> Outcome:
-    """Edit one source: once, by the --until-confident loop, or best of K seeds."""
+    """Edit one source: once, by the --until-confident loop, or best of the K candidate `seeds`."""
     from emogen_cli.evaluation.edit_metrics import ssim
-    from emogen_cli.inference.intensity import intensity_conditioning
+
+    request = replace(request, intensity=intensity)
 
     def similarity(image: Image.Image) -> float:
         return ssim(source.rgb, image.convert("RGB"))
@@ -278,8 +289,9 @@ def _edit_one(editor: Editor, generator, source: Source, request, target: str, s
         return float(scorer.target_probability([image], target)[0])
 
     p_before = probability(source.rgb) if scorer is not None else None
+    seed = seeds[0]
     if until is not None:
-        embeds = intensity_conditioning(generator, request, [seed], intensity)
+        embeds = pipe.conditioning(request, [seed])
         loop = until_confident(lambda s: editor(source.rgb, embeds, s, seed), probability, similarity, strength,
                                strength_step, until, min_ssim)
         if loop.kept is None:  # an edit below --min-ssim is never kept
@@ -287,32 +299,26 @@ def _edit_one(editor: Editor, generator, source: Source, request, target: str, s
             raise Skip(f"no edit kept: the first edit (strength {first.strength:g}) already has SSIM "
                        f"{first.ssim:.3f}, below --min-ssim {min_ssim:g} (lower --strength or --min-ssim)")
         outcome = Outcome(loop.kept, seed, p_before, loop)
-    elif best_of > 1:
-        from emogen_cli.inference.bestof import rank
-
-        seeds = [seed + j for j in range(best_of)]
-        images = [editor(source.rgb, intensity_conditioning(generator, request, [s], intensity), strength, s)
-                  for s in seeds]
+    elif len(seeds) > 1:
+        images = [editor(source.rgb, pipe.conditioning(request, [s]), strength, s) for s in seeds]
         selection = rank(images, seeds, [probability(im) for im in images])
         best = selection.kept
         outcome = Outcome(Attempt(strength, best.image, similarity(best.image), best.score), best.seed, p_before,
                           candidates=selection.candidates)
     else:
-        image = editor(source.rgb, intensity_conditioning(generator, request, [seed], intensity), strength, seed)
+        image = editor(source.rgb, pipe.conditioning(request, [seed]), strength, seed)
         outcome = Outcome(Attempt(strength, image, similarity(image)), seed, p_before)
     if scorer is not None and outcome.kept.probability is None:
         outcome.kept.probability = probability(outcome.kept.image)
     return outcome
 
 
-def _metadata(generator, request, source: Source, outcome: Outcome, editor: Editor, target: str, label: str,
+def _metadata(pipe: EmoGenPipeline, request: Request, source: Source, outcome: Outcome, editor: Editor, target: str, label: str,
               strength: float, intensity: float, until: float | None, min_ssim: float, strength_step: float,
               extra: dict[str, Any] | None) -> dict[str, Any]:
-    """The PNG metadata of an edit: the generator's fields, the source, and how the edit was made."""
-    from emogen_cli.inference.intensity import neutral_prompt
-
+    """The PNG metadata of an edit: the pipeline's fields, the source, and how the edit was made."""
     kept, loop = outcome.kept, outcome.loop
-    return {**generator.metadata(request, outcome.seed), **(extra or {}),
+    return {**pipe.metadata(request, outcome.seed), **(extra or {}),
             "kind": "edit", "emotion": target, "label": label, "target": target, "prompt": request.prompt,
             "neutral_prompt": neutral_prompt(request.prompt), "source": str(source.path.resolve()),
             "source_sha256": source.sha256, "size": list(source.rgb.size),
@@ -330,8 +336,8 @@ def _metadata(generator, request, source: Source, outcome: Outcome, editor: Edit
                 "candidate_seeds": [c.seed for c in outcome.candidates]}}
 
 
-def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, request, target: str, *,
-                label: str | None = None, strength: float = DEFAULT_STRENGTH, seed: int = 0,
+def edit_images(pipe: EmoGenPipeline, inputs: list[str | Path], out_dir: str | Path, request: Request, target: str,
+                *, label: str | None = None, strength: float = DEFAULT_STRENGTH, seed: int = 0,
                 steps: int | None = None, guidance: float | None = None, intensity: float = 1.0,
                 until: float | None = None, min_ssim: float = DEFAULT_MIN_SSIM, strength_step: float = DEFAULT_STEP,
                 best_of: int = 1, keep_all: bool = False, max_pixels: int = MAX_PIXELS, probe: str | Path | None = None,
@@ -339,30 +345,32 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
                 reporter: Reporter | None = None) -> dict[str, Any]:
     """Edit every input toward `request` (target emotion `target`, used by the probe); write the
     edits, their before/after sheets and index.jsonl into `out_dir`. Bad inputs are skipped."""
-    from emogen_cli.core.errors import Interrupted
-    from emogen_cli.evaluation.edit_metrics import scorer_for, ssim
-    from emogen_cli.inference.pngio import append_index, save_png, save_sheet, slug
-    from emogen_cli.inference.writer import claim_numbers, release_claims
+    from emogen_cli.evaluation.edit_metrics import ssim
 
     _check(strength, until, min_ssim, best_of, max_pixels, intensity, strength_step, keep_all, probe)
-    from emogen_cli.inference.intensity import check_intensity
+    from emogen_cli.conditioning.intensity import check_intensity
 
     intensity = check_intensity(intensity, "--intensity")  # -0 recorded as 0
     reporter = reporter or Reporter()
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     files, skipped = collect_inputs(inputs)
     for entry in skipped:
         reporter.warn(f"Skipped {entry['path']}: {entry['reason']}.")
     if not files:
         return {"out": str(out), "count": 0, "images": [], "edited": [], "skipped": skipped, "sheets": []}
     out.mkdir(parents=True, exist_ok=True)
-    editor = Editor(generator, steps, guidance)
+    for folder in (out, out / "rejected"):
+        reconcile(folder)
     if (until is not None or best_of > 1) and scorer is None:
-        scorer = scorer_for(generator, probe)
+        scorer = pipe.scorer(probe)
     label = label or request.name
     edited, records, sheets, rejected, claimed = [], [], [], [], []
+    per_edit = None if until is not None else best_of * denoising_steps(
+        whole(steps or pipe.config.generate.steps, "--steps", 1, MAX_STEPS), strength)
     try:
-        with progress(reporter, "Editing", len(files)):
+        with progress(reporter, "Editing", len(files)), \
+                StepWatch(reporter, None if per_edit is None else per_edit * len(files)) as watch:
+            editor = Editor(pipe, steps, guidance, watch)
             for path in files:
                 try:
                     source = load_source(path, max_pixels)
@@ -373,9 +381,12 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
                     continue
                 for note in source.notes:
                     reporter.info(f"{path}: {note}.")
+                stem = f"{slug(path.stem) or 'image'}-{slug(label) or 'image'}"
+                n = claim_numbers(out, [stem], [1])[0]  # reserved across processes: concurrent runs never collide
+                claimed.append(f"{stem}-{n:05d}.png")
                 try:
-                    outcome = _edit_one(editor, generator, source, request, target, seed, strength, intensity, until,
-                                        min_ssim, strength_step, best_of, scorer)
+                    outcome = _edit_one(editor, pipe, source, request, target, image_seeds(seed, n, best_of), strength,
+                                        intensity, until, min_ssim, strength_step, scorer)
                 except Skip as exc:  # no edit qualifies (--min-ssim): nothing written for this input
                     skipped.append({"path": str(path), "reason": str(exc)})
                     reporter.warn(f"Skipped {path}: {exc}.")
@@ -385,35 +396,30 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
                 result = kept.image.convert("RGB")
                 if source.alpha is not None:
                     result.putalpha(source.alpha)
-                stem = f"{slug(path.stem)}-{slug(label)}"
-                n = claim_numbers(out, [stem], [1])[0]  # reserved across processes: concurrent runs never collide
-                claimed.append(f"{stem}-{n:05d}.png")
-                meta = _metadata(generator, request, source, outcome, editor, target, label, strength, intensity,
+                meta = _metadata(pipe, request, source, outcome, editor, target, label, strength, intensity,
                                  until, min_ssim, strength_step, extra_meta)
-                target_path = out / f"{stem}-{n:05d}.png"
-                infotext = generator.infotext(request, outcome.seed, extra={  # A1111's img2img fields
-                    "Size": f"{result.width}x{result.height}", "Denoising strength": f"{kept.strength:g}",
-                    "Emogen source": path.name})
-                records.append(save_png(target_path, result, meta, infotext))
-                append_index(out, records[-1:])  # indexed at once: any later failure leaves a true index
+                fields = {"Size": f"{result.width}x{result.height}",  # A1111's img2img fields
+                          "Denoising strength": f"{kept.strength:g}", "Emogen source": path.name}
+                records.append(save_png(out / f"{stem}-{n:05d}.png", result, meta,
+                                        pipe.infotext(request, outcome.seed, extra=fields)))
+                merge_index(out, records[-1:])  # indexed at once: any later failure leaves a true index
                 others = [save_png(
                     out / "rejected" / f"{stem}-{n:05d}-rank{cand.rank}.png", cand.image,
                     {**meta, "seed": cand.seed, "ssim": ssim(source.rgb, cand.image.convert("RGB")),
                      "best_of": {**meta["best_of"], "rank": cand.rank, "probe_score": cand.score}},
-                    generator.infotext(request, cand.seed, extra={
-                        "Size": f"{result.width}x{result.height}", "Denoising strength": f"{kept.strength:g}",
-                        "Emogen source": path.name}))
+                    pipe.infotext(request, cand.seed, extra=fields))
                     for cand in (outcome.candidates[1:] if keep_all else [])]
                 if others:
-                    append_index(out / "rejected", others)
+                    merge_index(out / "rejected", others)
                     rejected.extend(others)
                 sheets.append(save_sheet(out / f"grid-edit-{stem}-{n:05d}.png", [[source.rgb, kept.image]]))
-                edited.append({"source": str(path), "output": str(target_path), "strength": kept.strength,
+                edited.append({"source": str(path), "output": records[-1]["path"], "strength": kept.strength,
                                "ssim": kept.ssim, "p_target_before": outcome.p_before,
                                "p_target_after": kept.probability, "stop": outcome.loop.stop if outcome.loop else None,
                                "attempts": len(outcome.loop.attempts) if outcome.loop else 1, "seed": outcome.seed,
                                "notes": source.notes})
                 reporter.advance("Editing")
+                watch.check()
     except KeyboardInterrupt:  # every edit written so far (and its rejected candidates) is already indexed
         raise Interrupted(f"Interrupted after {len(records)} edits; they are in {out} and index.jsonl.",
                           "Run again on the remaining images: numbering continues after the existing files.") from None
@@ -422,14 +428,13 @@ def edit_images(generator, inputs: list[str | Path], out_dir: str | Path, reques
     return {"out": str(out), "count": len(records), "images": records, "target": target, "label": label, "edited": edited,
             "skipped": skipped, "sheets": sheets, "rejected": len(rejected)}
 
+
 def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotion: str | None = None,
          va: tuple[float, float] | None = None, sigma: float | None = None, prompt: str = "{}",
          mapper: str | Path | None = None, reporter: Reporter | None = None, **options: Any) -> dict[str, Any]:
     """`emogen edit`: load the mapper bundle + SD once and edit `inputs` toward `emotion` or a
     valence-arousal point `va`; `options` are edit_images' keyword arguments."""
     from emogen_cli.core.emotions import validate_emotion
-    from emogen_cli.inference.va import DEFAULT_SIGMA, dominant, va_request
-    from emogen_cli.pipeline import EmoGenPipeline, Request
 
     reporter = reporter or Reporter()
     if (emotion is None) == (va is None):
@@ -451,22 +456,20 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
             unreadable.append({"path": str(path), "reason": str(exc)})
     else:
         raise _nothing(skipped + unreadable)
-    from emogen_cli.core import validate
-
-    template = validate.template(prompt, "--prompt")
+    prompt = template(prompt, "--prompt")
     extra = None
     if emotion is not None:
         target = validate_emotion(emotion)
-        request, label = Request((target,), template), target
+        request, label = Request((target,), prompt), target
     else:
         sigma = DEFAULT_SIGMA if sigma is None else sigma
-        request = va_request(va[0], va[1], sigma, template)
+        request = va_request(va[0], va[1], sigma, prompt)
         weights = dict(zip(request.emotions, request.weights))
         target, label = dominant(weights), f"va-{va[0]:.2f}-{va[1]:.2f}"
         extra = {"va": {"valence": va[0], "arousal": va[1], "sigma": sigma, "weights": weights}}
     out = Path(out) if out is not None else Path(config.generate.output).parent / "edits"
-    generator = EmoGenPipeline(config, mapper)
-    result = edit_images(generator, inputs, out, request, target, label=label, seed=config.runtime.seed,
+    pipe = EmoGenPipeline(config, mapper)
+    result = edit_images(pipe, inputs, out, request, target, label=label, seed=config.runtime.seed,
                          extra_meta=extra, reporter=reporter, **options)
     if not result["count"]:
         raise _nothing(result["skipped"])

@@ -66,8 +66,7 @@ def export_embeddings(mapper: str | Path, emotions: list[str] | None = None, fmt
     `emotions` None means all of the bundle's emotions.
     """
     from emogen_cli.core.emotions import parse_emotions
-    from emogen_cli.pipeline import resolve_bundle
-    from emogen_cli.stage2.mapper import load_mapper
+    from emogen_cli.stage2.mapper import load_mapper, resolve_bundle
 
     reporter = reporter or Reporter()
     if fmt not in FORMATS:

@@ -17,12 +17,11 @@ import json
 import math
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from emogen_cli.core.emotions import EMOTIONS
 from emogen_cli.core.errors import EmogenError
-from emogen_cli.core.reporting import Reporter, progress
+from emogen_cli.conditioning.request import Request
 
 DEFAULT_SIGMA = 0.15
 MIN_SIGMA, MAX_SIGMA = 1e-3, 1e3  # the kernel widths accepted
@@ -74,16 +73,21 @@ def va_weights(valence: float, arousal: float, sigma: float = DEFAULT_SIGMA,
 
 
 def va_request(valence: float, arousal: float, sigma: float = DEFAULT_SIGMA, prompt: str = "{}", count: int = 1,
-               emotions: tuple[str, ...] = EMOTIONS):
+               emotions: tuple[str, ...] = EMOTIONS) -> Request:
     """A `space`-fusion Request mixing every emotion with the point's kernel weights."""
-    from emogen_cli.pipeline import Request
-
     weights = va_weights(valence, arousal, sigma, emotions)
     return Request(tuple(weights), prompt, count, "space", tuple(weights.values()),
                    va=(float(valence), float(arousal), float(sigma)))
 
 
-def va_metadata(request) -> dict[str, Any]:
+def check_axes(values: tuple[float, ...]) -> None:
+    """Grid coordinates, each in [0, 1]."""
+    for value in values:
+        if not 0 <= value <= 1:
+            raise EmogenError(f"Valence and arousal lie in [0, 1] (the NRC VAD scale), got {value}.")
+
+
+def va_metadata(request: Request) -> dict[str, Any]:
     """What a V-A image records: the dominant emotion as its label (what `evaluate` groups by) and the point."""
     v, a, sigma = request.va
     weights = dict(zip(request.emotions, request.weights))
@@ -94,61 +98,3 @@ def va_metadata(request) -> dict[str, Any]:
 
 def dominant(weights: dict[str, float]) -> str:
     return max(weights, key=weights.get)
-
-
-def va_grid(generator, out_dir: str | Path, seed: int = 0, valences: tuple[float, ...] = GRID,
-            arousals: tuple[float, ...] = GRID, sigma: float = DEFAULT_SIGMA, prompt: str = "{}",
-            reporter: Reporter | None = None) -> dict[str, Any]:
-    """One image per (valence, arousal) cell, all with the same seed, and the contact sheet
-    grid-va-seed<S>-NNNNN.png: valence grows left to right, arousal bottom to top."""
-    from emogen_cli.inference.pngio import append_index, save_png, save_sheet
-    from emogen_cli.inference.writer import claim_numbers, release_claims
-
-    reporter = reporter or Reporter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    emotions = tuple(e for e in EMOTIONS if e in generator.bundle.emotions)
-    start = claim_numbers(out, ["va"], [len(valences) * len(arousals)])[0]  # reserved across processes
-    records, cells = [], {}
-    try:
-        with progress(reporter, "Valence-arousal grid", len(valences) * len(arousals)):
-            n = start
-            for a in sorted(arousals, reverse=True):
-                for v in sorted(valences):
-                    request = va_request(v, a, sigma, prompt, 1, emotions)
-                    image = generator.images(request, [seed])[0]
-                    records.append(save_png(out / f"va-{n:05d}.png", image, generator.metadata(request, seed),
-                                            generator.infotext(request, seed)))
-                    append_index(out, records[-1:])  # indexed at once: any later failure leaves a true index
-                    cells[(v, a)] = image
-                    n += 1
-                    reporter.advance("Valence-arousal grid")
-    except KeyboardInterrupt:  # the cells written are indexed; the sheet needs them all
-        from emogen_cli.core.errors import Interrupted
-
-        raise Interrupted(f"Interrupted after {len(records)} of {len(valences) * len(arousals)} grid cells; they "
-                          f"are in {out} and index.jsonl (no contact sheet).", "Run it again for the sheet.") from None
-    finally:  # every number this run reserved (the written files keep theirs)
-        release_claims(out, [f"va-{k:05d}.png" for k in range(start, start + len(valences) * len(arousals))])
-    rows = [[cells[(v, a)] for v in sorted(valences)] for a in sorted(arousals, reverse=True)]
-    sheet = save_sheet(out / f"grid-va-seed{seed}-{start:05d}.png", rows)
-    return {"out": str(out), "count": len(records), "sheet": sheet, "valences": sorted(valences),
-            "arousals": sorted(arousals, reverse=True), "sigma": sigma, "seed": seed, "images": records}
-
-
-def grid(config, out: str | Path | None = None, valences: tuple[float, ...] = GRID, arousals: tuple[float, ...] = GRID,
-         sigma: float = DEFAULT_SIGMA, prompt: str = "{}", mapper: str | Path | None = None,
-         reporter: Reporter | None = None) -> dict[str, Any]:
-    """`emogen grid --va`: the valence x arousal contact sheet with seed runtime.seed."""
-    from emogen_cli.pipeline import EmoGenPipeline
-
-    for value in (*valences, *arousals):
-        if not 0 <= value <= 1:
-            raise EmogenError(f"Valence and arousal lie in [0, 1] (the NRC VAD scale), got {value}.")
-    from emogen_cli.core import validate
-
-    template = validate.template(prompt, "--prompt")
-    va_weights(0.5, 0.5, sigma)  # a bad --sigma fails here, before the models load
-    out = Path(out) if out is not None else Path(config.generate.output).parent / "va-grid"
-    generator = EmoGenPipeline(config, mapper)
-    return va_grid(generator, out, config.runtime.seed, tuple(valences), tuple(arousals), sigma, template, reporter)
