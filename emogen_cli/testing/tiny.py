@@ -20,8 +20,10 @@ VAE_SCALE = 8  # SD's VAE: 4 blocks, 3 of them downsampling (a 512 px photo -> 6
 TINY_VAE_CHANNELS = (8, 16, 32, 32)
 # "mid" is a larger random model for CPU benchmarks (still far below SD 1.5's 860M-parameter UNet).
 SIZES = {
-    "tiny": {"text_width": TEXT_WIDTH, "text_layers": 2, "unet": (32, 64), "resolution": TINY_RESOLUTION},
-    "mid": {"text_width": 256, "text_layers": 4, "unet": (64, 128, 256), "resolution": 64},
+    # groups: the UNet's GroupNorm groups; the tiny UNet's second level runs at 1x1 latents, where 32 groups of
+    # 32 channels would hold one value each (a training batch of 1 fails on that)
+    "tiny": {"text_width": TEXT_WIDTH, "text_layers": 2, "unet": (32, 64), "resolution": TINY_RESOLUTION, "groups": 8},
+    "mid": {"text_width": 256, "text_layers": 4, "unet": (64, 128, 256), "resolution": 64, "groups": 32},
 }
 
 
@@ -98,7 +100,7 @@ def build_tiny_bundle(path: str | Path, seed: int = 0, size: str = "tiny") -> Pa
         sample_size=resolution // VAE_SCALE, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=channels,
         down_block_types=("CrossAttnDownBlock2D",) * (len(channels) - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(channels) - 1), cross_attention_dim=width,
-        attention_head_dim=8, norm_num_groups=32,
+        attention_head_dim=8, norm_num_groups=dims["groups"],
     )
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * len(TINY_VAE_CHANNELS),
