@@ -608,3 +608,85 @@ def test_symlinks_out_of_the_dataset_are_skipped_and_counted(cli, tmp_path):
     assert result.json["kept"] == 3 and result.json["skipped"] == {"unsafe_path": 3}
     assert sorted(result.json["skipped_examples"]["unsafe_path"]) == [
         "annotation/fear/f2.json", "image/fear/f1.jpg", "image/linked/secret.jpg"]
+
+
+def _crafted_bundle(src: Path, dst: Path, emotions: list, placeholder: str | None = None,
+                    attribute: str | None = None) -> Path:
+    """A copy of the mapper bundle `src` whose names are replaced, consistently in config.json and the emotion
+    space (as a hostile Hub upload would be), with the recorded file sizes updated to match."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
+    space = dst / "emotion_space.safetensors"
+    with safe_open(str(space), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(space), metadata={"emotions": json.dumps(emotions)})
+    if attribute is not None:
+        attributes = json.loads((dst / "attributes.json").read_text())
+        attributes["names"][0] = attribute
+        (dst / "attributes.json").write_text(json.dumps(attributes))
+    config = json.loads((dst / "config.json").read_text())
+    config["emotions"] = emotions
+    if placeholder is not None:
+        config["placeholder"] = placeholder
+    config["files"] = {name: (dst / name).stat().st_size for name in config.get("files") or {}}
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
+@pytest.mark.parametrize("case", ["dotdot", "absolute", "dotdot-attribute", "placeholder", "all"])
+def test_crafted_bundle_names_never_become_paths(cli, mapper_config, tmp_path, case):
+    from emogen_cli.core.config import load_config
+    from emogen_cli.core.emotions import EMOTIONS
+
+    victim = tmp_path / "victim"
+    emotions = list(EMOTIONS)
+    kwargs = {}
+    if case == "dotdot":
+        emotions[1] = "../../../victim/x"
+    elif case == "absolute":
+        emotions[1] = str(victim / "abs")
+    elif case == "dotdot-attribute":
+        kwargs["attribute"] = "../../etc/passwd"
+    elif case == "placeholder":
+        kwargs["placeholder"] = "../<emotion>"
+    else:
+        emotions[1] = "all"
+    bundle = _crafted_bundle(Path(load_config(mapper_config).generate.mapper), tmp_path / "b", emotions, **kwargs)
+    out = tmp_path / "deep" / "er" / "out"
+    for fmt in ("a1111", "diffusers"):
+        result = cli("export", "all", "--format", fmt, "--mapper", bundle, "--out", out)
+        assert_one_error(result, 1, "gives an unsafe or invalid")
+    assert not victim.exists() and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_export_writes_only_inside_out_even_past_the_bundle_check(cli, mapper_config, tmp_path, monkeypatch):
+    """Defence in depth: should a bad name get past both name checks, the export writer still refuses any file
+    outside --out; --name is checked like a bundle name."""
+    import re
+
+    from emogen_cli.core.config import load_config
+    from emogen_cli.core.emotions import EMOTIONS
+    from emogen_cli.inference import export as export_module
+    from emogen_cli.stage2 import mapper as mapper_module
+
+    emotions = list(EMOTIONS)
+    emotions[1] = "../escaped"
+    with monkeypatch.context() as patched:
+        patched.setattr(mapper_module, "check_name", lambda name, *args, **kwargs: name)
+        patched.setattr(export_module, "EXPORT_NAME", re.compile(r".+"))
+        bundle = _crafted_bundle(Path(load_config(mapper_config).generate.mapper), tmp_path / "b", emotions)
+        out = tmp_path / "out"
+        for fmt in ("a1111", "diffusers"):
+            result = cli("export", "all", "--format", fmt, "--name", "{emotion}", "--mapper", bundle, "--out", out)
+            assert_one_error(result, 1, "lies outside the output folder")
+        assert not out.exists() and not (tmp_path / "escaped.pt").exists() and not (tmp_path / "escaped").exists()
+    named = cli("export", "amusement", "--name", "../x-{emotion}", "--mapper", bundle, "--out", out)
+    assert_one_error(named, 1, "--name gives the embedding name '../x-emotion', which is not a plain word")
+    same = cli("export", "all", "--name", "mine", "--mapper", load_config(mapper_config).generate.mapper, "--out", out)
+    assert_one_error(same, 1, "would give all 8 emotions the same name")
+    assert not out.exists()

@@ -42,3 +42,34 @@ def test_overrides_set_and_add_keys_and_the_result_loads(tmp_path):
     assert cfg.model.clip == str(tmp_path / "models" / "clip")
     assert cfg.mapper.encoder == cfg.encoder.output == str(tmp_path / "out" / "encoder")
     assert cfg.generate.mapper == cfg.mapper.output
+
+
+def test_the_quick_start_can_run_twice(cli, stage1, tmp_path):
+    """The README one-liner again: dev commands accept their own identical output, prepare reuses its manifest,
+    a trainer whose --out holds the finished output of the same run says so; another run there is refused."""
+    for args in (["dev", "tiny-bundle", tmp_path / "tiny"], ["dev", "synthetic-emoset", tmp_path / "synthetic"]):
+        first = cli(*args, "--json")
+        assert first.code == 0 and first.json["already_there"] is False, first.err
+        files = {p: p.read_bytes() for p in Path(args[-1]).rglob("*") if p.is_file()}
+        again = cli(*args, "--json")
+        assert again.code == 0 and again.json["already_there"] is True, again.err
+        assert {p: p.read_bytes() for p in Path(args[-1]).rglob("*") if p.is_file()} == files
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no scratch left
+    (tmp_path / "tiny" / "unet" / "config.json").write_text("{}")  # not what tiny-bundle writes: refused
+    changed = cli("dev", "tiny-bundle", tmp_path / "tiny")
+    assert changed.code == 1 and "does not hold what this command writes" in changed.err
+
+    assert cli("prepare", "-c", stage1, "--cache-latents").code == 0
+    encoder = tmp_path / "encoder" / "config.json"
+    before = encoder.read_bytes()
+    done = cli("train-encoder", "-c", stage1, "--max-steps", "2", "--json")
+    assert done.code == 0 and done.json["already_done"] is True and done.json["steps"] == 2, done.err
+    assert encoder.read_bytes() == before
+    mapper = cli("train-mapper", "-c", stage1, "--max-steps", "2", "--json")
+    assert mapper.code == 0 and "already_done" not in mapper.json, mapper.err
+    bundle = (tmp_path / "mapper" / "mapper.safetensors").read_bytes()
+    again = cli("train-mapper", "-c", stage1, "--max-steps", "2", "--json")
+    assert again.code == 0 and again.json["already_done"] is True and again.json["steps"] == 2, again.err
+    assert (tmp_path / "mapper" / "mapper.safetensors").read_bytes() == bundle
+    other = cli("train-mapper", "-c", stage1, "--max-steps", "3")
+    assert other.code == 1 and "from other settings or data" in other.err and "rm -rf" in other.err

@@ -168,3 +168,17 @@ def test_cli_import_official(cli, tmp_path):
     assert result.json["emotion_dim"] == 768 and result.json["has_classifier"] is False
     again = cli("train-encoder", "--import-official", src, "--out", tmp_path / "enc")
     assert again.code == 1 and "already holds" in again.err
+
+
+def test_train_encoder_says_how_many_images_each_accuracy_comes_from(cli, tiny_config, tmp_path):
+    out = tmp_path / "counted"
+    shown = cli("train-encoder", "-c", tiny_config, "--max-steps", "2", "--out", out)
+    assert shown.code == 0, shown.err
+    result = cli("train-encoder", "-c", tiny_config, "--max-steps", "2", "--out", tmp_path / "json", "--json").json
+    val, counted = result["val_images"], result["train_accuracy_images"]
+    assert 0 < val < 50 and 0 < counted <= result["train_images"]
+    assert all(h["val_images"] == val for h in result["history"])
+    text = " ".join(shown.out.split())
+    assert f"val accuracy ({val} images)" in text or f"val accuracy ({val} image)" in text
+    assert f"on {counted} training images" in text and f"on {val} validation image" in text
+    assert f"The validation split has {val} image" in shown.err  # a small split is said to be small

@@ -123,3 +123,32 @@ def test_evaluate_missing_backends_and_bad_input(cli, mapper_config, tmp_path, m
     empty.mkdir()
     nothing = cli("evaluate", empty, "-c", mapper_config)
     assert nothing.code == 1 and "No readable images" in nothing.err
+
+
+def test_evaluate_labels_fid_features_and_references_and_says_a_missing_package_once(cli, mapper_config, tmp_path,
+                                                                                      monkeypatch):
+    monkeypatch.setitem(sys.modules, "lpips", None)  # import lpips -> ImportError
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: one table row per line
+    classifier = Path(load_config(mapper_config).model.pretrained) / "classifier"
+    gen = tmp_path / "gen"
+    assert cli("generate", "-e", "awe,fear", "-n", "3", "-c", mapper_config, "--out", gen).code == 0
+    shown = cli("evaluate", gen, "-c", mapper_config, "--object-model", classifier, "--scene-model", classifier,
+                "--pairs", "3")
+    assert shown.code == 0, shown.err
+    text = shown.out + shown.err
+    assert text.count("pip install lpips") == 1  # the missing package is said once
+    # the FID column names its features; the paper's (Inception) FIDs are marked as such beside a CLIP FID
+    table = " ".join(shown.out.split())
+    assert "FID (CLIP)" in table and "41.60 (Inception)" in table
+    assert "each emotion's row against that emotion's reference images" in table
+    assert "comes from under 50 images" in shown.err and "awe (3)" in shown.err
+    report = json.loads((gen / "evaluation" / "report.json").read_text())
+    fid = report["metrics"]["fid"]
+    assert fid["features"] == "clip" and fid["few_images"] == {"awe": 3, "fear": 3}
+    prepared = load_config(mapper_config).data.prepared
+    assert fid["reference"] == prepared and set(fid["reference_per_emotion"]) == {"awe", "fear"}
+    assert 0 < sum(fid["reference_per_emotion"].values()) < fid["reference_images"]  # own emotion's vs all
+    md = (gen / "evaluation" / "report.md").read_text()
+    assert "| FID (CLIP) |" in md and "41.60 (Inception)" in md
+    assert f"overall against all {fid['reference_images']} reference images of {prepared}" in md
+    assert report["metrics"]["lpips"]["unavailable"].startswith("LPIPS needs the lpips package")

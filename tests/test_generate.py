@@ -163,8 +163,11 @@ def test_accelerate_launch_splits_images_between_processes(mapper_config, tmp_pa
                             capture_output=True, text=True, env=env, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
     for i in range(3):
-        a = np.asarray(Image.open(tmp_path / "multi" / f"awe-{i:05d}.png"))
-        assert np.array_equal(a, np.asarray(Image.open(tmp_path / "single" / f"awe-{i:05d}.png")))
+        # Same seeds, same shapes; a process of a gloo group may still round a GEMM differently in the last float
+        # bit (BLAS kernels depend on buffer alignment), which can move a pixel by one level of 255 and no more.
+        a = np.asarray(Image.open(tmp_path / "multi" / f"awe-{i:05d}.png")).astype(int)
+        b = np.asarray(Image.open(tmp_path / "single" / f"awe-{i:05d}.png")).astype(int)
+        assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.1
     assert len((tmp_path / "multi" / "index.jsonl").read_text().splitlines()) == 3
     assert (tmp_path / "multi" / "grid-awe-00000.png").is_file()
 

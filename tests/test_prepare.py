@@ -77,7 +77,7 @@ def test_latent_cache_is_resumable(tiny_config, tmp_path):
     index = json.loads((latents / INDEX).read_text())
     cache = LatentCache(latents)
     sample = cache["awe_00001"]
-    assert sample.shape == (8, 8, 8)  # mean + logvar of 4 latent channels at 16 px / 2
+    assert sample.shape == (8, 2, 2)  # mean + logvar of 4 latent channels at 16 px / 8
     # A second run finds everything cached and re-encodes nothing.
     again = prepare(cfg, cache_latents=True)
     assert again["latents"] == {"cached": 48, "new": 0, "path": str(latents)}

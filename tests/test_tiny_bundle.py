@@ -22,3 +22,18 @@ def test_tiny_bundle_round_trips_through_from_pretrained(tiny_bundle):
     assert image.shape == (1, 16, 16, 3)
     resnet = ResNetModel.from_pretrained(str(tiny_bundle / "resnet"))
     assert resnet(torch.zeros(1, 3, 32, 32)).pooler_output.shape == (1, 32, 1, 1)
+
+
+def test_tiny_vae_downsamples_8x_like_sds(tiny_bundle):
+    """SD's VAE structure (4 blocks, 3 downsampling): a 512 px photo gives 64x64 latents, not 256x256 (which made
+    `emogen edit photo.jpg` on the demo models attend over 65,536 tokens for minutes)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    vae = AutoencoderKL.from_pretrained(str(tiny_bundle / "vae"))
+    assert len(vae.config.block_out_channels) == 4 and vae.config.block_out_channels[-1] == vae.config.block_out_channels[-2]
+    with torch.no_grad():
+        latents = vae.encode(torch.zeros(1, 3, 64, 48)).latent_dist.mean
+        assert latents.shape == (1, 4, 8, 6)
+        assert vae.decode(latents).sample.shape == (1, 3, 64, 48)
+    unet = UNet2DConditionModel.from_pretrained(str(tiny_bundle / "unet"))
+    assert unet.config.sample_size * 8 == 16  # the tiny resolution, in latents

@@ -20,14 +20,6 @@ from emogen_cli.core.config import Config
 app = typer.Typer(cls=Group, help="Developer helpers: tiny models and synthetic data.", no_args_is_help=True)
 
 
-def _refuse_non_empty(out: Path, overwrite: bool) -> None:
-    """Never write random weights or synthetic images into a folder that holds something (a real EmoSet)."""
-    from emogen_cli.core.errors import EmogenError
-
-    if not overwrite and out.is_dir() and any(out.iterdir()):
-        raise EmogenError(f"'{out}' is not empty.", "Choose a new folder, or pass --overwrite to write into it anyway.")
-
-
 @command(examples="emogen dev tiny-bundle runs/tiny\nemogen dev tiny-bundle runs/mid --size mid", writes=["out"])
 def tiny_bundle(
     out: Annotated[Path, typer.Argument(help="Folder to write the tiny models to.")],
@@ -40,13 +32,16 @@ def tiny_bundle(
 ) -> None:
     """Write tiny random-weight SD/CLIP/ResNet models in their real folder layouts."""
     from emogen_cli.core.errors import EmogenError
+    from emogen_cli.testing.chain import build_or_match
     from emogen_cli.testing.tiny import SIZES, build_tiny_bundle
 
     if size not in SIZES:
         raise EmogenError(f"Unknown size '{size}'.", f"Choose one of: {', '.join(SIZES)}.")
-    _refuse_non_empty(out, overwrite)
-    path = build_tiny_bundle(out, seed=cfg.runtime.seed, size=size)
-    emit({"path": str(path)}, json_, lambda r: say(f"Tiny model bundle written to {r['path']}"))
+    _, there = build_or_match(out, lambda folder: build_tiny_bundle(folder, seed=cfg.runtime.seed, size=size),
+                              overwrite, marker="emogen_tiny.json")
+    emit({"path": str(out), "already_there": there}, json_, lambda r: say(
+        f"{r['path']} already holds these tiny models (unchanged)" if there else
+        f"Tiny model bundle written to {r['path']}"))
 
 
 @command(examples="emogen dev synthetic-emoset data/synthetic", writes=["out"])
@@ -59,12 +54,14 @@ def synthetic_emoset(
     cfg: Config,
 ) -> None:
     """Write a small synthetic dataset in the real EmoSet layout (with a few broken entries)."""
+    from emogen_cli.testing.chain import build_or_match
     from emogen_cli.testing.synthetic import make_synthetic_emoset
 
-    _refuse_non_empty(out, overwrite)
-    expected = make_synthetic_emoset(out, seed=cfg.runtime.seed)
-    emit({"path": str(out), **expected}, json_,
-         lambda r: say(f"Synthetic EmoSet ({r['total_kept']} usable images) written to {r['path']}"))
+    expected, there = build_or_match(out, lambda folder: make_synthetic_emoset(folder, seed=cfg.runtime.seed),
+                                     overwrite, marker="train.json")
+    emit({"path": str(out), **expected, "already_there": there}, json_, lambda r: say(
+        f"{r['path']} already holds this synthetic EmoSet ({r['total_kept']} usable images, unchanged)" if there else
+        f"Synthetic EmoSet ({r['total_kept']} usable images) written to {r['path']}"))
 
 
 @command(examples="emogen dev tiny-config configs/tiny.yaml\n"

@@ -79,26 +79,27 @@ def _render(result: dict) -> None:
     from rich.table import Table
 
     from emogen_cli.cli._utils import plural
-    from emogen_cli.evaluation.report_files import LABELS, fmt
+    from emogen_cli.evaluation.report_files import fid_note, fmt, label, paper_cell
 
     names = list(result["metrics"])
+    metrics = result["metrics"]
+    caption = "\n".join(filter(None, [fid_note(result), f"report: {result['files']['markdown']}"]))
     table = Table(title=escape(f"{plural(result['images'], 'image')} in {result['folder']}"), title_justify="left",
-                  caption=escape(f"report: {result['files']['markdown']}"), caption_justify="left")
+                  caption=escape(caption), caption_justify="left")
     table.add_column("group")
     table.add_column("images", justify="right")
     for name in names:
-        table.add_column(LABELS[name], justify="right")
+        table.add_column(escape(label(name, metrics[name])), justify="right")
     for group, count in result["groups"].items():
         table.add_row(escape(group), str(count), *[fmt(n, (result["metrics"][n].get("per_emotion") or {}).get(group))
                                           for n in names])
     table.add_row("[bold]overall[/bold]", str(result["images"]),
                   *[f"[bold]{fmt(n, result['metrics'][n]['value'])}[/bold]" for n in names])
     for model, values in result["paper"].items():
-        table.add_row(f"[dim]paper: {escape(model)}[/dim]", "", *[f"[dim]{fmt(n, values.get(n))}[/dim]" for n in names])
+        table.add_row(f"[dim]paper: {escape(model)}[/dim]", "",
+                      *[f"[dim]{escape(paper_cell(n, values.get(n), metrics[n]))}[/dim]" for n in names])
     out_console.print(table)
-    for name in names:
-        if note := result["metrics"][name].get("unavailable"):
-            out_console.print(f"[yellow]{LABELS[name]} not computed:[/yellow] {escape(note)}", soft_wrap=True)
+    # a metric left out for a missing package was reported once while the run went on (stderr, also with --json)
     if (edit := result.get("edit")) and "mean" in edit:
         m = edit["mean"]
 

@@ -1,9 +1,10 @@
 """`emogen export`: a trained emotion as a textual-inversion embedding for diffusers, AUTOMATIC1111, ComfyUI.
 
 Usage examples:
-    emogen export awe --out runs/embeddings                       # runs/embeddings/awe/learned_embeds.safetensors
-    emogen export all --format a1111 --out sd-webui/embeddings    # awe.pt + awe.safetensors, ...
+    emogen export awe --out runs/embeddings          # runs/embeddings/emogen-awe/learned_embeds.safetensors
+    emogen export all --format a1111 --out sd-webui/embeddings    # emogen-awe.pt + emogen-awe.safetensors, ...
     emogen export fear --samples 4 --format a1111 --out runs/emb   # 4 vectors per embedding
+    emogen export all --format a1111 --name "mood-{emotion}"       # mood-awe.pt, ...
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from emogen_cli.core.config import Config
 emogen export awe --out runs/embeddings
 emogen export all --format a1111 --out stable-diffusion-webui/embeddings
 emogen export fear --samples 4 --format a1111 --out runs/emb
+emogen export all --format a1111 --name "mood-{emotion}"
 """, writes=["out"], options=[runtime_options])
 def export(
     emotion: Annotated[str, typer.Argument(help="Emotion name, a comma-separated list, or 'all'.")] = "all",
@@ -33,6 +35,10 @@ def export(
                                                                             if f.startswith(incomplete)])] = "diffusers",
     samples: SamplesOpt = None,
     out: ExportOutOpt = Path("runs/embeddings"),
+    name: Annotated[str, typer.Option("--name", help="Embedding name, also the file name and the prompt word; "
+                                      "{emotion} stands for the emotion. The default is a word no ordinary prompt "
+                                      "holds (AUTOMATIC1111 replaces the name wherever it appears in a prompt).")
+                    ] = "emogen-{emotion}",
     mapper: MapperOpt = None,
     overwrite: OverwriteOpt = False,
     *,
@@ -49,8 +55,14 @@ def export(
     format_ = format_.lower()
     with RichReporter() as reporter:
         result = export_embeddings(cfg.generate.mapper, [emotion], format_, out, samples, cfg.runtime.seed,
-                                   overwrite, reporter)
-    emit(result, json_, lambda r: say(
-        f"Wrote {plural(len(r['files']), 'file')} for {plural(len(r['emotions']), 'emotion')} "
-        f"({r['vectors']} x {r['dim']}-d) to "
-        f"{r['out']}; prompt words: {', '.join(r['prompt_words'].values())}"))
+                                   overwrite, reporter, name=name)
+    emit(result, json_, _render)
+
+
+def _render(r: dict) -> None:
+    tools = {"diffusers": "diffusers", "a1111": "AUTOMATIC1111", "comfyui": "ComfyUI"}
+    say(f"Wrote {plural(len(r['files']), 'file')} for {plural(len(r['emotions']), 'emotion')} "
+        f"({r['vectors']} x {r['dim']}-d) to {r['out']}.")
+    for tool, words in r["prompt_words_by_tool"].items():
+        say(f"Prompt words ({tools[tool]}): {', '.join(words.values())}")
+    say(f"For example: {r['example']}")

@@ -102,13 +102,17 @@ def _render_encoder(result: dict[str, Any]) -> None:
     table.add_column("epoch", justify="right")
     table.add_column("step", justify="right")
     table.add_column("loss", justify="right")
-    table.add_column("val accuracy", justify="right")
+    table.add_column(f"val accuracy ({plural(result['val_images'], 'image')})", justify="right")
     for row in result["history"]:
         acc = "-" if row["val_accuracy"] is None else f"{row['val_accuracy']:.3f}"
         table.add_row(str(row["epoch"]), str(row["step"]), f"{row['loss']:.4f}", acc)
     out_console.print(table)
     if result["train_accuracy"] is not None:
-        say(f"Train accuracy {result['train_accuracy']:.3f} on {plural(result['train_images'], 'image')}.")
+        counted = result.get("train_accuracy_images", result["train_images"])
+        say(f"Train accuracy {result['train_accuracy']:.3f} on {plural(counted, 'training image')} (after training, "
+            f"without augmentation); best val accuracy "
+            + ("-" if result["best_val_accuracy"] is None else f"{result['best_val_accuracy']:.3f}")
+            + f" on {plural(result['val_images'], 'validation image')}.")
 
 
 @command(examples="""

@@ -39,6 +39,7 @@ from emogen_cli.core.reporting import Reporter, progress
 from emogen_cli.core.runtime import resolve_device
 from emogen_cli.evaluation import metrics as M
 from emogen_cli.evaluation.gallery import GalleryImage, by_emotion, scan_gallery
+from emogen_cli.evaluation.report_files import MIN_FID_IMAGES
 
 PAPER = {"EmoGen": {"fid": 41.60, "lpips": 0.717, "emo-a": 0.7625, "sem-c": 0.633, "sem-d": 0.0335},
          "SD": {"fid": 44.05, "lpips": 0.687, "emo-a": 0.7077, "sem-c": 0.608, "sem-d": 0.0199}}
@@ -286,7 +287,7 @@ class Evaluation:
             if importlib.util.find_spec("torch_fidelity") is None:
                 raise Unavailable("Inception FID needs torch-fidelity.", "pip install torch-fidelity, or --fid-features clip.")
             fake, real = self._inception([im.path for im in self.images]), self._inception([im.path for im in reference])
-            backend = "Inception-v3 pool features (torch-fidelity)"
+            backend = "Inception-v3 pool features (torch-fidelity), as the paper's"
         else:
             from emogen_cli.core.clipspace import clip_image_features
 
@@ -294,15 +295,26 @@ class Evaluation:
             real = clip_image_features(self.clip(), [im.path for im in reference], self.device, self.batch,
                                        self.reporter, "Reference features")
             backend = f"CLIP image features ({self.clip_name()}); not comparable to Inception FIDs such as the paper's"
-        per = {}
+        per, per_reference = {}, {}
         for group, idx in self.groups.items():
             ref = [k for k, im in enumerate(reference) if im.emotion == group]
+            per_reference[group] = len(ref)
             if len(idx) >= 2 and len(ref) >= 2:
                 per[group] = M.frechet_distance(real[ref], fake[idx])
         if len(self.images) < 2:
             raise Unavailable("FID needs at least two generated images.")
+        where = self.config.evaluate.reference or self.config.data.prepared
+        few = {g: len(idx) for g, idx in self.groups.items() if len(idx) < MIN_FID_IMAGES}
+        if few:
+            self.reporter.warn(
+                f"FID of {', '.join(f'{g} ({n})' for g, n in few.items())} comes from under {MIN_FID_IMAGES} images "
+                f"per emotion: such FIDs are mostly small-sample bias; generate at least {MIN_FID_IMAGES} (the paper "
+                "used thousands) before comparing them.")
         return {"value": M.frechet_distance(real, fake), "per_emotion": per, "backend": backend,
-                "reference_images": len(reference)}
+                "features": kind, "reference_images": len(reference), "reference": str(where),
+                "reference_per_emotion": per_reference, "few_images": few,
+                "scope": "each emotion against the reference images of that emotion; overall: every image against "
+                         "all reference images"}
 
     def _inception(self, paths: list[Path]) -> torch.Tensor:
         from torchmetrics.image.fid import NoTrainInceptionV3
@@ -391,7 +403,7 @@ def evaluate(config: Config, folder: str | Path, out: str | Path | None = None, 
             results[name] = getattr(run, name.replace("-", "_"))()
         except EmogenError as exc:  # one metric's missing model or input must not lose the others' work
             reason = exc.message + (f" {exc.hint}" if exc.hint else "")
-            if isinstance(exc, Unavailable) and not explicit:
+            if isinstance(exc, Unavailable) and not explicit:  # said once here; the table shows "-"
                 results[name] = {"value": None, "unavailable": reason}
             else:
                 results[name] = {"value": None, "failed": reason}

@@ -17,21 +17,58 @@ LABELS = {"fid": "FID (lower is better)", "lpips": "LPIPS", "emo-a": "Emo-A", "s
 FORMATS = {"fid": "{:.2f}", "lpips": "{:.3f}", "emo-a": "{:.2%}", "sem-c": "{:.3f}", "sem-d": "{:.4f}"}
 
 
+FEATURES = {"inception": "Inception", "clip": "CLIP"}
+MIN_FID_IMAGES = 50  # below this many images a FID is mostly small-sample bias (FIDs want thousands)
+
+
 def fmt(name: str, value: float | None) -> str:
     return "-" if value is None else FORMATS[name].format(value)
 
 
+def label(name: str, metric: dict[str, Any]) -> str:
+    """A column's header: the FID names its feature extractor (the paper's FIDs are Inception FIDs)."""
+    if name == "fid" and metric.get("features") in FEATURES:
+        return f"FID ({FEATURES[metric['features']]})"
+    return LABELS[name]
+
+
+def paper_cell(name: str, value: float | None, metric: dict[str, Any]) -> str:
+    """The paper's value; its FID is marked as an Inception FID when this run's FID is not one."""
+    if name == "fid" and value is not None and metric.get("features") not in (None, "inception"):
+        return f"{fmt(name, value)} (Inception)"
+    return fmt(name, value)
+
+
+def fid_note(result: dict[str, Any]) -> str | None:
+    """Which reference each FID is measured against (one line), or None without a FID."""
+    fid = result["metrics"].get("fid") or {}
+    if fid.get("value") is None or "reference_per_emotion" not in fid:
+        return None
+    own = ", ".join(f"{g} {n}" for g, n in fid["reference_per_emotion"].items())
+    note = (f"FID: each emotion's row against that emotion's reference images ({own}); overall against all "
+            f"{fid['reference_images']} reference images of {fid['reference']}")
+    if fid.get("features") != "inception":
+        note += "; CLIP features, not comparable with the paper's Inception FIDs"
+    if fid.get("few_images"):
+        note += f"; under {MIN_FID_IMAGES} images (unreliable): {', '.join(fid['few_images'])}"
+    return note + "."
+
+
 def markdown(result: dict[str, Any]) -> str:
     names = list(result["metrics"])
-    head = "| group | images | " + " | ".join(LABELS[n] for n in names) + " |"
+    metrics = result["metrics"]
+    head = "| group | images | " + " | ".join(label(n, metrics[n]) for n in names) + " |"
     lines = [f"# emogen evaluation of `{result['folder']}`", "", head, "|" + "---|" * (len(names) + 2)]
     for group, count in result["groups"].items():
-        cells = [fmt(n, (result["metrics"][n].get("per_emotion") or {}).get(group)) for n in names]
+        cells = [fmt(n, (metrics[n].get("per_emotion") or {}).get(group)) for n in names]
         lines.append(f"| {group} | {count} | " + " | ".join(cells) + " |")
     lines.append(f"| **overall** | {result['images']} | "
-                 + " | ".join(f"**{fmt(n, result['metrics'][n]['value'])}**" for n in names) + " |")
+                 + " | ".join(f"**{fmt(n, metrics[n]['value'])}**" for n in names) + " |")
     for model, values in result["paper"].items():
-        lines.append(f"| paper: {model} | | " + " | ".join(fmt(n, values.get(n)) for n in names) + " |")
+        lines.append(f"| paper: {model} | | " + " | ".join(paper_cell(n, values.get(n), metrics[n]) for n in names)
+                     + " |")
+    if note := fid_note(result):
+        lines += ["", note]
     lines += ["", "How each metric was computed:", ""]
     for name in names:
         m = result["metrics"][name]
@@ -49,7 +86,7 @@ def bar_chart(result: dict[str, Any]) -> Image.Image:
     draw = ImageDraw.Draw(image)
     for p, (name, values) in enumerate(panels):
         top = p * panel_h + 10
-        draw.text((10, top), LABELS[name], fill="black", font=font)
+        draw.text((10, top), label(name, result["metrics"][name]), fill="black", font=font)
         peak = max(abs(v) for v in values.values()) or 1.0
         step = (width - 20) / max(1, len(values))
         for i, (group, value) in enumerate(values.items()):

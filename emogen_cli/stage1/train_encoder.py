@@ -41,6 +41,37 @@ from emogen_cli.data.datasets import EpochSampler, LabelledImages, set_epoch
 from emogen_cli.data.emoset import scan_emoset
 from emogen_cli.stage1.encoder import EmotionClassifier, EmotionSpace, EncoderBundle, encoder_config
 
+MIN_VAL_IMAGES = 50  # fewer validation images than this: the accuracy is reported with a warning
+
+
+def run_fingerprint(config: Config, section: str, files: list[Path]) -> str:
+    """What makes a training run the same run: its config section (less where it writes and how often it
+    checkpoints), the model ids, seed and precision, and the bytes of the input files it reads."""
+    from emogen_cli.core.files import file_digest
+
+    free = {"output", "checkpoint_every", "keep_checkpoints"}
+    values = {k: v for k, v in dataclasses.asdict(getattr(config, section)).items() if k not in free}
+    values.update({"model": dataclasses.asdict(config.model), "seed": config.runtime.seed,
+                   "precision": config.runtime.mixed_precision, "inputs": file_digest(*files)})
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def finished_run(out_dir: Path, fingerprint: str, what: str, reporter: Reporter) -> dict[str, Any] | None:
+    """The recorded result when `out_dir` holds the finished output of this very run (re-running a command,
+    such as the README's quick start, is then a no-op); None when it holds nothing finished; otherwise refuses."""
+    from emogen_cli.core.files import read_json
+
+    if not (out_dir / "config.json").is_file():
+        return None
+    recorded = read_json(out_dir / "config.json", f"{what.capitalize()} config")
+    run = recorded.get("run") if isinstance(recorded, dict) else None
+    if isinstance(run, dict) and run.get("fingerprint") == fingerprint and isinstance(run.get("result"), dict):
+        reporter.info(f"'{out_dir}' already holds this {what}, trained with the same settings and data: nothing to do.")
+        return {**run["result"], "already_done": True}
+    raise EmogenError(f"'{out_dir}' already holds a trained {what} (from other settings or data).",
+                      f"Choose another --out, pass --resume to continue its checkpoints, or delete it to start over "
+                      f"(rm -rf {out_dir}).")
+
 
 class Stage1Images(LabelledImages):
     """LabelledImages with the configured stage-1 preprocessing for the deterministic (eval) path."""
@@ -108,9 +139,11 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
     seed = config.runtime.seed
     out_dir = Path(out or cfg.output)
     root = Path(data_root or config.data.root)
-    if (out_dir / "config.json").is_file() and not resume:
-        raise EmogenError(f"'{out_dir}' already holds a trained encoder.",
-                          "Choose another --out, or pass --resume to continue its checkpoints.")
+    split_files = [root / f"{split}.json" for split in ("train", "val", "test")]
+    fingerprint = run_fingerprint(config, "encoder", [*split_files, Path(cfg.backbone) / "config.json",
+                                                      Path(cfg.backbone) / "model.safetensors"])
+    if not resume and (done := finished_run(out_dir, fingerprint, "encoder", reporter)) is not None:
+        return done
     ckpt_dir = out_dir / "checkpoints"
     if list_checkpoints(ckpt_dir) and not resume:
         raise EmogenError(f"'{out_dir}' holds checkpoints of an unfinished run.", "Pass --resume to continue it.")
@@ -123,6 +156,9 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
         val, train = train[::20], [s for i, s in enumerate(train) if i % 20]
     if not train:
         raise EmogenError(f"No usable training image found under '{root}'.", "Check the EmoSet root.")
+    if val and len(val) < MIN_VAL_IMAGES:
+        reporter.warn(f"The validation split has {len(val)} image(s): its accuracy moves in steps of "
+                      f"{1 / len(val):.0%} and says little (EmoSet's has thousands).")
     index = {e: i for i, e in enumerate(EMOTIONS)}
 
     mean, std = stage1_stats(cfg.preprocessing)
@@ -187,10 +223,11 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
                 best_state = {k: v.detach().cpu().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
                 if accelerator.is_main_process:
                     atomic_save_safetensors(ckpt_dir / "best.safetensors", {k: v.contiguous() for k, v in best_state.items()})
-        history.append({"epoch": step // steps_per_epoch, "step": step, "loss": loss_value, "val_accuracy": acc})
+        history.append({"epoch": step // steps_per_epoch, "step": step, "loss": loss_value, "val_accuracy": acc,
+                        "val_images": len(val)})
         saved_step = -1  # the state changed: a checkpoint of this step must be written again
         if acc is not None:
-            reporter.info(f"epoch {history[-1]['epoch']}: val accuracy {acc:.3f}")
+            reporter.info(f"epoch {history[-1]['epoch']}: val accuracy {acc:.3f} on {len(val)} image(s)")
         model.train()
 
     stop = StopSignals()
@@ -233,7 +270,7 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
         _, logits, labels = _features(model, accelerator.prepare(eval_loader(val)), accelerator)
         acc = (logits.argmax(1) == labels).float().mean().item()
         reported.append({"epoch": math.ceil(step / steps_per_epoch), "step": step, "loss": loss_value,
-                         "val_accuracy": acc})
+                         "val_accuracy": acc, "val_images": len(val)})
         if acc > best:
             best, best_state = acc, None  # the final weights are the best
     final = accelerator.unwrap_model(model)
@@ -248,18 +285,22 @@ def train_encoder(config: Config, data_root: str | Path | None = None, out: str 
     train_images = {s.image for s in train}
     in_train = torch.tensor([s.image in train_images for s in space_samples])
     train_acc = ((logits.argmax(1) == labels)[in_train].float().mean().item() if in_train.any() else None)
+    train_acc_images = int(in_train.sum())  # the training images among the emotion space's, without augmentation
+    result = {"path": str(out_dir), "steps": step, "final_loss": None if math.isnan(loss_value) else loss_value,
+              "train_accuracy": train_acc,
+              "train_accuracy_images": train_acc_images, "best_val_accuracy": best if val else None,
+              "history": reported, "emotion_dim": cfg.emotion_dim, "emotions": list(EMOTIONS),
+              "skipped": dict(scan.skipped), "train_images": len(train), "space_images": len(space_samples),
+              "preprocessing": cfg.preprocessing, "val_images": len(val)}
     bundle = EncoderBundle(
         encoder_config(final.backbone.config, cfg.backbone, cfg.emotion_dim, cfg.dropout, cfg.image_size,
                        preprocessing=cfg.preprocessing, space_splits=list(cfg.space_splits),
-                       space_images=len(space_samples), train_images=len(train), val_images=len(val), best_val_accuracy=best if val else None,
-                       history=reported, seed=seed),
+                       space_images=len(space_samples), train_images=len(train), val_images=len(val),
+                       best_val_accuracy=best if val else None, history=reported, seed=seed,
+                       run={"fingerprint": fingerprint, "result": result if step >= total else None}),
         space, final.cpu().eval(),
     )
     if accelerator.is_main_process:
         bundle.save(out_dir)
     accelerator.wait_for_everyone()
-    return {"path": str(out_dir), "steps": step, "final_loss": loss_value, "train_accuracy": train_acc,
-            "best_val_accuracy": best if val else None, "history": reported, "emotion_dim": cfg.emotion_dim,
-            "emotions": list(EMOTIONS), "skipped": dict(scan.skipped), "train_images": len(train),
-            "space_images": len(space_samples), "preprocessing": cfg.preprocessing,
-            "val_images": len(val)}
+    return result

@@ -132,11 +132,41 @@ _HINT = "Pass a folder written by `emogen train-mapper`, or train it again."
 _DIMS = ("in_dim", "hidden_dim", "out_dim", "layers")
 
 
+# Names a bundle gives (bundles come from the Hub: untrusted input) are checked when it loads. Emotion names become
+# file and folder names (generate's `awe-00000.png`, export's `emogen-awe.pt`), so they are plain lower-case
+# identifiers; the files config.json lists are plain file names inside the bundle folder; the placeholder is one
+# tokenizer token (`<emotion>`); attribute names are CLIP text (EmoSet's, normalised: `mountain_snowy`), never
+# paths, but still start with a letter or digit. None may hold `..`, a backslash, whitespace other than single
+# spaces, or control characters.
+EMOTION_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+PLACEHOLDER_NAME = re.compile(r"[\w<>*+.-]{1,64}")
+ATTRIBUTE_NAME = re.compile(r"\w(?:[\w'&+.,()/-]| (?! )){0,99}")
+
+
+def check_name(name: Any, kind: str, pattern: re.Pattern[str], where: Path, reserved: tuple[str, ...] = ()) -> str:
+    """`name` if it is a string matching `pattern` in full, with no `..` and not `reserved`; else one line naming
+    the file it came from."""
+    if isinstance(name, str) and pattern.fullmatch(name) and ".." not in name and name not in reserved:
+        return name
+    shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+    raise EmogenError(f"Mapper bundle file '{where}' gives an unsafe or invalid {kind} name {shown}.",
+                      "Bundle names must be plain identifiers (emotions like 'awe'); this bundle is damaged or "
+                      "crafted: do not use it.")
+
+
 def _check_attributes(path: Path, attributes: Any, emotions: int) -> None:
     """attributes.json: {"names": [...], "confidence": {name: [one value per emotion] | null}}."""
     names = attributes.get("names") if isinstance(attributes, dict) else None
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise EmogenError(f"Attributes file '{path}' has no list of attribute names.", _HINT)
+    vocabulary = attributes.get("vocabulary")
+    vocabulary = vocabulary.get("names") if isinstance(vocabulary, dict) else None
+    confidence = attributes.get("confidence") or {}
+    if not isinstance(vocabulary or [], list) or not isinstance(confidence, dict):
+        raise EmogenError(f"Attributes file '{path}' has a vocabulary or confidence table of the wrong type.", _HINT)
+    for name in [*names, *confidence, *(vocabulary or [])]:
+        check_name(name, "attribute", ATTRIBUTE_NAME, path)
     for name, row in (attributes.get("confidence") or {}).items():
         if row is None:
             continue
@@ -161,6 +191,15 @@ def load_mapper(path: str | Path) -> MapperBundle:
         raise EmogenError(f"Mapper config '{where}' has no list of emotion names.", _HINT)
     if not isinstance(config.get("placeholder"), str) or not config["placeholder"]:
         raise EmogenError(f"Mapper config '{where}' has no placeholder token.", _HINT)
+    for emotion in emotions:
+        check_name(emotion, "emotion", EMOTION_NAME, where, reserved=("all",))  # `all` names every emotion
+    if len(set(emotions)) != len(emotions):
+        raise EmogenError(f"Mapper config '{where}' names an emotion twice.", _HINT)
+    check_name(config["placeholder"], "placeholder token", PLACEHOLDER_NAME, where)
+    if not isinstance(config.get("files") or {}, dict):
+        raise EmogenError(f"Mapper config '{where}' has a 'files' entry that is not a table of file names.", _HINT)
+    for name in config.get("files") or {}:
+        check_name(name, "file", FILE_NAME, where)
     check_bundle_files(path, config, "Mapper", _HINT)
     mapper = MappingNetwork(config["in_dim"], config["hidden_dim"], config["out_dim"], config["layers"])
     weights = read_safetensors(path / "mapper.safetensors", "Mapper weights", _HINT)

@@ -247,8 +247,15 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     reporter = reporter or Reporter()
     cfg, seed = config.mapper, config.runtime.seed
     out_dir, ckpt_dir = Path(cfg.output), Path(cfg.output) / "checkpoints"
-    if (out_dir / "config.json").is_file() and not resume:
-        raise EmogenError(f"'{out_dir}' already holds a mapper bundle.", "Choose another --out, or pass --resume.")
+    from emogen_cli.stage1.train_encoder import finished_run, run_fingerprint
+
+    prepared_path = Path(prepared_dir or config.data.prepared)
+    fingerprint = run_fingerprint(config, "mapper", [
+        prepared_path / "prepared.json", prepared_path / MANIFEST, *(Path(cfg.encoder) / n for n in (
+            "config.json", "model.safetensors", "emotion_space.safetensors")),
+        *([Path(cfg.confidence)] if cfg.confidence else []), *([Path(cfg.emotion_probe)] if cfg.emotion_probe else [])])
+    if not resume and (done := finished_run(out_dir, fingerprint, "mapper bundle", reporter)) is not None:
+        return done
     if list_checkpoints(ckpt_dir) and not resume:
         raise EmogenError(f"'{out_dir}' holds checkpoints of an unfinished run.", "Pass --resume to continue it.")
     prepared = load_prepared(prepared_dir or config.data.prepared)
@@ -387,6 +394,12 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
                     break
     checkpoint()
 
+    last = history[-1] if history else {}
+    result = {"path": str(out_dir), "steps": step, "final": last, "history": history[-50:],
+              "cached_latents": latents is not None, "attributes": len(attributes),
+              "attribute_source": vocabulary["source"],
+              "attribute_vocabulary": vocabulary["kind"], "semantic_token": cfg.semantic_token,
+              "emotion_probe": probe_source, "probe_accuracy": table.get("probe_accuracy")}
     bundle = MapperBundle(
         config={
             "format": FORMAT, "version": 1, "emotions": list(EMOTIONS), "placeholder": cfg.placeholder,
@@ -399,6 +412,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
             "emotion_probe": {"source": probe_source, "used_by_loss": cfg.lambda_emo > 0,
                               "file": "emotion_probe.safetensors" if probe_source else None},
             "encoder": str(cfg.encoder), "prepared": str(prepared.path),
+            "run": {"fingerprint": fingerprint, "result": result if step >= total else None},
         },
         mapper=accelerator.unwrap_model(mapper).cpu().float().eval(),
         space=encoder.space, projection=projection,
@@ -414,13 +428,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
         bundle.save(out_dir)
         write_model_card(out_dir, history[-1] if history else None)  # README.md: the bundle describes itself
     accelerator.wait_for_everyone()
-    last = history[-1] if history else {}
-    return {"path": str(out_dir), "steps": step, "final": last, "history": history[-50:],
-            "cached_latents": latents is not None, "attributes": len(attributes),
-            "attribute_source": vocabulary["source"],
-            "attribute_vocabulary": vocabulary["kind"], "semantic_token": cfg.semantic_token,
-            "emotion_probe": probe_source,
-            "probe_accuracy": table.get("probe_accuracy")}
+    return result
 
 
 def _vae_scaling(pretrained: str, revision: str | None) -> float:

@@ -95,3 +95,51 @@ def build_tiny_chain(root: str | Path, size: str = "tiny", overrides: Mapping[st
     train_mapper(cfg)
     draft.replace(path)
     return path
+
+
+def build_or_match(out: str | Path, build, overwrite: bool = False, marker: str | None = None) -> tuple[Any, bool]:
+    """Run `build(folder)` into `out`, or accept an `out` that already holds exactly what it writes.
+
+    A missing or empty `out` (or `overwrite`) is built into directly. A non-empty one is compared, never
+    rewritten: `build` runs into a temporary folder beside it and every file's path and bytes must match
+    (so re-running `emogen dev tiny-bundle runs/tiny` is a no-op). Anything else is refused: the folder may
+    be a real dataset. Without the file `marker` (one `build` always writes), it is refused at once, unbuilt.
+    Returns (build's result, whether `out` was already there).
+    """
+    import filecmp
+    import shutil
+    import tempfile
+
+    from emogen_cli.core.errors import EmogenError
+
+    out = Path(out)
+    refusal = EmogenError(f"'{out}' is not empty and does not hold what this command writes.",
+                          "Choose a new folder, delete it to start over, or pass --overwrite to write into it anyway.")
+    if overwrite or not out.is_dir() or not any(out.iterdir()):
+        return build(out), False
+    if marker is not None and not (out / marker).is_file():
+        raise refusal
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".check", dir=out.parent))
+    try:
+        result = build(scratch)
+        ours = sorted(p.relative_to(scratch) for p in scratch.rglob("*") if p.is_file())
+        theirs = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+        same = ours == theirs and all(filecmp.cmp(scratch / rel, out / rel, shallow=False) for rel in ours)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if not same:
+        raise refusal
+    return _repath(result, scratch, out), True
+
+
+def _repath(value: Any, old: Path, new: Path) -> Any:
+    """`value` with the temporary folder's path replaced by the real one (in strings, lists and dicts)."""
+    if isinstance(value, Path):
+        return new / value.relative_to(old) if value == old or old in value.parents else value
+    if isinstance(value, str):
+        return value.replace(str(old), str(new))
+    if isinstance(value, dict):
+        return {k: _repath(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_repath(v, old, new) for v in value]
+    return value

@@ -12,12 +12,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-TINY_RESOLUTION = 16  # pixels; the VAE downsamples by 2, so latents are 8x8
+TINY_RESOLUTION = 16  # pixels; the VAE downsamples by 8 as SD's does, so latents are 2x2
 TEXT_WIDTH = 32
+VAE_SCALE = 8  # SD's VAE: 4 blocks, 3 of them downsampling (a 512 px photo -> 64x64 latents, as with SD 1.5)
+# SD 1.5's VAE has block widths (128, 256, 512, 512) and 2 resnets per block; the tiny one keeps the structure
+# (four blocks, the last two equally wide) at widths a CPU runs a 512 px photo through in about a second.
+TINY_VAE_CHANNELS = (8, 16, 32, 32)
 # "mid" is a larger random model for CPU benchmarks (still far below SD 1.5's 860M-parameter UNet).
 SIZES = {
-    "tiny": {"text_width": TEXT_WIDTH, "text_layers": 2, "unet": (32, 64), "resolution": TINY_RESOLUTION},
-    "mid": {"text_width": 256, "text_layers": 4, "unet": (64, 128, 256), "resolution": 64},
+    # groups: the UNet's GroupNorm groups; the tiny UNet's second level runs at 1x1 latents, where 32 groups of
+    # 32 channels would hold one value each (a training batch of 1 fails on that)
+    "tiny": {"text_width": TEXT_WIDTH, "text_layers": 2, "unet": (32, 64), "resolution": TINY_RESOLUTION, "groups": 8},
+    "mid": {"text_width": 256, "text_layers": 4, "unet": (64, 128, 256), "resolution": 64, "groups": 32},
 }
 
 
@@ -91,15 +97,15 @@ def build_tiny_bundle(path: str | Path, seed: int = 0, size: str = "tiny") -> Pa
     text_encoder.load_state_dict(clip.text_model.state_dict())
 
     unet = UNet2DConditionModel(
-        sample_size=resolution // 2, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=channels,
+        sample_size=resolution // VAE_SCALE, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=channels,
         down_block_types=("CrossAttnDownBlock2D",) * (len(channels) - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(channels) - 1), cross_attention_dim=width,
-        attention_head_dim=8, norm_num_groups=32,
+        attention_head_dim=8, norm_num_groups=dims["groups"],
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), latent_channels=4,
-        norm_num_groups=32, sample_size=resolution,
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * len(TINY_VAE_CHANNELS),
+        up_block_types=("UpDecoderBlock2D",) * len(TINY_VAE_CHANNELS), block_out_channels=TINY_VAE_CHANNELS,
+        layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=resolution,
     )
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, clip_sample=False,
