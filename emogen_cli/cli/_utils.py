@@ -148,6 +148,7 @@ def command(examples: str = "", writes: Iterable[Output] = (),
             from emogen_cli.core.validate import preflight
 
             params = defaults | given_params
+            _check_paths(params, signature)
             given = {name: params[name] for name in keyed if params.get(name) is not None}
             flags: dict[str, str] = {}
             for name in given:  # an alias and its option (--size, --resolution) set one key: one of them wins
@@ -170,6 +171,20 @@ def command(examples: str = "", writes: Iterable[Output] = (),
         return run  # type: ignore[return-value]
 
     return decorate
+
+
+def _check_paths(params: dict[str, Any], signature: inspect.Signature) -> None:
+    """Every path argument and option is a name a file system takes (a 5000-character paste is one line)."""
+    from emogen_cli.core.validate import check_path
+
+    for name, value in params.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, Path):
+                param = signature.parameters.get(name)
+                decls = [d for meta in getattr(getattr(param, "annotation", None), "__metadata__", ())
+                         for d in (getattr(meta, "default", None), *(getattr(meta, "param_decls", None) or ()))
+                         if isinstance(d, str) and d.startswith("--")]
+                check_path(item, decls[0] if decls else name.upper())
 
 
 def _output(spec: Output, params: dict[str, Any], cfg: Any) -> str | Path | None:
@@ -197,6 +212,8 @@ PrecisionOpt = Annotated[str | None, opt("--mixed-precision", key="runtime.mixed
                                          help="auto: bf16 (or fp16) on CUDA, fp32 on CPU.")]
 ModelOpt = Annotated[str | None, opt("--model", key="model.pretrained",
                                      help="Stable Diffusion hub id or local diffusers folder.")]
+StrictOpt = Annotated[bool | None, opt("--strict", key="generate.strict", help="Refuse a --model other than the "
+                                      "base model the mapper was trained on (by default: a warning).")]
 ClipOpt = Annotated[str | None, opt("--clip", key="model.clip", help="CLIP hub id or local folder.")]
 ResolutionOpt = Annotated[int | None, opt("--resolution", key="model.resolution",
                                           help="Image size in pixels (a multiple of 8).")]

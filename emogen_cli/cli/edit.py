@@ -20,6 +20,7 @@ from emogen_cli.cli._utils import (
     ModelOpt,
     RichReporter,
     StepsOpt,
+    StrictOpt,
     command,
     emit,
     out_console,
@@ -38,7 +39,8 @@ SigmaOpt = Annotated[float | None, typer.Option("--sigma", help="Width of the va
 
 
 def edit_options(sigma: SigmaOpt = None, steps: StepsOpt = None, guidance: GuidanceOpt = None,
-                 mapper: MapperOpt = None, out: OutOpt = None, model: ModelOpt = None) -> None:
+                 mapper: MapperOpt = None, out: OutOpt = None, model: ModelOpt = None,
+                 strict: StrictOpt = None) -> None:
     """Option group (see `command`): what edit and grid share besides `runtime_options`."""
 
 

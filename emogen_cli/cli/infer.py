@@ -28,6 +28,7 @@ from emogen_cli.cli._utils import (
     JsonOpt,
     MapperOpt,
     ModelOpt,
+    StrictOpt,
     OverwriteOpt,
     ResolutionOpt,
     RichReporter,
@@ -92,6 +93,7 @@ def sampling_options(
     batch_size: BatchOpt = None,
     baseline: BaselineOpt = False,
     model: ModelOpt = None,
+    strict: StrictOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Option group (see `command`): what generate, transfer and fuse share besides `runtime_options`."""

@@ -150,5 +150,5 @@ def grid(config, out: str | Path | None = None, valences: tuple[float, ...] = GR
     template = validate.template(prompt, "--prompt")
     va_weights(0.5, 0.5, sigma)  # a bad --sigma fails here, before the models load
     out = Path(out) if out is not None else Path(config.generate.output).parent / "va-grid"
-    generator = EmoGenPipeline(config, mapper)
+    generator = EmoGenPipeline(config, mapper, reporter=reporter)
     return va_grid(generator, out, config.runtime.seed, tuple(valences), tuple(arousals), sigma, template, reporter)
