@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from emogen_cli import __version__
 from emogen_cli.conditioning.intensity import blend, check_intensity, neutral_prompt
@@ -151,6 +150,8 @@ class EmoGenPipeline:
             self.device = resolve_device(device if device is not None else config.runtime.device)
             self.dtype = torch_dtype or DTYPES[resolve_precision(config.runtime.mixed_precision, self.device)]
             self.base_model = base_model or self.bundle.base_model(config)
+            self.bundle.check_base_model(self.base_model, config.model.revision, self.reporter,
+                                         config.generate.strict)
             self.pipe = load(StableDiffusionPipeline, self.base_model, revision=config.model.revision,
                              safety_checker=None, requires_safety_checker=False)
         self.scheduler_name = ""

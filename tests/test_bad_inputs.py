@@ -199,6 +199,22 @@ CASES = [
      "too close to tell apart in file names (0.1)"),
     ("grid-va-sigma-nan", ["grid", "va", "--sigma", "nan", "--out", "{tmp}/g"], 1,
      "--sigma must be a number in [0.001, 1000]"),
+    # paths no file system takes (a paste of 5000 characters), wherever they are given
+    ("edit-image-path-5000", ["edit", "{tmp}/" + "x" * 5000 + ".png", "-e", "awe"], 1,
+     "IMAGES '"),
+    ("generate-out-5000", [*GEN, "--out", "{tmp}/" + "x" * 5000], 1, "is too long to be a path (5"),
+    ("generate-out-long-name", [*GEN, "--out", "{tmp}/" + "x" * 300 + "/g"], 1,
+     "one of its names is 300 bytes long (at most 255)"),
+    ("model-long-name", [*GEN, "--model", "{tmp}/" + "y" * 300], 1, "--model is not a usable path"),
+    ("mapper-5000", [*GEN, "--mapper", "{tmp}/" + "m" * 5000], 1, "--mapper '"),
+    ("evaluate-folder-5000", ["evaluate", "{tmp}/" + "e" * 5000], 1, "FOLDER '"),
+    ("prompt-file-5000", ["transfer", "-e", "awe", "--prompt-file", "{tmp}/" + "p" * 5000], 1, "--prompt-file '"),
+    ("config-out-long", [*GEN, "--config", "{junk}/longout.yaml"], 1,
+     "Config key 'generate.output' is not a usable path"),
+    # config files nested or sized beyond any config, refused before they are parsed
+    ("config-nested-deep", [*GEN, "--config", "{junk}/deep.yaml"], 1, "nests more than 32 levels deep"),
+    ("config-nested-very-deep", [*GEN, "--config", "{junk}/deeper.yaml"], 1, "nest"),
+    ("config-too-large", [*GEN, "--config", "{junk}/large.yaml"], 1, "a config file is at most 1 MiB"),
 ]
 
 
@@ -214,6 +230,10 @@ def place(tmp_path: Path):
     files = {"enc/config.json": '{"format": "emogen-encoder"}', "map/config.json": '{"format": "emogen-mapper"}',
              "junk/fake.png": "not a PNG", "junk/empty.txt": "", "junk/bad.yaml": "a: b: c\n",
              "junk/list.yaml": "- a\n- b\n", "prep/prepared.json": json.dumps({"root": str(tmp_path)}),
+             "junk/deep.yaml": "a:\n" + "".join(" " * i + "k:\n" for i in range(1, 500)),
+             "junk/deeper.yaml": "a: " + "[" * 100_000 + "]" * 100_000 + "\n",
+             "junk/large.yaml": "generate: {negative_prompt: '" + "x" * (2 << 20) + "'}\n",
+             "junk/longout.yaml": "generate: {output: " + "o" * 300 + "}\n",
              "prep/manifest.jsonl": json.dumps({"id": "a", "image": "image/awe/a.jpg", "emotion": "awe",
                                                 "attribute": "lake", "kind": "scene", "split": "train"})}
     for name, text in files.items():
@@ -690,3 +710,139 @@ def test_export_writes_only_inside_out_even_past_the_bundle_check(cli, mapper_co
     same = cli("export", "all", "--name", "mine", "--mapper", load_config(mapper_config).generate.mapper, "--out", out)
     assert_one_error(same, 1, "would give all 8 emotions the same name")
     assert not out.exists()
+
+
+# -- model folders and bundles that are damaged, pickled or not the ones trained on (issue 19, points 8, 22, 24, 25) --
+
+def _chain(mapper_config: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(mapper_config.read_text())
+
+
+@pytest.fixture
+def model_copy(mapper_config, tmp_path) -> Path:
+    """A copy of the chain's base model (the tiny SD folder, without the extra models beside it)."""
+    import shutil
+
+    source = Path(_chain(mapper_config)["model"]["pretrained"])
+    copy = tmp_path / "model"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("clip", "resnet", "classifier"))
+    return copy
+
+
+EVERY_LOAD = [  # every command that loads the base model, with what it needs besides --model
+    ["generate", "-e", "awe", "-n", "1"],
+    ["transfer", "-e", "awe", "a cup"],
+    ["fuse", "awe", "fear"],
+    ["edit", "{img}", "-e", "awe"],
+    ["grid", "--va"],
+]
+
+
+@pytest.mark.parametrize("damage, text", [
+    ("empty", "it holds no tokenizer files (vocab.json and merges.txt, or tokenizer.json); found nothing"),
+    ("garbage", "tokenizer.json is not valid JSON"),
+    ("no-config", "sets no usable model_max_length"),
+    ("missing", "/tokenizer': the folder does not exist"),
+])
+def test_a_broken_tokenizer_folder_is_one_line_on_every_load_path(cli, mapper_config, model_copy, tmp_path, damage,
+                                                                   text):
+    import shutil
+
+    from PIL import Image
+
+    from emogen_cli.core.errors import EmogenError
+    from emogen_cli.pipeline import EmoGenPipeline
+
+    folder = model_copy / "tokenizer"
+    if damage == "missing":
+        shutil.rmtree(folder)
+    else:
+        for file in folder.iterdir():
+            if damage == "empty" or (damage == "garbage" and file.name == "tokenizer.json") or \
+                    (damage == "no-config" and file.name == "tokenizer_config.json"):
+                file.write_text("garbage" if damage == "garbage" else "") if damage == "garbage" else file.unlink()
+    Image.new("RGB", (16, 16), "red").save(tmp_path / "photo.png")
+    for args in EVERY_LOAD if damage == "empty" else EVERY_LOAD[:1]:
+        args = [a.replace("{img}", str(tmp_path / "photo.png")) for a in args]
+        result = cli(*args, "-c", mapper_config, "--model", model_copy, "--out", tmp_path / "out")
+        assert_one_error(result, 1, text)
+        assert str(model_copy) in result.err.splitlines()[0]
+    with pytest.raises(EmogenError) as info:  # the API: the same line, never an OverflowError
+        EmoGenPipeline.from_pretrained(_chain(mapper_config)["generate"]["mapper"], base_model=str(model_copy))
+    assert text in info.value.message
+
+
+def _pickle_with_an_object(path: Path) -> None:
+    """A torch .bin holding a Python object besides its tensors: torch's safe loader refuses it."""
+    import argparse
+
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(str(path.parent / "model.safetensors"))
+    (path.parent / "model.safetensors").unlink()
+    torch.save({**state, "extra": argparse.Namespace(run="code")}, path)
+
+
+def test_a_pickled_bin_is_named_with_the_way_out_in_the_cli_and_the_api(cli, mapper_config, model_copy, tmp_path):
+    from emogen_cli.core.errors import EmogenError
+    from emogen_cli.pipeline import EmoGenPipeline
+
+    weights = model_copy / "text_encoder" / "pytorch_model.bin"
+    _pickle_with_an_object(weights)
+    result = cli(*GEN, "-n", "1", "-c", mapper_config, "--model", model_copy, "--out", tmp_path / "out")
+    # (a re-saved text encoder is another file: the base-model warning comes first, rightly)
+    result.err = "\n".join(line for line in result.err.splitlines() if not line.startswith("Warning: "))
+    lines = assert_one_error(result, 1, f"'{weights}' holds pickled Python objects besides tensors")
+    assert "Internal error" not in result.err and "safetensors" in lines[1]
+    with pytest.raises(EmogenError) as info:  # the API too: no raw UnpicklingError
+        EmoGenPipeline.from_pretrained(_chain(mapper_config)["generate"]["mapper"], base_model=str(model_copy))
+    assert str(weights) in info.value.message and "safetensors" in info.value.hint
+
+
+@pytest.mark.parametrize("backbone, text", [
+    ({"hidden_sizes": [-5, 32]}, "backbone_config.hidden_sizes = [-5, 32]; expected a list of up to 16 integers"),
+    ({"depths": [1_000_000, 1]}, "backbone_config.depths = [1000000, 1]"),
+    ({"embedding_size": 10**12}, "backbone_config.embedding_size = 1000000000000; expected an integer in"),
+    ({"embedding_size": "8"}, "backbone_config.embedding_size = '8'"),
+    ({"layer_type": "x"}, "describes no buildable ResNet in backbone_config (Class validation error"),
+    ({"hidden_sizes": "ab"}, "backbone_config.hidden_sizes = 'ab'"),
+    ({"hidden_sizes": [4096] * 4, "depths": [64] * 4, "layer_type": "basic"}, "parameters (at most 500,000,000)"),
+])
+def test_a_bad_backbone_config_in_an_encoder_bundle_is_one_line(mapper_config, tmp_path, backbone, text):
+    import shutil
+
+    from emogen_cli.core.errors import EmogenError
+    from emogen_cli.stage1.encoder import load_encoder
+
+    encoder = tmp_path / "encoder"
+    shutil.copytree(_chain(mapper_config)["mapper"]["encoder"], encoder)
+    config = json.loads((encoder / "config.json").read_text())
+    config["backbone_config"].update(backbone)
+    (encoder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EmogenError) as info:
+        load_encoder(encoder)
+    assert text in info.value.message and "\n" not in str(info.value)
+
+
+def test_another_base_model_of_the_same_width_is_named_and_refused_with_strict(cli, mapper_config, model_copy,
+                                                                              tmp_path):
+    from emogen_cli.core.pretrained import model_fingerprint
+    from emogen_cli.testing.tiny import build_tiny_bundle
+
+    chain = _chain(mapper_config)
+    recorded = json.loads((Path(chain["generate"]["mapper"]) / "config.json").read_text())["base_model_fingerprint"]
+    assert set(recorded) == {"text_encoder", "unet"} and recorded == model_fingerprint(chain["model"]["pretrained"])
+    run = [*GEN, "-n", "1", "-c", mapper_config]
+    same = cli(*run, "--model", model_copy, "--out", tmp_path / "same")  # a copy elsewhere is the same model
+    assert same.code == 0 and "Warning" not in same.err, same.err
+    other = build_tiny_bundle(tmp_path / "other", seed=1)  # same widths, other weights
+    warned = cli(*run, "--model", other, "--out", tmp_path / "other-out")
+    assert warned.code == 0, warned.err
+    assert f"'{other}' is not the base model the mapper was trained on" in warned.err
+    assert "its text encoder and UNet differ" in warned.err and "--strict" in warned.err
+    refused = cli(*run, "--model", other, "--strict", "--out", tmp_path / "strict-out")
+    assert_one_error(refused, 1, "is not the base model the mapper was trained on")
+    assert not (tmp_path / "strict-out").exists()

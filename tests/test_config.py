@@ -91,3 +91,84 @@ def test_emotion_validation():
 def test_attribute_normalisation():
     assert normalise_attribute("  Amusement Park ") == "amusement_park"
     assert normalise_attribute("mountain   snowy") == "mountain_snowy"
+
+
+def test_a_verbatim_copy_of_default_yaml_sets_nothing_explicitly(tmp_path):
+    """A config copied from configs/default.yaml behaves as no config: the bundle's base model is used and evaluate
+    computes what is available (issue 19, point 9). An option is explicit even at its default."""
+    from emogen_cli.stage2.mapper import trained_model
+
+    copy = tmp_path / "copy.yaml"
+    copy.write_text((REPO / "configs" / "default.yaml").read_text())
+    cfg = load_config(copy)
+    assert cfg == Config()
+    assert not [key for key in _keys() if cfg.is_explicit(key)]
+    bundle = {"base_model": "runs/tiny", "clip_model": "runs/tiny/clip"}
+    assert trained_model(cfg, "pretrained", bundle) == "runs/tiny" and trained_model(cfg, "clip", bundle) == "runs/tiny/clip"
+    # a file value other than the default, and any option, count
+    copy.write_text("model: {pretrained: other/model}\nevaluate: {metrics: [fid, lpips, emo-a, sem-c, sem-d]}\n")
+    cfg = load_config(copy, {"model.clip": Config().model.clip})
+    assert cfg.is_explicit("model.pretrained") and cfg.is_explicit("model.clip")
+    assert not cfg.is_explicit("evaluate.metrics")
+    assert trained_model(cfg, "pretrained", bundle) == "other/model"
+    assert load_config(copy, {"evaluate.metrics": "fid,lpips,emo-a,sem-c,sem-d"}).is_explicit("evaluate.metrics")
+
+
+def test_evaluate_with_a_copy_of_default_yaml_skips_what_is_missing(cli, tmp_path, monkeypatch):
+    """`evaluate -c copy.yaml` treats the copied metric list as "all that are available": a metric whose package
+    is missing is noted, not a failure."""
+    from PIL import Image
+
+    from emogen_cli.evaluation import evaluate as module
+    from emogen_cli.evaluation.evaluate import Unavailable
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for k in range(2):
+        Image.new("RGB", (16, 16), (60 * k, 0, 0)).save(images / f"awe-{k:05d}.png")
+    copy = tmp_path / "copy.yaml"
+    copy.write_text((REPO / "configs" / "default.yaml").read_text())
+
+    def missing(self):
+        raise Unavailable("LPIPS needs the lpips package.", "pip install lpips")
+
+    for name in ("fid", "emo_a", "sem_c"):  # the models of the other metrics are not on this machine
+        monkeypatch.setattr(module.Evaluation, name, missing)
+    monkeypatch.setattr(module.Evaluation, "lpips", missing)
+    monkeypatch.setattr(module.Evaluation, "sem_d", lambda self: {"value": 0.5, "per_emotion": {"awe": 0.5}})
+    result = cli("evaluate", images, "-c", copy, "--out", tmp_path / "ev", "--json")
+    assert result.code == 0, result.err
+    assert result.json["metrics"]["lpips"]["value"] is None and "unavailable" in result.json["metrics"]["lpips"]
+    named = cli("evaluate", images, "-c", copy, "--metrics", "lpips,sem-d", "--out", tmp_path / "ev2", "--json")
+    assert named.code != 0  # asked for by name: its absence is a failure
+
+
+def _keys() -> list[str]:
+    return [f"{s.name}.{f.name}" for s in dataclasses.fields(Config) for f in dataclasses.fields(s.type if isinstance(
+        s.type, type) else type(getattr(Config(), s.name)))]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: " + "[" * 20000 + "]" * 20000 + "\n", "nest"),  # libyaml's scanner may refuse it first ("nesting depth")
+    ("a: " + "[" * 100 + "]" * 100 + "\n", "nests more than 32 levels deep"),
+    ("a:\n" + "".join(" " * i + "k:\n" for i in range(1, 1000)), "nests more than 32 levels deep"),
+    ("generate: {negative_prompt: '" + "x" * (1 << 20) + "'}\n", "a config file is at most 1 MiB"),
+])
+def test_config_file_size_and_nesting_are_bounded_before_parsing(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(EmogenError) as info:
+        load_config(path)
+    assert message in info.value.message and "\n" not in str(info.value)
+
+
+def test_a_huge_config_file_is_refused_without_being_read(tmp_path):
+    import time
+
+    path = tmp_path / "huge.yaml"
+    with open(path, "wb") as f:  # 4 GiB, sparse: no disk space used, and never read past the first MiB
+        f.truncate(4 << 30)
+    start = time.perf_counter()
+    with pytest.raises(EmogenError, match=r"is 4096\.0 MiB; a config file is at most 1 MiB"):
+        load_config(path)
+    assert time.perf_counter() - start < 5

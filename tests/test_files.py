@@ -303,3 +303,127 @@ def test_imports_never_overwrite_without_overwrite(tmp_path, cli):
     assert refused.code == 1 and "already holds emotion_space.safetensors" in refused.err
     assert (enc / "emotion_space.safetensors").read_bytes() == b"mine"
     assert cli("train-encoder", "--import-official", tmp_path, "--out", enc, "--overwrite").code == 0
+
+
+# -- permissions: every file is written as a plain open() would (issue 19, point 10) -------------------------------
+
+def _umask_run(code: str, mask: int) -> subprocess.CompletedProcess:
+    """`code` in a fresh process whose umask is `mask` (a test must not change the umask of the test process)."""
+    return subprocess.run([sys.executable, "-c", f"import os; os.umask({mask:#o})\n{code}"], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_written_files_honour_the_umask(tmp_path, mask):
+    code = f"""
+import torch
+from pathlib import Path
+from PIL import Image
+from emogen_cli.core.files import atomic_save_image, atomic_save_safetensors, atomic_write_json, atomic_write_text, write_bundle
+from emogen_cli.core.checkpoint import save_checkpoint
+out = Path({str(tmp_path)!r})
+atomic_write_text(out / "index.jsonl", "{{}}\\n")
+atomic_write_json(out / "report.json", {{"x": 1}})
+atomic_save_image(out / "awe-00000.png", Image.new("RGB", (4, 4)))
+atomic_save_safetensors(out / "learned_embeds.safetensors", {{"t": torch.zeros(2)}})
+write_bundle(out / "bundle", {{"a.safetensors": lambda p: p.write_bytes(b"x"), "b.json": lambda p: p.write_text("[]")}},
+             {{"format": "test"}})
+m = torch.nn.Linear(2, 2)
+save_checkpoint(out / "run", 1, m.state_dict(), torch.optim.SGD(m.parameters(), lr=0.1))
+"""
+    result = _umask_run(code, mask)
+    assert result.returncode == 0, result.stderr
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) >= 9
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_replacing_a_file_keeps_its_permissions(tmp_path):
+    from emogen_cli.core.files import atomic_write_text
+
+    target = tmp_path / "index.jsonl"
+    target.write_text("old")
+    target.chmod(0o640)
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new" and target.stat().st_mode & 0o777 == 0o640
+
+
+# -- a full disk, whichever library writes (issue 19, point 25) ----------------------------------------------------
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs filled to the last byte: a real ENOSPC for every writer (needs root to mount; skipped else)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with open(mount / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_during_a_checkpoint_is_one_line(full_disk):
+    from emogen_cli.core.checkpoint import list_checkpoints, save_checkpoint
+
+    model = torch.nn.Linear(64, 64)
+    with pytest.raises(EmogenError) as info:  # safetensors' own error type, not an OSError
+        save_checkpoint(full_disk / "run", 10, model.state_dict(), torch.optim.SGD(model.parameters(), lr=0.1))
+    one_line(info, "The disk is full", "checkpoint-0000010")
+    assert not list_checkpoints(full_disk / "run") and not list((full_disk / "run").iterdir())
+
+
+@pytest.mark.parametrize("writer", ["torch", "safetensors", "image"])
+def test_full_disk_in_any_library_writer_is_one_line(full_disk, writer):
+    from PIL import Image
+
+    from emogen_cli.core.files import atomic_path, atomic_save_image, atomic_save_safetensors
+
+    target = full_disk / "out" / "awe.pt"
+    with pytest.raises(EmogenError) as info:
+        if writer == "torch":  # torch's C++ stream names no cause ("unexpected pos ..."): free space tells
+            with atomic_path(target) as tmp:
+                torch.save({"string_to_param": {"*": torch.zeros(4096)}}, tmp)
+        elif writer == "safetensors":
+            atomic_save_safetensors(target, {"t": torch.zeros(4096)})
+        else:
+            atomic_save_image(target.with_suffix(".png"), Image.effect_noise((128, 128), 50))
+    one_line(info, "The disk is full", "awe.")
+    assert not list((full_disk / "out").iterdir())  # no temporary file left behind
+
+
+def test_a_failed_library_write_that_is_not_a_full_disk_is_one_line(tmp_path):
+    """A file size limit (EFBIG) makes safetensors and torch fail with their own error types: one line each,
+    without a root-only mount."""
+    code = f"""
+import resource, signal, torch
+from emogen_cli.core.errors import EmogenError
+from emogen_cli.core.files import atomic_path, atomic_save_safetensors
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+for name, write in [("a.safetensors", lambda p: atomic_save_safetensors(p, {{"t": torch.zeros(65536)}})),
+                    ("b.pt", lambda p: torch.save({{"t": torch.zeros(65536)}}, p))]:
+    try:
+        if name.endswith(".pt"):
+            with atomic_path({str(tmp_path)!r} + "/" + name) as tmp:
+                write(tmp)
+        else:
+            write({str(tmp_path)!r} + "/" + name)
+    except EmogenError as exc:
+        print(exc.message)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0 and len(lines) == 2, result.stderr
+    assert lines[0].startswith(f"Cannot write '{tmp_path / 'a.safetensors'}' (File too large)")
+    assert lines[1].startswith(f"Cannot write '{tmp_path / 'b.pt'}': the write failed")
+    assert sorted(os.listdir(tmp_path)) == []

@@ -8,7 +8,6 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "json.md"
 TYPES = {"str": str, "int": int, "number": (int, float), "bool": bool, "null": type(None), "list": list,

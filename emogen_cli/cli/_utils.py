@@ -102,6 +102,7 @@ def command(examples: str = "", writes: Iterable[Output] = (),
             from emogen_cli.core.validate import preflight
 
             params = defaults | given_params
+            _check_paths(params, signature)
             given = {name: params[name] for name in keyed if params.get(name) is not None}
             flags: dict[str, str] = {}
             for name in given:  # an alias and its option (--size, --resolution) set one key: one of them wins
@@ -124,6 +125,20 @@ def command(examples: str = "", writes: Iterable[Output] = (),
         return run  # type: ignore[return-value]
 
     return decorate
+
+
+def _check_paths(params: dict[str, Any], signature: inspect.Signature) -> None:
+    """Every path argument and option is a name a file system takes (a 5000-character paste is one line)."""
+    from emogen_cli.core.validate import check_path
+
+    for name, value in params.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, Path):
+                param = signature.parameters.get(name)
+                decls = [d for meta in getattr(getattr(param, "annotation", None), "__metadata__", ())
+                         for d in (getattr(meta, "default", None), *(getattr(meta, "param_decls", None) or ()))
+                         if isinstance(d, str) and d.startswith("--")]
+                check_path(item, decls[0] if decls else name.upper())
 
 
 def _output(spec: Output, params: dict[str, Any], cfg: Any) -> str | Path | None:

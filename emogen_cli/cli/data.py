@@ -8,10 +8,8 @@ Usage examples:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 

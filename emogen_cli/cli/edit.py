@@ -29,6 +29,7 @@ from emogen_cli.cli.options import (
     PromptOpt,
     SigmaOpt,
     StepsOpt,
+    StrictOpt,
     VaOpt,
     precision_options,
     runtime_options,
@@ -37,7 +38,8 @@ from emogen_cli.core.config import Config
 
 
 def edit_options(sigma: SigmaOpt = None, steps: StepsOpt = None, guidance: GuidanceOpt = None,
-                 mapper: MapperOpt = None, model: ModelOpt = None) -> None:
+                 mapper: MapperOpt = None, model: ModelOpt = None,
+                 strict: StrictOpt = None) -> None:
     """Option group (see `command`): what edit and grid share besides `runtime_options`."""
 
 

@@ -24,7 +24,6 @@ from emogen_cli.cli._utils import RichReporter, command, emit, out_console, plur
 from emogen_cli.cli.options import (
     ClipOpt,
     EmotionOpt,
-    IntensityOpt,
     MapperOpt,
     ModelOpt,
     PromptOpt,

@@ -93,6 +93,8 @@ SeedOpt = Annotated[int | None, opt("--seed", key="runtime.seed", help="Random s
 DeviceOpt = Annotated[str | None, opt("--device", key="runtime.device", help="auto, cpu, mps, cuda or cuda:N.")]
 PrecisionOpt = Annotated[str | None, opt("--mixed-precision", key="runtime.mixed_precision",
                                          help="auto: bf16 (or fp16) on CUDA, fp32 on CPU.")]
+StrictOpt = Annotated[bool | None, flag("--strict", key="generate.strict", help="Refuse a --model other than the "
+                                       "base model the mapper was trained on (by default: a warning).")]
 OverwriteOpt = Annotated[bool, flag("--overwrite", help="Replace existing outputs instead of refusing or adding to them: "
                                     "generate, transfer and fuse first delete their earlier images in --out (the same "
                                     "file names, their grids, rejected/ candidates and index entries) and a stale "
@@ -232,6 +234,7 @@ def sampling_options(
     batch_size: GenerateBatchOpt = None,
     baseline: BaselineOpt = False,
     model: ModelOpt = None,
+    strict: StrictOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Option group: what generate, transfer and fuse share besides `runtime_options`."""

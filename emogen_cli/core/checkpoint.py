@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from emogen_cli.core.errors import EmogenError, TrainingDiverged
-from emogen_cli.core.files import _fsync_dir, disk_error, read_json, read_safetensors
+from emogen_cli.core.files import _fsync_dir, read_json, read_safetensors, set_plain_mode, write_failure
 from emogen_cli.core.interrupts import fault_point
 
 PREFIX = "checkpoint-"
@@ -51,6 +51,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 def _write_file(path: Path, write) -> None:
     write(path)
+    set_plain_mode(path)  # safetensors writes 0600 whatever the umask
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
 
@@ -88,9 +89,12 @@ def save_checkpoint(run_dir: Path, step: int, model_state: dict[str, torch.Tenso
         os.replace(tmp, final)
         _fsync_dir(run_dir)
         shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
+    except Exception as exc:  # a full disk reaches us as safetensors' or torch's own error types too
+        failure = write_failure(final, exc, where=run_dir)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise disk_error(final, exc) from None
+        if failure is None:
+            raise
+        raise failure from None
     for stale in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(stale, ignore_errors=True)
     return final

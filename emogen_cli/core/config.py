@@ -97,6 +97,7 @@ class GenerateConfig:
     negative_prompt: str = ""
     output: str = "runs/generated"
     best_of: int = 1  # candidates per image; the emotion probe's favourite is kept (bestof.py)
+    strict: bool = False  # refuse, instead of warning, a base model other than the one the mapper was trained on
 
 
 @dataclass
@@ -134,8 +135,10 @@ class Config:
         return dataclasses.asdict(self)
 
     def is_explicit(self, key: str) -> bool:
-        """True when `key` ("model.pretrained") was set by a config file or an option, even to its default:
-        "not given" is not the same as "equals the built-in default"."""
+        """True when `key` ("model.pretrained") was set by an option (even to its built-in default) or by a config
+        file to a value other than the built-in default. A file's key equal to the default behaves as the default,
+        so a verbatim copy of configs/default.yaml changes nothing: the bundle's base model is still used and
+        evaluate still computes "all that are available". To insist on the default value, pass its option."""
         return key in self.__dict__.get("_explicit", ())
 
 
@@ -251,7 +254,21 @@ def _check(key: str, value: Any, source: str) -> None:
         raise _invalid(key, source, "must be a multiple of 8", value)
 
 
-def _set(config: Config, key: str, value: Any, source: str) -> None:
+# Keys that name a file, a folder or a hub id: a name no file system accepts is one line when the config is built,
+# not an OSError wherever the path is first touched.
+PATH_KEYS = {
+    "model.pretrained", "model.clip", "data.root", "data.prepared", "encoder.backbone", "encoder.output",
+    "mapper.encoder", "mapper.confidence", "mapper.output", "mapper.emotional_attributes", "mapper.emotion_probe",
+    "generate.mapper", "generate.output", "evaluate.reference", "evaluate.probe", "evaluate.object_model",
+    "evaluate.scene_model",
+}
+# A config file is a few kilobytes (configs/default.yaml: 5 KB) and a few levels deep; larger or deeper input is
+# refused before it is parsed (PyYAML takes minutes and gigabytes for a 1 GB string, and recurses per level).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_DEPTH = 32
+
+
+def _set(config: Config, key: str, value: Any, source: str, explicit: bool = True) -> None:
     if key not in _all_keys():
         close = difflib.get_close_matches(key, _all_keys(), n=1)
         hint = f"Did you mean '{close[0]}'?" if close else "See configs/default.yaml for every key."
@@ -266,8 +283,26 @@ def _set(config: Config, key: str, value: Any, source: str) -> None:
     if key in CHOICES:  # choices are lower case; "FID" means "fid"
         coerced = [v.lower() for v in coerced] if isinstance(coerced, list) else coerced.lower()
     _check(key, coerced, source)
+    if key in PATH_KEYS and isinstance(coerced, str):
+        from emogen_cli.core.validate import path_length
+
+        if (why := path_length(coerced)) is not None:
+            raise _invalid(key, source, f"is {why}", f"'{_short(coerced)}'")
     setattr(section, name, coerced)
-    config.__dict__.setdefault("_explicit", set()).add(key)
+    if explicit:
+        config.__dict__.setdefault("_explicit", set()).add(key)
+    else:  # a config file's value equal to the built-in default is the default (a verbatim copy of default.yaml)
+        default = getattr(type(section)(), name)
+        if coerced != default:
+            config.__dict__.setdefault("_explicit", set()).add(key)
+        else:
+            config.__dict__.setdefault("_explicit", set()).discard(key)
+
+
+def _short(text: str) -> str:
+    from emogen_cli.core.files import short_path
+
+    return short_path(text)
 
 
 def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -288,8 +323,8 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     """Defaults <- YAML file (if any) <- overrides (dotted keys; None values are ignored).
 
     `flags` names the command-line option of each override key, so a bad value is reported as
-    "--steps must be positive" rather than by its config key. Every key set here is remembered
-    (`Config.is_explicit`)."""
+    "--steps must be positive" rather than by its config key. Every override, and every file key whose value
+    is not the built-in default, is remembered (`Config.is_explicit`)."""
     config = Config()
     if path is not None:
         import yaml
@@ -299,7 +334,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             what = "is a folder, not a file" if path.is_dir() else "does not exist"
             raise EmogenError(f"Config file '{path}' {what}.", "Pass an existing YAML file to --config.")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            text = _read_config_text(path)
+            _check_depth(yaml, text, path)
+            data = yaml.safe_load(text) or {}
         except UnicodeDecodeError as exc:
             raise EmogenError(f"Config file '{path}' is not UTF-8 text (byte {exc.start}).",
                               "Save the YAML file as UTF-8.") from None
@@ -313,8 +350,36 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         if not isinstance(data, Mapping):
             raise EmogenError(f"Config file '{path}' must contain a mapping of sections.")
         for key, value in _flatten(data, str(path)).items():
-            _set(config, key, value, str(path))
+            _set(config, key, value, str(path), explicit=False)
     for key, value in (overrides or {}).items():
         if value is not None:
             _set(config, key, value, (flags or {}).get(key, "command-line options"))
     return config
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text, refused unread when it is larger than any config (MAX_CONFIG_BYTES)."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        size = path.stat().st_size
+        raise EmogenError(f"Config file '{path}' is {size / 2**20:.1f} MiB; a config file is at most "
+                          f"{MAX_CONFIG_BYTES // 2**20} MiB.", "Pass the YAML config (configs/default.yaml is 5 KB), "
+                          "not a data file.")
+    return data.decode("utf-8")
+
+
+def _check_depth(yaml: Any, text: str, path: Path) -> None:
+    """Refuse nesting deeper than MAX_CONFIG_DEPTH before composing the document: PyYAML's parser is a state
+    machine (no recursion), its composer recurses once per level."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                mark = event.start_mark
+                where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+                raise EmogenError(f"Config file '{path}' nests more than {MAX_CONFIG_DEPTH} levels deep{where}.",
+                                  "A config holds sections of keys: see configs/default.yaml.")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1

@@ -12,7 +12,10 @@ import contextlib
 import errno
 import json
 import os
+import re
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,30 +42,138 @@ def disk_error(path: Path, exc: OSError) -> EmogenError:
         return EmogenError(f"The disk is full: could not write '{path}'.", "Free some space and run the command again.")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return EmogenError(f"Cannot write '{path}' ({exc.strerror}).", "Choose a writable output folder.")
+    if exc.errno == errno.ENAMETOOLONG:
+        return EmogenError(f"Cannot write '{short_path(path)}': the path is too long.", "Choose a shorter output path.")
     return EmogenError(f"Cannot write '{path}' ({exc.strerror or exc}).")
+
+
+# What the libraries that write through their own I/O (safetensors' Rust, torch's C++ streams) raise instead of an
+# OSError: "I/O error: No space left on device (os error 28)", "[enforce fail ...] unexpected pos 576 vs 534" with
+# "basic_ios::clear: iostream error" as its context, "PytorchStreamWriter failed writing file".
+_OS_ERROR = re.compile(r"\(os error (\d+)\)|Os \{ code: (\d+)")
+_IO_FAILURE = ("I/O error", "IoError", "iostream error", "file write failed", "failed writing file", "unexpected pos")
+_NEARLY_FULL = 4 << 20  # bytes: a write failing with less free space than this failed for lack of it
+
+
+def write_failure(path: str | Path, exc: BaseException, where: str | Path | None = None) -> EmogenError | None:
+    """The one-line error for an exception raised while writing `path`, or None when it is not a write failure
+    (a bug stays a bug). Any writer counts, not only Python's own files: an OSError, an "(os error N)" of
+    safetensors, or torch's stream failure, which names no cause (then free space on `where`, the folder written
+    into, tells a full disk from other failures). Call it before removing what the failed write left: that file
+    is what filled the disk."""
+    path = Path(path)
+    if isinstance(exc, EmogenError):
+        return None
+    if isinstance(exc, OSError):
+        return disk_error(path, exc)
+    texts = [str(e) for e in _chain(exc)]
+    for text in texts:
+        if m := _OS_ERROR.search(text):
+            code = int(m[1] or m[2])
+            return disk_error(path, OSError(code, os.strerror(code)))
+    if not any(marker in text for text in texts for marker in _IO_FAILURE):
+        return None
+    try:
+        stats = os.statvfs(where or path.parent)
+        if stats.f_bavail * stats.f_frsize < _NEARLY_FULL:
+            return disk_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    except (OSError, AttributeError):  # no statvfs (Windows): the cause stays unknown
+        pass
+    reason = texts[0].splitlines()[0][:160] if texts[0].strip() else type(exc).__name__
+    return EmogenError(f"Cannot write '{path}': the write failed ({reason}).",
+                       "Check the disk (free space, quota, a removed drive) and run the command again.")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from or during (torch hides its I/O error in the context)."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen and len(seen) < 8:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def short_path(path: str | Path, keep: int = 80) -> str:
+    """A path for an error line: whole when short, else its start and end around an ellipsis."""
+    text = str(path)
+    return text if len(text) <= keep else f"{text[:keep // 2]}…{text[-keep // 2:]} ({len(text)} characters)"
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux: /proc/self/status)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # elsewhere: set and restore it (other threads do not create files meanwhile)
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: str | Path | None = None) -> int:
+    """The permissions a plain `open(path, "w")` gives: those of the file it replaces, else 0o666 less the umask."""
+    try:
+        if path is not None:
+            return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
+
+
+def set_plain_mode(path: str | Path, final: str | Path | None = None) -> None:
+    """Give `path` the permissions `new_file_mode(final)`: some writers (safetensors) create their files 0600."""
+    if os.name == "posix":
+        os.chmod(path, new_file_mode(final))
+
+
+def temp_beside(path: str | Path) -> Path:
+    """An empty temporary file in `path`'s folder, named after it (`.NAME.XXXX.tmp`), with the permissions the
+    final file gets (mkstemp's are 0600: renamed in as they are, files would be unreadable to a teammate, a web
+    server or a container)."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, new_file_mode(path))
+    finally:
+        os.close(fd)
+    return Path(tmp_name)
+
+
+TEMP_SUFFIX = ".tmp"
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed to `path`.
 
-    Use it for writers that need a file name (safetensors, PIL, torch): write to the yielded path.
+    Use it for writers that need a file name (safetensors, PIL, torch): write to the yielded path. A failed
+    write of any library (full disk, quota, I/O error) is one line (`write_failure`), the temporary file removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_beside(path)
+    except OSError as exc:
+        raise disk_error(path, exc) from None
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        set_plain_mode(tmp, path)  # again: a writer may have replaced the file (safetensors writes its own temp file)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
+        failure = write_failure(path, exc) if isinstance(exc, Exception) else None
         tmp.unlink(missing_ok=True)
-        raise disk_error(path, exc) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if failure is not None:
+            raise failure from None
         raise
     _fsync_dir(path.parent)
 
@@ -183,10 +294,9 @@ def write_bundle(folder: str | Path, files: dict[str, Any], config: dict[str, An
     staged: dict[str, Path] = {}
     try:
         for name, write in files.items():
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-            os.close(fd)
-            staged[name] = Path(tmp_name)
+            staged[name] = temp_beside(folder / name)
             write(staged[name])
+            set_plain_mode(staged[name], folder / name)
             with open(staged[name], "rb+") as f:
                 os.fsync(f.fileno())
         config = {**config, "files": {name: tmp.stat().st_size for name, tmp in staged.items()
@@ -197,8 +307,11 @@ def write_bundle(folder: str | Path, files: dict[str, Any], config: dict[str, An
             for name, tmp in staged.items():
                 if name != "config.json":
                     os.replace(tmp, folder / name)
-    except OSError as exc:
-        raise disk_error(folder, exc) from None
+    except Exception as exc:
+        failure = write_failure(folder, exc, where=folder)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         for name, tmp in staged.items():
             if name != "config.json":

@@ -48,13 +48,46 @@ def numbers(text: str, option: str) -> list[float]:
     return values
 
 
+NAME_MAX = 255  # bytes per file name (ext4, XFS, APFS, NTFS: 255)
+PATH_MAX = 4096  # bytes per path (Linux)
+
+
+def path_length(path: str | Path) -> str | None:
+    """Why no file system takes `path` as a name (a part over NAME_MAX bytes, or the whole over PATH_MAX), else None.
+
+    Checked before a path is used, so that a pasted 5000-character path is one line naming the option, not an
+    OSError (ENAMETOOLONG) from wherever it is first touched."""
+    text = os.fspath(path)
+    encoded = os.fsencode(text)
+    if len(encoded) > PATH_MAX:
+        return f"too long to be a path ({len(encoded)} bytes; at most {PATH_MAX})"
+    longest = max(Path(text).parts or ("",), key=lambda part: len(os.fsencode(part)))
+    if len(os.fsencode(longest)) > NAME_MAX:
+        return (f"not a usable path: one of its names is {len(os.fsencode(longest))} bytes long "
+                f"(at most {NAME_MAX})")
+    return None
+
+
+def check_path(path: str | Path, what: str) -> None:
+    """EmogenError naming `what` (an option, "the image ...") when `path_length` refuses `path`."""
+    if (why := path_length(path)) is not None:
+        from emogen_cli.core.files import short_path
+
+        raise EmogenError(f"{what} '{short_path(path)}' is {why}.", "Check the path: was text pasted in by mistake?")
+
+
 def writable_folder(path: str | Path, what: str = "output folder") -> None:
     """Refuse an output folder that cannot be created or written, without creating anything: the nearest
     existing ancestor must be a folder in which a file can be made (probed with a temporary file)."""
+    check_path(path, f"The {what}")
     path = Path(path)
     existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+    except OSError as exc:  # e.g. a symlink loop, or a name the file system refuses
+        raise EmogenError(f"Cannot write the {what} '{path}' ({exc.strerror or exc}).",
+                          "Choose another output folder.") from None
     if not existing.is_dir():
         where = "it" if existing == path else f"'{existing}'"
         raise EmogenError(f"Cannot write the {what} '{path}': {where} is a file, not a folder.",

@@ -124,7 +124,6 @@ def load_scorer(clip_name: str, probe_path: str | Path, device) -> ClipScorer:
     """A ClipScorer from a CLIP hub id / folder and a probe file (.safetensors or the official .pth)."""
     from emogen_cli.core.clipspace import load_clip
     from emogen_cli.core.errors import EmogenError
-    from emogen_cli.stage2.confidence import load_probe
 
     probe_path = Path(probe_path)
     if not probe_path.is_file():

@@ -468,7 +468,7 @@ def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotio
         target, label = dominant(weights), f"va-{va[0]:.2f}-{va[1]:.2f}"
         extra = {"va": {"valence": va[0], "arousal": va[1], "sigma": sigma, "weights": weights}}
     out = Path(out) if out is not None else Path(config.generate.output).parent / "edits"
-    pipe = EmoGenPipeline(config, mapper)
+    pipe = EmoGenPipeline(config, mapper, reporter=reporter)
     result = edit_images(pipe, inputs, out, request, target, label=label, seed=config.runtime.seed,
                          extra_meta=extra, reporter=reporter, **options)
     if not result["count"]:

@@ -24,7 +24,7 @@ from emogen_cli.conditioning.va import DEFAULT_SIGMA, GRID, check_axes, va_reque
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import EMOTIONS
 from emogen_cli.core.errors import EmogenError, Interrupted
-from emogen_cli.core.files import atomic_save_image, disk_error
+from emogen_cli.core.files import disk_error
 from emogen_cli.core.interrupts import StopSignals
 from emogen_cli.core.reporting import Reporter, progress
 from emogen_cli.core.validate import writable_folder
@@ -295,5 +295,5 @@ def grid(config: Config, out: str | Path | None = None, valences: tuple[float, .
     template = validate.template(prompt, "--prompt")
     va_weights(0.5, 0.5, sigma)  # a bad --sigma fails here, before the models load
     out = Path(out) if out is not None else Path(config.generate.output).parent / "va-grid"
-    pipe = EmoGenPipeline(config, mapper)
+    pipe = EmoGenPipeline(config, mapper, reporter=reporter)
     return va_grid(pipe, out, config.runtime.seed, tuple(valences), tuple(arousals), sigma, template, reporter)

@@ -177,6 +177,45 @@ def _check_encoder_config(path: Path, config: dict[str, Any]) -> None:
             raise EmogenError(f"Encoder config '{where}' has no 3-value {key} (got {value!r}).", _ENCODER_HINT)
 
 
+_BACKBONE_SIZES = {"num_channels": (1, 64), "embedding_size": (1, 1 << 14), "hidden_sizes": (1, 1 << 15),
+                   "depths": (0, 256), "num_labels": (1, 1 << 16)}
+MAX_ENCODER_PARAMETERS = 500_000_000  # ResNet-50 has 25M, ResNet-152 60M: more is a damaged or hostile config
+
+
+def _buildable_classifier(path: Path, config: dict[str, Any]) -> EmotionClassifier:
+    """The classifier `config` describes, first built on the meta device (no memory, no weights): a backbone_config
+    that transformers refuses (any error type: it validates with its own), that has negative sizes, or that would
+    allocate more than MAX_ENCODER_PARAMETERS is one line naming the bundle, before a byte is allocated."""
+    where = path / "config.json"
+    backbone = config.get("backbone_config")
+    if not isinstance(backbone, dict):
+        raise EmogenError(f"Encoder config '{where}' has no backbone_config.", _ENCODER_HINT)
+    for key, (low, high) in _BACKBONE_SIZES.items():  # before building: a million-layer stage takes minutes even on meta
+        value = backbone.get(key)
+        values = value if isinstance(value, list) and len(value) <= 16 else [value]
+        if value is not None and not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+                                         for v in values):
+            expected = "a list of up to 16 integers" if isinstance(value, list) else "an integer"
+            raise EmogenError(f"Encoder config '{where}' has backbone_config.{key} = {repr(value)[:80]}; expected "
+                              f"{expected} in [{low}, {high}].", _ENCODER_HINT)
+    try:
+        with torch.device("meta"):
+            shape = build_classifier(config)
+    except Exception as exc:  # noqa: BLE001 - only the bundle's config went in: every failure is a bad config
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise EmogenError(f"Encoder config '{where}' describes no buildable ResNet in backbone_config ({reason}).",
+                          _ENCODER_HINT) from None
+    count = sum(p.numel() for p in shape.parameters())
+    if count > MAX_ENCODER_PARAMETERS:
+        raise EmogenError(f"Encoder config '{where}' describes a backbone of {count:,} parameters (at most "
+                          f"{MAX_ENCODER_PARAMETERS:,}): its backbone_config is damaged.", _ENCODER_HINT)
+    try:
+        return build_classifier(config)
+    except (RuntimeError, ValueError) as exc:  # what meta tensors cannot show (e.g. memory)
+        raise EmogenError(f"Cannot build the encoder of '{where}' ({str(exc).splitlines()[0][:200]}).",
+                          _ENCODER_HINT) from None
+
+
 def load_encoder(path: str | Path, with_model: bool = True) -> EncoderBundle:
     """An encoder bundle, every file checked: damage, wrong shapes or class counts, NaN/inf are one line."""
     path = Path(path)
@@ -194,13 +233,7 @@ def load_encoder(path: str | Path, with_model: bool = True) -> EncoderBundle:
                               "encodes images with the stage-1 classifier.",
                               "Put the official weights/image_encoder/*.pth in the EmoGen clone (`git lfs pull`) and run "
                               "`emogen train-encoder --import-official CLONE` again, or train one with `emogen train-encoder`.")
-        if not isinstance(config.get("backbone_config"), dict):
-            raise EmogenError(f"Encoder config '{path / 'config.json'}' has no backbone_config.", _ENCODER_HINT)
-        try:
-            model = build_classifier(config)
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
-            raise EmogenError(f"Encoder config '{path / 'config.json'}' describes no buildable ResNet ({exc}).",
-                              _ENCODER_HINT) from None
+        model = _buildable_classifier(path, config)
         weights = read_safetensors(path / "model.safetensors", "Encoder weights", _ENCODER_HINT)
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         check_shapes(weights, expected, path / "model.safetensors", "Encoder weights", _ENCODER_HINT)

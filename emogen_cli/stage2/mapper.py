@@ -1,8 +1,8 @@
 """Stage 2's mapping network and the self-describing mapper bundle that inference loads.
 
-A bundle folder holds config.json (class order, placeholder token, base/CLIP model ids, dims),
-mapper.safetensors, emotion_space.safetensors, text_projection.safetensors (CLIP's, for the
-semantic space) and attributes.json (the attribute names, their emotion confidence and the L_attr
+A bundle folder holds config.json (class order, placeholder token, base/CLIP model ids, the base
+model's fingerprint, dims), mapper.safetensors, emotion_space.safetensors, text_projection.safetensors
+(CLIP's, for the semantic space) and attributes.json (the attribute names, their emotion confidence and the L_attr
 vocabulary: its source, names, classes as trained, duplicates and text settings). config.json also
 records the semantic token, the attribute vocabulary kind, how duplicates and the attribute text were
 treated, and the emotion probe used (emotion_probe.safetensors beside it when there is one).
@@ -24,6 +24,7 @@ from torch import nn
 
 from emogen_cli.core.config import Config
 from emogen_cli.core.errors import EmogenError
+from emogen_cli.core.reporting import Reporter
 from emogen_cli.core.files import (
     check_bundle_files,
     check_finite,
@@ -107,6 +108,45 @@ class MapperBundle:
 
     def clip_model(self, config: Config) -> str:
         return trained_model(config, "clip", self.config)
+
+    def check_base_model(self, base: str, revision: str | None, reporter: Reporter, strict: bool = False) -> None:
+        """Warn (refuse with `strict`) when `base` is not the base model the mapper was trained on: the mapped token
+        was learnt for that text encoder and UNet, and another model of the same width takes it without a word
+        (a wider or narrower one is refused by `check_text_width`). The models are compared by the fingerprint the
+        bundle records (`core.pretrained.model_fingerprint`: configs and sampled weight bytes of the text encoder
+        and UNet, milliseconds to compute); bundles without one are compared by name."""
+        from emogen_cli.core.pretrained import FINGERPRINTED, model_fingerprint
+
+        trained = str(self.config.get("base_model") or "")
+        recorded = self.config.get("base_model_fingerprint")
+        hint = (f"Use the base model it was trained on (--model {trained}), or pass --strict to refuse other models."
+                if not strict else f"Use the base model it was trained on: --model {trained}.")
+        if not isinstance(recorded, dict) or not recorded:
+            if base != trained:
+                self._base_mismatch(f"The mapper was trained on '{trained}'; '{base}' is used instead, and the bundle "
+                                    "records no fingerprint to tell whether they are the same model.", hint,
+                                    reporter, strict)
+            return
+        current = model_fingerprint(base, revision)
+        if current is None:
+            if strict:
+                raise EmogenError(f"Cannot check that '{base}' is the base model the mapper was trained on "
+                                  f"('{trained}'): its files are not on this machine.", hint)
+            return
+        differ = [part for part in FINGERPRINTED if part in recorded and part in current and recorded[part] != current[part]]
+        missing = [part for part in FINGERPRINTED if part in recorded and part not in current]
+        if differ or missing:
+            names = {"text_encoder": "text encoder", "unet": "UNet"}
+            what = " and ".join(names[p] for p in differ + missing)
+            self._base_mismatch(f"'{base}' is not the base model the mapper was trained on ('{trained}'): its {what} "
+                                f"{'differ' if len(differ + missing) > 1 else 'differs'}, so the emotion may be weak "
+                                "or lost.", hint, reporter, strict)
+
+    @staticmethod
+    def _base_mismatch(message: str, hint: str, reporter: Reporter, strict: bool) -> None:
+        if strict:
+            raise EmogenError(message, hint)
+        reporter.warn(f"{message} {hint}")
 
     def check_text_width(self, width: int, base: str) -> None:
         """Refuse a text encoder whose width differs from the embeddings the mapper writes."""

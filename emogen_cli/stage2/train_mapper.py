@@ -241,7 +241,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
                  reporter: Reporter | None = None) -> dict[str, Any]:
     from transformers import CLIPModel
 
-    from emogen_cli.core.pretrained import freeze, load, load_sd_components, quiet_libraries
+    from emogen_cli.core.pretrained import freeze, load, load_sd_components, model_fingerprint, quiet_libraries
     from emogen_cli.data.latents import LatentCache
 
     reporter = reporter or Reporter()
@@ -404,6 +404,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
         config={
             "format": FORMAT, "version": 1, "emotions": list(EMOTIONS), "placeholder": cfg.placeholder,
             "base_model": config.model.pretrained, "clip_model": config.model.clip, "revision": config.model.revision,
+            "base_model_fingerprint": model_fingerprint(config.model.pretrained, config.model.revision),
             "resolution": config.model.resolution, "in_dim": encoder.space.dim, "hidden_dim": cfg.hidden_dim,
             "out_dim": text_encoder.config.hidden_size, "layers": cfg.layers, "steps": step, "seed": seed,
             "losses": {"lambda_attr": cfg.lambda_attr, "lambda_emo": cfg.lambda_emo, "threshold": cfg.threshold},
