@@ -206,7 +206,7 @@ CASES = [
     ("generate-out-long-name", [*GEN, "--out", "{tmp}/" + "x" * 300 + "/g"], 1,
      "one of its names is 300 bytes long (at most 255)"),
     ("model-long-name", [*GEN, "--model", "{tmp}/" + "y" * 300], 1, "--model is not a usable path"),
-    ("mapper-5000", [*GEN, "--mapper", "{tmp}/" + "m" * 5000], 1, "--mapper '"),
+    ("mapper-5000", [*GEN, "--mapper", "{tmp}/" + "m" * 5000], 1, "--mapper is too long to be a path"),
     ("evaluate-folder-5000", ["evaluate", "{tmp}/" + "e" * 5000], 1, "FOLDER '"),
     ("prompt-file-5000", ["transfer", "-e", "awe", "--prompt-file", "{tmp}/" + "p" * 5000], 1, "--prompt-file '"),
     ("config-out-long", [*GEN, "--config", "{junk}/longout.yaml"], 1,
@@ -691,7 +691,7 @@ def test_export_writes_only_inside_out_even_past_the_bundle_check(cli, mapper_co
 
     from emogen_cli.core.config import load_config
     from emogen_cli.core.emotions import EMOTIONS
-    from emogen_cli.inference import export as export_module
+    from emogen_cli.outputs import export as export_module
     from emogen_cli.stage2 import mapper as mapper_module
 
     emotions = list(EMOTIONS)

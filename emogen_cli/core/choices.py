@@ -6,6 +6,8 @@ lookups all read these tuples, so a new scheduler or metric is added in one plac
 
 from __future__ import annotations
 
+import re
+
 # generate.scheduler -> the diffusers class that implements it
 SCHEDULER_CLASSES: dict[str, str] = {
     "unipc": "UniPCMultistepScheduler", "ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",
@@ -19,8 +21,9 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 METRICS: tuple[str, ...] = ("fid", "lpips", "emo-a", "sem-c", "sem-d")
 FID_FEATURES: tuple[str, ...] = ("auto", "inception", "clip")
 EMOTION_CLASSIFIERS: tuple[str, ...] = ("clip", "encoder")
-# runtime.device: these names, or "cuda:N" (checked by config.check_device_name)
+# runtime.device: these names, or "cuda:N" (check_device_name)
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+
 BALANCE: tuple[str, ...] = ("per_kind", "union", "none")  # official: per_kind
 PREPROCESSING: tuple[str, ...] = ("official", "imagenet")  # stage-1 inputs; official: Resize 256, crop 224, 0.5/0.5
 ATTRIBUTE_VOCABULARIES: tuple[str, ...] = ("emotional", "all")  # official: emotional
@@ -53,3 +56,8 @@ MAX_IMAGES = 10_000  # -n: images per emotion and prompt in one run
 MAX_STEPS = 10_000  # denoising steps: more than any scheduler uses; far more only exhausts memory
 MAX_BEST_OF = 1000  # --best-of K candidates per image
 MIN_STRENGTH_STEP = 0.01  # edit --strength-step: at most 101 edits per image in the --until-confident loop
+
+
+def check_device_name(name: str) -> bool:
+    """auto, cpu, mps, cuda or cuda:N (whether CUDA is present is checked when the device is resolved)."""
+    return name in DEVICES or re.fullmatch(r"(cuda|cpu|mps):\d+", name) is not None

@@ -9,7 +9,6 @@ import dataclasses
 import difflib
 import math
 import os
-import re
 import types
 import typing
 from collections.abc import Mapping
@@ -165,11 +164,6 @@ AT_MOST["generate.steps"] = choices.MAX_STEPS
 MULTIPLE_OF_8 = {"model.resolution"}  # the VAE downsamples by 8
 
 
-def check_device_name(name: str) -> bool:
-    """auto, cpu, mps, cuda or cuda:N (whether CUDA is present is checked when the device is resolved)."""
-    return name in choices.DEVICES or re.fullmatch(r"(cuda|cpu|mps):\d+", name) is not None
-
-
 def _all_keys() -> list[str]:
     sections = typing.get_type_hints(Config)
     return [f"{name}.{f.name}" for name, cls in sections.items() for f in dataclasses.fields(cls)]
@@ -241,7 +235,7 @@ def _check(key: str, value: Any, source: str) -> None:
         if allowed and item not in allowed:
             raise _invalid(key, source, f"must be one of {', '.join(allowed)}", f"'{item}'")
     if value is None or isinstance(value, (list, str, bool)):
-        if key == "runtime.device" and isinstance(value, str) and not check_device_name(value):
+        if key == "runtime.device" and isinstance(value, str) and not choices.check_device_name(value):
             raise _invalid(key, source, "must be auto, cpu, mps, cuda or cuda:N", f"'{value}'")
         return
     if key in POSITIVE and value <= 0:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from emogen_cli.core.choices import check_device_name
 from emogen_cli.core.errors import EmogenError
 
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -17,8 +18,6 @@ def resolve_device(name: "str | torch.device" = "auto", option: str = "--device"
     """The torch device for a runtime.device name; one clear error for a name torch does not know or a
     device this machine does not have (e.g. `cuda` without CUDA, `cuda:3` with two GPUs). The hints name
     `option` (the CLI's --device, or an argument of the Python API such as "device")."""
-    from emogen_cli.core.config import check_device_name
-
     use_cpu = f"Use {option} cpu (or auto)." if option.startswith("-") else f'Use {option}="cpu" (or "auto").'
     if isinstance(name, torch.device):
         return name  # already resolved (e.g. a process's own device under accelerate launch)
