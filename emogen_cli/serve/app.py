@@ -126,13 +126,18 @@ def _error(status: int, message: str, param: str | None = None, hint: str | None
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
+    """The body field an error is about (a union's branch or a list index is not a field)."""
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-    return ".".join(parts) if parts else "body"
+    return parts[0] if parts else "body"
 
 
 def _validation_response(errors: list[dict[str, Any]]) -> JSONResponse:
-    detail = [{"field": _field_name(tuple(e.get("loc", ()))), "reason": e.get("msg", "invalid"), "type": e.get("type")}
-              for e in errors]
+    detail, seen = [], set()
+    for e in errors:  # one reason per field: a union reports each of its branches
+        field = _field_name(tuple(e.get("loc", ())))
+        if field not in seen:
+            seen.add(field)
+            detail.append({"field": field, "reason": e.get("msg", "invalid"), "type": e.get("type")})
     if not detail:
         detail = [{"field": "body", "reason": "invalid request", "type": "value_error"}]
     first = detail[0]

@@ -28,12 +28,17 @@ EXTRA_HINT = 'Install the serve extra: pip install "emogen-cli[serve]"'
 
 def check_installed() -> None:
     """One line naming the extra when fastapi, uvicorn or python-multipart is missing."""
-    import importlib.util
+    import importlib
 
-    missing = [name for name, module in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"),
-                                         ("python-multipart", "multipart")) if importlib.util.find_spec(module) is None]
+    missing = []
+    for name, module in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("python-multipart", "multipart")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(name)
     if missing:
-        raise EmogenError(f"emogen serve needs {', '.join(missing)}, which is not installed.", EXTRA_HINT)
+        raise EmogenError(f"emogen serve needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+                          "installed.", EXTRA_HINT)
 
 
 def is_loopback(host: str) -> bool:
