@@ -11,7 +11,7 @@ import emogen_cli
 PACKAGE = Path(emogen_cli.__file__).parent
 
 # The layers, lowest first: a part imports only parts below it (core is the ground floor).
-LAYERS = ["core", "data", "stage1", "stage2", "evaluation", "conditioning", "pipeline", "outputs", "testing"]
+LAYERS = ["core", "data", "stage1", "stage2", "evaluation", "conditioning", "pipeline", "outputs", "serve", "testing"]
 ALLOWED = {part: set(LAYERS[:i]) for i, part in enumerate(LAYERS)}
 ALLOWED["testing"] = {"core", "data", "stage1", "stage2"}  # the tiny stand-ins need no inference code
 
@@ -108,6 +108,13 @@ def test_no_import_cycle_anywhere_in_the_package():
         if node not in state:
             visit(node, [node])
     assert not cycles, "\n".join(cycles)
+
+
+def test_only_the_serve_layer_imports_the_web_libraries():
+    """fastapi, uvicorn and starlette come with the serve extra: nothing below serve/ may need them."""
+    wrong = [f"{path.relative_to(PACKAGE)} imports {name}" for path in _library_files() if _part(path) != "serve"
+             for name in _imports(path) if name.split(".")[0] in {"fastapi", "uvicorn", "starlette", "multipart"}]
+    assert not wrong, "\n".join(wrong)
 
 
 def test_the_layers_match_the_architecture_document():

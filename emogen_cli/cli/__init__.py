@@ -9,6 +9,7 @@ Usage examples:
     emogen fuse amusement fear
     emogen decompose awe
     emogen evaluate runs/generated
+    emogen serve --mapper runs/mapper
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from emogen_cli.cli import data, dev, infer, train
 from emogen_cli.cli import edit as edit_cli
 from emogen_cli.cli import evaluate as evaluate_cli
 from emogen_cli.cli import export as export_cli
+from emogen_cli.cli import serve as serve_cli
 from emogen_cli.cli._utils import Command, Group, epilog, err_console, write_json
 from emogen_cli.core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, EmogenError
 
@@ -49,6 +51,7 @@ app.command(name="decompose", cls=Command, epilog=epilog(infer.decompose))(infer
 app.command(name="evaluate", cls=Command, epilog=epilog(evaluate_cli.evaluate))(evaluate_cli.evaluate)
 app.command(name="export", cls=Command, epilog=epilog(export_cli.export))(export_cli.export)
 edit_cli.register(app)
+app.command(name="serve", cls=Command, epilog=epilog(serve_cli.serve))(serve_cli.serve)
 app.add_typer(dev.app, name="dev", hidden=True)
 
 

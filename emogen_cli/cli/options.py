@@ -259,3 +259,25 @@ EncoderMaxStepsOpt, MapperMaxStepsOpt = max_steps_option("encoder"), max_steps_o
 EncoderBatchOpt, MapperBatchOpt = batch_size_option("encoder"), batch_size_option("mapper")
 EncoderLrOpt, MapperLrOpt = lr_option("encoder"), lr_option("mapper")
 EncoderCheckpointOpt, MapperCheckpointOpt = checkpoint_every_option("encoder"), checkpoint_every_option("mapper")
+
+# -- emogen serve ------------------------------------------------------------------------------------------------
+
+HostOpt = Annotated[str | None, opt("--host", key="serve.host", help="Address to listen on; any other than "
+                                                                    "127.0.0.1 needs --token (or --insecure).")]
+PortOpt = Annotated[int | None, opt("--port", key="serve.port", help="Port (0: any free port).")]
+TokenOpt = Annotated[str | None, opt("--token", key="serve.token", envvar="EMOGEN_TOKEN", show_envvar=True,
+                                     help="Bearer token every route requires (the studio: open /?token=T once).")]
+InsecureOpt = Annotated[bool, flag("--insecure", help="Serve on a non-loopback --host without a token (a warning "
+                                                      "says so): only on a trusted network.")]
+QueueSizeOpt = Annotated[int | None, opt("--queue-size", key="serve.queue_size",
+                                         help="Jobs that may wait; a full queue answers 429 with Retry-After.")]
+MaxImagesOpt = Annotated[int | None, opt("--max-images", key="serve.max_images", help="Largest n per request.")]
+ServeOutOpt = out_option("serve.output")
+
+
+def serve_options(host: HostOpt = None, port: PortOpt = None, token: TokenOpt = None, insecure: InsecureOpt = False,
+                  queue_size: QueueSizeOpt = None, max_images: MaxImagesOpt = None, out: ServeOutOpt = None,
+                  mapper: MapperOpt = None, model: ModelOpt = None, steps: StepsOpt = None,
+                  guidance: GuidanceOpt = None, scheduler: SchedulerOpt = None,
+                  resolution: ResolutionOpt = None) -> None:
+    """Option group: what `emogen serve` takes besides `runtime_options` and `precision_options`."""

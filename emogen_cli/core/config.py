@@ -114,6 +114,21 @@ class EvaluateConfig:
 
 
 @dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"  # another host needs --token (or --insecure)
+    port: int = 7860  # 0: any free port (the startup line says which)
+    output: str = "runs/served"
+    token: str | None = None  # bearer token every route checks (or the EMOGEN_TOKEN environment variable)
+    queue_size: int = 16  # jobs waiting beyond the running ones; a full queue answers 429
+    max_images: int = 8  # n per request
+    max_steps: int = 150  # denoising steps per request
+    max_best_of: int = 8  # best_of per request
+    max_size: int = 1024  # image side in pixels per request
+    max_upload_mb: float = 20.0  # edit uploads
+    max_pixels: int = 4194304  # edit uploads: width x height
+
+
+@dataclass
 class RuntimeConfig:
     seed: int = 0
     mixed_precision: str = "auto"  # auto: bf16 (or fp16) on CUDA, fp32 on CPU
@@ -128,6 +143,7 @@ class Config:
     mapper: MapperConfig = field(default_factory=MapperConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,6 +168,8 @@ POSITIVE = {
     "mapper.checkpoint_every", "generate.steps", "generate.batch_size", "encoder.keep_checkpoints",
     "mapper.keep_checkpoints", "evaluate.pairs", "evaluate.max_reference", "evaluate.batch_size",
     "encoder.lr", "mapper.lr", "encoder.max_steps", "generate.best_of",
+    "serve.queue_size", "serve.max_images", "serve.max_steps", "serve.max_best_of", "serve.max_size",
+    "serve.max_upload_mb", "serve.max_pixels",
 }
 NON_NEGATIVE = {
     "mapper.lambda_attr", "mapper.lambda_emo", "mapper.threshold", "generate.guidance", "encoder.weight_decay",
@@ -161,6 +179,8 @@ NON_NEGATIVE = {
 AT_MOST: dict[str, int | float] = {"runtime.seed": choices.MAX_SEED, "mapper.threshold": 1.0, "encoder.dropout": 0.99}
 AT_MOST["generate.best_of"] = choices.MAX_BEST_OF
 AT_MOST["generate.steps"] = choices.MAX_STEPS
+AT_MOST.update({"serve.port": 65535, "serve.max_images": choices.MAX_IMAGES, "serve.max_steps": choices.MAX_STEPS,
+                "serve.max_best_of": choices.MAX_BEST_OF, "serve.max_size": 8192})
 MULTIPLE_OF_8 = {"model.resolution"}  # the VAE downsamples by 8
 
 

@@ -342,9 +342,10 @@ def edit_images(pipe: EmoGenPipeline, inputs: list[str | Path], out_dir: str | P
                 until: float | None = None, min_ssim: float = DEFAULT_MIN_SSIM, strength_step: float = DEFAULT_STEP,
                 best_of: int = 1, keep_all: bool = False, max_pixels: int = MAX_PIXELS, probe: str | Path | None = None,
                 scorer=None, extra_meta: dict[str, Any] | None = None,
-                reporter: Reporter | None = None) -> dict[str, Any]:
+                reporter: Reporter | None = None, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Edit every input toward `request` (target emotion `target`, used by the probe); write the
-    edits, their before/after sheets and index.jsonl into `out_dir`. Bad inputs are skipped."""
+    edits, their before/after sheets and index.jsonl into `out_dir`. Bad inputs are skipped.
+    `stop` (a served job's cancel flag) stops at a step's end as Ctrl-C does."""
     from emogen_cli.evaluation.edit_metrics import ssim
 
     _check(strength, until, min_ssim, best_of, max_pixels, intensity, strength_step, keep_all, probe)
@@ -369,7 +370,7 @@ def edit_images(pipe: EmoGenPipeline, inputs: list[str | Path], out_dir: str | P
         whole(steps or pipe.config.generate.steps, "--steps", 1, MAX_STEPS), strength)
     try:
         with progress(reporter, "Editing", len(files)), \
-                StepWatch(reporter, None if per_edit is None else per_edit * len(files)) as watch:
+                StepWatch(reporter, None if per_edit is None else per_edit * len(files), stop) as watch:
             editor = Editor(pipe, steps, guidance, watch)
             for path in files:
                 try:

@@ -13,6 +13,7 @@ flat list goes to process j % N.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,13 @@ from emogen_cli.pipeline import EmoGenPipeline
 
 class StepWatch:
     """A step callback for long commands: per-step progress through the Reporter ("Denoising steps"),
-    and Ctrl-C / SIGTERM honoured at the end of the current UNet step (a second signal stops at once)."""
+    and Ctrl-C / SIGTERM honoured at the end of the current UNet step (a second signal stops at once).
+    `stop` (optional, e.g. a served job's cancel flag) asks for the same stop when it returns True."""
 
     TASK = "Denoising steps"
 
-    def __init__(self, reporter: Reporter, total: int) -> None:
-        self.reporter, self.total = reporter, total
+    def __init__(self, reporter: Reporter, total: int, stop: Callable[[], bool] | None = None) -> None:
+        self.reporter, self.total, self.stop = reporter, total, stop
         self.signals = StopSignals()
 
     def __enter__(self) -> "StepWatch":
@@ -64,7 +66,7 @@ class StepWatch:
 
     def check(self) -> None:
         """Raise KeyboardInterrupt where a stop was asked for."""
-        if self.signals.requested is not None:
+        if self.signals.requested is not None or (self.stop is not None and self.stop()):
             raise KeyboardInterrupt
 
     def __call__(self, pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +115,8 @@ def _open_folder(out_dir: Path, is_main: bool = True) -> None:
 def generate(config: Config, requests: list[Request], out: str | Path | None = None, mapper: str | Path | None = None,
              overwrite: bool = False, baseline: bool = False, reporter: Reporter | None = None, *,
              intensities: list[float] | None = None, best_of: int | None = None, keep_all: bool = False,
-             probe: str | Path | None = None) -> dict[str, Any]:
+             probe: str | Path | None = None, pipe: EmoGenPipeline | None = None, settings: Any = None,
+             first_seed: int | None = None, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Generate every request's images into `out`; returns the written records (from all processes).
 
     `overwrite`: first delete the folder's earlier images of the same file stems (with their contact
@@ -121,7 +124,12 @@ def generate(config: Config, requests: list[Request], out: str | Path | None = N
     `intensities`: every request at each strength α (files `<stem>-intensity<α>-N.png`, α = 1 the
     plain files), image i of every α with the same number and seed, and with several α one strip
     `grid-<stem>-intensity-N.png` per number. `best_of` (default generate.best_of): K candidates per
-    image, the probe's favourite kept, the others in rejected/ with `keep_all`."""
+    image, the probe's favourite kept, the others in rejected/ with `keep_all`.
+
+    For a long-running caller (`emogen serve`): `pipe` a pipeline already loaded (then `mapper` and
+    `baseline` are the pipeline's), `settings` this call's sampling settings (`pipe.settings(...)`;
+    default the config's), `first_seed` image i of each request seeded first_seed + i (the Python API's
+    `seed=`) instead of runtime.seed + its file number, `stop` a cancel flag checked at each step's end."""
     from emogen_cli.core.images import load_rgb
     from emogen_cli.core.runtime import process_share
 
@@ -137,7 +145,10 @@ def generate(config: Config, requests: list[Request], out: str | Path | None = N
     writable_folder(out_dir)  # creates nothing: a bundle that fails to load leaves no empty folder behind
     rejected_dir = out_dir / "rejected"
     stems = [file_stem(request, baseline) for request in requests]
-    pipe = EmoGenPipeline(config, mapper, baseline, max(r.tokens for r in requests), share.device, reporter=reporter)
+    if pipe is None:
+        pipe = EmoGenPipeline(config, mapper, baseline, max(r.tokens for r in requests), share.device,
+                              reporter=reporter)
+    settings = settings or pipe.settings()
     for request in requests:
         pipe.check(request)  # a lost emotion token fails now, before any image is made
     scorer = pipe.scorer(probe) if k > 1 else None  # a missing probe fails now too
@@ -159,12 +170,13 @@ def generate(config: Config, requests: list[Request], out: str | Path | None = N
     calls = sum(math.ceil(len(indices) * k / batch) for _, indices in batches)
     try:
         task = "Generating" if k == 1 else f"Generating (best of {k})"
-        with progress(reporter, task, len(mine)), StepWatch(reporter, calls * pipe.settings().steps) as watch:
+        with progress(reporter, task, len(mine)), StepWatch(reporter, calls * settings.steps, stop) as watch:
             for r, indices in batches:
                 request, numbers = requests[r], [starts[r] + i for i in indices]
-                seed_groups = [image_seeds(seed, n, k) for n in numbers]
-                for n, selection in zip(numbers, pipe.generate(request, seed_groups, scorer=scorer, batch_size=batch,
-                                                               callback_on_step_end=watch)):
+                seed_groups = ([image_seeds(seed, n, k) for n in numbers] if first_seed is None else
+                               [image_seeds(first_seed, i, k) for i in indices])
+                for n, selection in zip(numbers, pipe.generate(request, seed_groups, settings, scorer=scorer,
+                                                               batch_size=batch, callback_on_step_end=watch)):
                     for cand in selection.rejected if keep_all else []:
                         path = rejected_dir / f"{stems[r]}-{n:05d}-rank{cand.rank}.png"
                         rejected_pending.append(save_png(path, cand.image, cand.metadata, cand.infotext))
