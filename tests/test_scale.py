@@ -4,6 +4,7 @@ claims in one scan, streaming evaluation). Behaviour only: timings are measured 
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from emogen_cli.core.config import load_config
@@ -102,3 +103,61 @@ def test_edit_claims_every_number_in_one_folder_scan(cli, mapper_config, tmp_pat
     assert r.code == 0, r.err
     assert r.json["count"] == 3 and len(scans) == 1
     assert sorted(_names(out)) == [f"p{i}-awe-00000.png" for i in range(3)] and not list(out.glob(".*.claim"))
+
+
+def test_streamed_metrics_equal_the_in_memory_ones(mapper_config, tmp_path):
+    """Evaluate keeps per-image features in a file, Emo-A/Sem-C as counts and FID as running sums (before:
+    [N, D] tensors of every image in memory); the values equal the in-memory arithmetic (float64 sums in
+    another order, the reference a shuffle of the same folder: rtol 1e-5)."""
+    import numpy as np
+    import torch
+
+    from emogen_cli.core.clipspace import clip_image_features
+    from emogen_cli.core.emotions import EMOTIONS
+    from emogen_cli.core.reporting import Reporter
+    from emogen_cli.evaluation import metrics as M
+    from emogen_cli.evaluation.evaluate import Evaluation, FeatureFile
+    from emogen_cli.evaluation.gallery import scan_gallery
+    from emogen_cli.outputs.folder import save_png
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "gallery"
+    for i in range(10):
+        pixels = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+        save_png(folder / f"img-{i:05d}.png", Image.fromarray(pixels), {"emotion": EMOTIONS[i % 2], "seed": i})
+    cfg = load_config(mapper_config, {"evaluate.pairs": 6, "evaluate.batch_size": 3, "runtime.device": "cpu",
+                                      "evaluate.reference": str(folder), "evaluate.fid_features": "clip"})
+    images, _ = scan_gallery(folder)
+    run = Evaluation(cfg, images, None, None, Reporter())
+    feats = clip_image_features(run.clip(), [im.path for im in images], run.device, 3)  # same batches: same values
+    stored = run.clip_features()
+    assert torch.equal(torch.cat([block for _, block in stored.chunks(4)]), feats)
+    assert torch.equal(stored.rows([7, 2, 7]), feats[[7, 2, 7]])
+
+    sem_d = run.sem_d()
+    for group in ("amusement", "awe"):
+        assert sem_d["per_emotion"][group] == pytest.approx(M.pair_mse(feats, run.pairs(group)).mean().item(), rel=1e-6)
+
+    emo_a = run.emo_a()
+    from emogen_cli.evaluation.edit_metrics import checked_probe
+
+    probe = checked_probe(Path(cfg.generate.mapper) / "emotion_probe.safetensors", run.clip())
+    targets = torch.tensor([EMOTIONS.index(im.emotion) for im in images])
+    with torch.no_grad():
+        assert emo_a["value"] == pytest.approx(M.emotion_accuracy(probe(feats), targets))
+
+    fid = run.fid()
+    real = clip_image_features(run.clip(), [im.path for im in images], run.device, 3)
+    assert fid["value"] == pytest.approx(M.frechet_distance(real, feats), rel=1e-5, abs=1e-6)
+    for group in ("amusement", "awe"):
+        rows = [i for i, im in enumerate(images) if im.emotion == group]
+        assert fid["per_emotion"][group] == pytest.approx(M.frechet_distance(real[rows], feats[rows]), rel=1e-5, abs=1e-6)
+
+    features = FeatureFile()
+    x = torch.randn(50, 6, dtype=torch.float64).float()
+    for k in range(0, 50, 7):
+        features.append(x[k:k + 7])
+    y = torch.randn(40, 6)
+    other = FeatureFile()
+    other.append(y)
+    assert M.frechet_from_stats(features.stats(), other.stats()) == pytest.approx(M.frechet_distance(x, y), rel=1e-5)
