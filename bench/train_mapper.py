@@ -37,7 +37,8 @@ def ours(cfg, out: Path, steps: int, batch: int) -> float:
     from emogen_cli.stage2.train_mapper import train_mapper
 
     run = dataclasses.replace(cfg, mapper=dataclasses.replace(cfg.mapper, output=str(out), max_steps=steps + 3,
-                                                              batch_size=batch, checkpoint_every=10**9))
+                                                              batch_size=batch, checkpoint_every=10**9),
+                              runtime=dataclasses.replace(cfg.runtime, log_every=1))  # a stamp per step
     clock = StepClock()
     train_mapper(run, reporter=clock)
     return median(clock.step_times())

@@ -33,7 +33,7 @@ from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import EMOTIONS, split_names, validate_emotion
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.reporting import Reporter
-from emogen_cli.core.runtime import DTYPES, resolve_device, resolve_precision
+from emogen_cli.core.runtime import DTYPES, apply_runtime, resolve_device, resolve_precision
 from emogen_cli.stage2.conditioning import EmotionPromptEncoder
 from emogen_cli.stage2.mapper import MapperBundle, load_mapper, resolve_bundle
 
@@ -169,6 +169,7 @@ class EmoGenPipeline:
         self._scorers: dict[str, Any] = {}  # best-of's emotion probes, by path
         self._interrupt = False  # a step callback sets it to stop the current call (as in diffusers)
         self.negative = self.negative_embeds()  # the config's negative prompt, encoded once
+        apply_runtime(config.runtime, pipe=self, device=self.device)  # runtime.* fast paths (core/runtime.py)
 
     # ----------------------------------------------------------------------------------- loading
     @classmethod

@@ -119,3 +119,35 @@ def test_prepare_counts_images_listed_under_both_kinds(cli, tmp_path):
     assert again.code == 1 and "--overwrite" in again.err
     union = cli("prepare", "--data", root, "--out", tmp_path / "union", "--balance", "union", "--json")
     assert union.json["kept"] == union.json["kept_images"] == 3 and union.json["listed_under_both_kinds"] == 0
+
+
+def test_latent_cache_batches_and_workers_equal_the_per_image_cache(tiny_config, tmp_path):
+    """Issue 18: --cache-latents decodes in DataLoader workers (data.num_workers) and encodes batches of
+    data.cache_batch_size. Workers change nothing (bit-equal at one batch size); another batch size changes
+    the VAE's convolution shapes, so the values equal the one-image-at-a-time cache up to float rounding
+    (float32 VAE, stored float32 here: atol 1e-5). Shards stay whole and in order across batch boundaries."""
+    import torch
+
+    from emogen_cli.core.config import load_config
+    from emogen_cli.data.latents import INDEX, LatentCache, cache_latents
+    from emogen_cli.data.prepare import prepare
+
+    cfg = load_config(tiny_config)
+    prepare(cfg)
+    from emogen_cli.data.emoset import load_prepared
+
+    prepared = load_prepared(tmp_path / "prepared")
+    rows = prepared.unique_rows[:11]
+    args = (rows, prepared.root)
+    model = (cfg.model.pretrained, cfg.model.revision, cfg.model.resolution)
+    cache_latents(*args, tmp_path / "one", *model, batch_size=1, dtype="float32", device="cpu")
+    cache_latents(*args, tmp_path / "four", *model, batch_size=4, shard_size=5, dtype="float32", device="cpu")
+    cache_latents(*args, tmp_path / "workers", *model, batch_size=4, shard_size=5, dtype="float32", device="cpu",
+                  num_workers=2)
+    one, four, workers = (LatentCache(tmp_path / name) for name in ("one", "four", "workers"))
+    shards = json.loads((tmp_path / "workers" / INDEX).read_text())["shards"]
+    assert [len(ids) for ids in shards.values()] == [5, 5, 1]  # shard_size, across batches of 4
+    assert [i for ids in shards.values() for i in ids] == [r.id for r in rows]
+    for row in rows:
+        assert torch.equal(workers[row.id], four[row.id])
+        torch.testing.assert_close(four[row.id], one[row.id], atol=1e-5, rtol=1e-5)

@@ -108,7 +108,11 @@ def runtime_options(device: DeviceOpt = None, seed: SeedOpt = None, config: Conf
     Every public command takes it."""
 
 
-def precision_options(mixed_precision: PrecisionOpt = None) -> None:
+CompileOpt = Annotated[bool | None, flag("--compile", key="runtime.compile",
+                                         help="torch.compile the UNet (GPU: faster after a slow first step).")]
+
+
+def precision_options(mixed_precision: PrecisionOpt = None, compile_: CompileOpt = None) -> None:
     """Option group: the number format of the commands that run Stable Diffusion or train."""
 
 

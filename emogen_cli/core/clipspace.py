@@ -27,20 +27,24 @@ def _projected(out) -> torch.Tensor:
 
 
 @torch.no_grad()
-def clip_image_features(clip, paths: list[Path], device: torch.device, batch_size: int = 32,
-                        reporter: Reporter | None = None, task: str = "CLIP image features") -> torch.Tensor:
-    """[N, P] unnormalised CLIP image embeddings (the probe's input, as in the official code)."""
+def iter_clip_image_features(clip, paths: list[Path], device: torch.device, batch_size: int = 32,
+                             reporter: Reporter | None = None, task: str = "CLIP image features"):
+    """`clip_image_features` one batch at a time ([B, P] float32 CPU tensors): memory O(batch) for any count."""
     reporter = reporter or Reporter()
     size = clip.config.vision_config.image_size
-    out = []
     with progress(reporter, task, len(paths)):
         for i in range(0, len(paths), batch_size):
             chunk = paths[i:i + batch_size]
             pixels = torch.from_numpy(np.stack([to_array(resize_center_crop(load_rgb(p), size), CLIP_MEAN, CLIP_STD)
                                                 for p in chunk]))
-            out.append(_projected(clip.get_image_features(pixel_values=pixels.to(device, clip.dtype))).float().cpu())
+            yield _projected(clip.get_image_features(pixel_values=pixels.to(device, clip.dtype))).float().cpu()
             reporter.advance(task, len(chunk))
-    return torch.cat(out)
+
+
+def clip_image_features(clip, paths: list[Path], device: torch.device, batch_size: int = 32,
+                        reporter: Reporter | None = None, task: str = "CLIP image features") -> torch.Tensor:
+    """[N, P] unnormalised CLIP image embeddings (the probe's input, as in the official code)."""
+    return torch.cat(list(iter_clip_image_features(clip, paths, device, batch_size, reporter, task)))
 
 
 @torch.no_grad()

@@ -35,7 +35,8 @@ class DataConfig:
     splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
     balance: str = "per_kind"  # per_kind (official) | union | none; old true/false read as per_kind/none
     verify_images: bool = True
-    num_workers: int = 2
+    num_workers: int = 2  # decoding workers of the scan and of --cache-latents (0: in the main process)
+    cache_batch_size: int = 16  # images per VAE encode of --cache-latents
 
 
 @dataclass
@@ -97,6 +98,8 @@ class GenerateConfig:
     output: str = "runs/generated"
     best_of: int = 1  # candidates per image; the emotion probe's favourite is kept (bestof.py)
     strict: bool = False  # refuse, instead of warning, a base model other than the one the mapper was trained on
+    sheet_size: int = 64  # images per contact sheet (a request of more gets one sheet per page)
+    max_sheets: int | None = 16  # contact sheets per request at most (null: every page; 0: none)
 
 
 @dataclass
@@ -133,6 +136,14 @@ class RuntimeConfig:
     seed: int = 0
     mixed_precision: str = "auto"  # auto: bf16 (or fp16) on CUDA, fp32 on CPU
     device: str = "auto"
+    # GPU fast paths (core/runtime.py `apply_runtime`); all off by default where they change numbers
+    compile: bool = False  # torch.compile the UNet (training and sampling)
+    channels_last: bool = False  # UNet (and VAE) in channels_last memory format
+    tf32: bool = False  # TF32 matmuls and convolutions on Ampere or newer GPUs
+    cpu_offload: bool = False  # diffusers enable_model_cpu_offload: one model on the GPU at a time
+    attention_slicing: bool = False  # attention computed in slices (less memory, a little slower)
+    vae_tiling: bool = False  # VAE decodes in tiles (large images on small GPUs)
+    log_every: int = 10  # training: read losses from the device (a sync) every N steps
 
 
 @dataclass
@@ -170,10 +181,11 @@ POSITIVE = {
     "encoder.lr", "mapper.lr", "encoder.max_steps", "generate.best_of",
     "serve.queue_size", "serve.max_images", "serve.max_steps", "serve.max_best_of", "serve.max_size",
     "serve.max_upload_mb", "serve.max_pixels",
+    "generate.sheet_size", "data.cache_batch_size", "runtime.log_every",
 }
 NON_NEGATIVE = {
     "mapper.lambda_attr", "mapper.lambda_emo", "mapper.threshold", "generate.guidance", "encoder.weight_decay",
-    "mapper.weight_decay", "encoder.momentum", "encoder.dropout", "data.num_workers",
+    "mapper.weight_decay", "encoder.momentum", "encoder.dropout", "data.num_workers", "generate.max_sheets",
 }
 # Inclusive upper bounds (on top of the lower bounds above); runtime.seed is 0 .. 2**32-1.
 AT_MOST: dict[str, int | float] = {"runtime.seed": choices.MAX_SEED, "mapper.threshold": 1.0, "encoder.dropout": 0.99}

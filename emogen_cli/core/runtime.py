@@ -108,3 +108,39 @@ def process_share(device: str = "auto") -> ProcessShare:
 
     state = PartialState(cpu=device == "cpu")
     return ProcessShare(state.process_index, state.num_processes, state.device, state)
+
+
+def apply_runtime(runtime: Any, *, pipe: Any = None, unet: Any = None, device: "torch.device | str | None" = None) -> Any:
+    """The GPU fast paths of `runtime.*` (config keys), applied in this one place to a diffusers pipeline
+    (or an EmoGenPipeline, which wraps one) or to a bare UNet (the trainer's); returns the UNet to call.
+
+    - tf32: TF32 matmuls/convolutions, on CUDA GPUs of compute capability 8 (Ampere) or newer only.
+    - channels_last: the UNet (and the pipeline's VAE) in channels_last memory format.
+    - attention_slicing, vae_tiling, cpu_offload: diffusers' memory switches (cpu_offload on CUDA only:
+      model offload needs an accelerator; elsewhere it is a no-op).
+    - compile: torch.compile of the UNet (the first call compiles: worth it for long runs).
+    Everything is off by default; see README "Performance" for when each helps."""
+    device = torch.device(device) if device is not None else None
+    cuda = device is not None and device.type == "cuda"
+    sd = getattr(pipe, "pipe", pipe)  # an EmoGenPipeline's diffusers pipeline, or the pipeline itself
+    if sd is not None:
+        unet = sd.unet
+    if runtime.tf32 and cuda and torch.cuda.get_device_capability(device)[0] >= 8:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if runtime.channels_last:
+        unet.to(memory_format=torch.channels_last)
+        if sd is not None:
+            sd.vae.to(memory_format=torch.channels_last)
+    if sd is not None:
+        if runtime.attention_slicing:
+            sd.enable_attention_slicing()
+        if runtime.vae_tiling:
+            sd.vae.enable_tiling()
+        if runtime.cpu_offload and cuda:
+            pipe.enable_model_cpu_offload(device=device)
+    if runtime.compile:
+        unet = torch.compile(unet)
+        if sd is not None:
+            sd.unet = unet
+    return unet

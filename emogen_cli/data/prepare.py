@@ -74,7 +74,9 @@ def prepare(config: Config, out: str | Path | None = None, cache_latents: bool =
             _drop_stale_latents(out_dir / "latents", config)
 
         result["latents"] = run_cache(rows, root, out_dir / "latents", config.model.pretrained, config.model.revision,
-                                      config.model.resolution, device=config.runtime.device, reporter=reporter)
+                                      config.model.resolution, batch_size=config.data.cache_batch_size,
+                                      device=config.runtime.device, reporter=reporter,
+                                      num_workers=config.data.num_workers)
     return result
 
 

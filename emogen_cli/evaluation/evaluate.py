@@ -66,14 +66,67 @@ def semc_pixels(path: Path) -> np.ndarray:
 
 
 @torch.no_grad()
-def _classify(model, paths: list[Path], device, batch_size: int, pixels) -> torch.Tensor:
-    """Logits of an image classifier over `paths`; `pixels(path)` gives each CHW input array."""
-    out = []
+def _iter_classify(model, paths: list[Path], device, batch_size: int, pixels):
+    """Logits of an image classifier over `paths`, one [B, classes] batch at a time; `pixels(path)` gives
+    each CHW input array."""
     for chunk in _batches(paths, batch_size):
         arrays = [pixels(p) for p in chunk]
         logits = model(torch.from_numpy(np.stack(arrays)).to(device))
-        out.append((logits.logits if hasattr(logits, "logits") else logits).float().cpu())
-    return torch.cat(out)
+        yield (logits.logits if hasattr(logits, "logits") else logits).float().cpu()
+
+
+def _classify(model, paths: list[Path], device, batch_size: int, pixels) -> torch.Tensor:
+    """Logits of an image classifier over `paths` ([N, classes]; for small N: metrics stream `_iter_classify`)."""
+    return torch.cat(list(_iter_classify(model, paths, device, batch_size, pixels)))
+
+
+class FeatureFile:
+    """Per-image feature rows ([N, D] float32) kept in an anonymous temporary file instead of memory:
+    written batch by batch, read back in chunks or by row. Memory O(chunk) whatever N (disk: 4·D bytes
+    per image, e.g. 3 KiB for CLIP ViT-L, 8 KiB for Inception); the file goes when the object does."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._file = tempfile.TemporaryFile()
+        self.count, self.dim = 0, 0
+
+    def append(self, rows: torch.Tensor) -> None:
+        array = np.ascontiguousarray(rows.detach().float().cpu().numpy(), dtype=np.float32)
+        self.dim = array.shape[1]
+        self._file.seek(0, 2)
+        self._file.write(array.tobytes())
+        self.count += len(array)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def chunks(self, size: int = 1024):
+        """(first row, [B, D] tensor) for consecutive rows."""
+        for start in range(0, self.count, size):
+            n = min(size, self.count - start)
+            self._file.seek(start * self.dim * 4)
+            yield start, torch.from_numpy(np.frombuffer(self._file.read(n * self.dim * 4), np.float32)
+                                          .reshape(n, self.dim).copy())
+
+    def rows(self, indices: list[int]) -> torch.Tensor:
+        """The rows `indices` ([len(indices), D]), in that order."""
+        out = np.empty((len(indices), self.dim), np.float32)
+        for k, i in enumerate(indices):
+            self._file.seek(i * self.dim * 4)
+            out[k] = np.frombuffer(self._file.read(self.dim * 4), np.float32)
+        return torch.from_numpy(out)
+
+    def stats(self, members: set[int] | None = None, chunk: int = 1024) -> M.GaussianStats:
+        """Running mean/covariance sums of the rows in `members` (all rows with None), one chunk at a time."""
+        stats = M.GaussianStats()
+        for start, block in self.chunks(chunk):
+            if members is None:
+                stats.update(block)
+            else:
+                keep = [k for k in range(len(block)) if start + k in members]
+                stats.update(block[keep])
+        return stats
 
 
 def load_image_classifier(name: str, device: torch.device):
@@ -144,7 +197,7 @@ class Evaluation:
         self.device = resolve_device(config.runtime.device)
         self.batch = config.evaluate.batch_size
         self._clip = None
-        self._clip_features: torch.Tensor | None = None
+        self._clip_features: FeatureFile | None = None
         self._pairs: dict[str, list[tuple[int, int]]] = {}
 
     # -- shared CLIP features ----------------------------------------------------------------------------------
@@ -165,12 +218,17 @@ class Evaluation:
             self._clip = load_clip(self.clip_name(), self.device)[0]
         return self._clip
 
-    def clip_features(self) -> torch.Tensor:
+    def clip_features(self) -> FeatureFile:
+        """Every image's CLIP embedding, computed once (streamed to a FeatureFile: Sem-D, Emo-A and CLIP FID
+        read it back in chunks)."""
         if self._clip_features is None:
-            from emogen_cli.core.clipspace import clip_image_features
+            from emogen_cli.core.clipspace import iter_clip_image_features
 
-            self._clip_features = clip_image_features(self.clip(), [im.path for im in self.images], self.device,
-                                                      self.batch, self.reporter, "CLIP image features")
+            features = FeatureFile()
+            for batch in iter_clip_image_features(self.clip(), [im.path for im in self.images], self.device,
+                                                  self.batch, self.reporter, "CLIP image features"):
+                features.append(batch)
+            self._clip_features = features
         return self._clip_features
 
     def pairs(self, group: str) -> list[tuple[int, int]]:
@@ -188,8 +246,11 @@ class Evaluation:
         per, cos = {}, {}
         for group in self.groups:
             if pairs := self.pairs(group):
-                per[group] = M.pair_mse(feats, pairs).mean().item()
-                cos[group] = M.pair_cosine_distance(feats, pairs).mean().item()
+                members = sorted({i for pair in pairs for i in pair})  # only the paired images' rows are read
+                where = {i: k for k, i in enumerate(members)}
+                local, rows = [(where[a], where[b]) for a, b in pairs], feats.rows(members)
+                per[group] = M.pair_mse(rows, local).mean().item()
+                cos[group] = M.pair_cosine_distance(rows, local).mean().item()
         if not per:
             raise Unavailable("Sem-D needs at least two images of one emotion.")
         return {"value": _emotion_mean(per), "per_emotion": per, "cosine_distance": _emotion_mean(cos),
@@ -199,7 +260,7 @@ class Evaluation:
         targets = [(i, EMOTIONS.index(im.emotion)) for i, im in enumerate(self.images) if im.emotion in EMOTIONS]
         if not targets:
             raise Unavailable("Emo-A needs images of the eight emotions (none found in the metadata or folders).")
-        index = [i for i, _ in targets]
+        target_of = dict(targets)
         if self.config.evaluate.emotion_classifier == "clip":
             from emogen_cli.evaluation.edit_metrics import checked_probe
 
@@ -209,41 +270,58 @@ class Evaluation:
                                   "Pass --probe (emotion_probe.safetensors of a mapper bundle, or the official "
                                   "classifier .pth), or --emotion-classifier encoder.")
             probe = checked_probe(probe_path, self.clip())
-            with torch.no_grad():
-                logits = probe(self.clip_features()[index])
+
+            def batches():  # (image indices, logits), streamed from the CLIP feature file
+                for start, block in self.clip_features().chunks(self.batch * 8):
+                    rows = [k for k in range(len(block)) if start + k in target_of]
+                    with torch.no_grad():
+                        yield [start + k for k in rows], probe(block[rows])
             backend = f"CLIP-space probe {probe_path} on {self.clip_name()}"
         else:
             from emogen_cli.stage1.encoder import encoder_pixels, load_encoder
 
             bundle = load_encoder(self.encoder_path)
             order = [bundle.config["emotions"].index(e) for e in EMOTIONS]
-            raw = _classify(bundle.model.to(self.device), [self.images[i].path for i in index], self.device,
-                            self.batch, lambda p: encoder_pixels(load_rgb(p), bundle.config))
-            logits = raw[:, order]
+            index = [i for i, _ in targets]
+
+            def batches():
+                logits = _iter_classify(bundle.model.to(self.device), [self.images[i].path for i in index], self.device,
+                                        self.batch, lambda p: encoder_pixels(load_rgb(p), bundle.config))
+                for k, raw in zip(range(0, len(index), self.batch), logits):
+                    yield index[k:k + len(raw)], raw[:, order]
             backend = f"stage-1 classifier {self.encoder_path}"
-        target = torch.tensor([t for _, t in targets])
-        per = {}
-        for group in self.groups:
-            rows = [k for k, (i, _) in enumerate(targets) if self.images[i].emotion == group]
-            if rows:
-                per[group] = M.emotion_accuracy(logits[rows], target[rows])
-        return {"value": M.emotion_accuracy(logits, target), "per_emotion": per, "backend": backend}
+        hits: dict[str, list[int]] = {}  # group -> [right, total]: counts, not a list of every prediction
+        for idx, logits in batches():
+            right = (logits.argmax(-1) == torch.tensor([target_of[i] for i in idx])).tolist()
+            for i, ok in zip(idx, right):
+                for key in (self.images[i].emotion, None):
+                    counts = hits.setdefault(key, [0, 0])
+                    counts[0] += ok
+                    counts[1] += 1
+        per = {g: hits[g][0] / hits[g][1] for g in self.groups if g in hits}
+        return {"value": hits[None][0] / hits[None][1], "per_emotion": per, "backend": backend}
 
     def sem_c(self) -> dict[str, Any]:
         cfg = self.config.evaluate
         paths = [im.path for im in self.images]
-        with progress(self.reporter, "Sem-C classifiers", 2 if cfg.scene_model else 1):
-            objects = _classify(load_image_classifier(cfg.object_model, self.device), paths, self.device, self.batch,
-                                semc_pixels)
-            self.reporter.advance("Sem-C classifiers")
-            scenes = None
-            if cfg.scene_model:
-                scenes = _classify(load_image_classifier(cfg.scene_model, self.device), paths, self.device, self.batch,
-                                   semc_pixels)
-                self.reporter.advance("Sem-C classifiers")
-        clarity = M.semantic_clarity(objects, scenes)
-        per = {g: clarity[idx].mean().item() for g, idx in self.groups.items()}
-        result = {"value": clarity.mean().item(), "per_emotion": per,
+        objects_model = load_image_classifier(cfg.object_model, self.device)
+        scenes_model = load_image_classifier(cfg.scene_model, self.device) if cfg.scene_model else None
+        group_of = {i: g for g, idx in self.groups.items() for i in idx}
+        sums: dict[str | None, list[float]] = {}  # group -> [sum of clarity, images]: streamed, O(groups)
+        with progress(self.reporter, "Sem-C classifiers", len(paths)):
+            objects = _iter_classify(objects_model, paths, self.device, self.batch, semc_pixels)
+            scenes = (_iter_classify(scenes_model, paths, self.device, self.batch, semc_pixels)
+                      if scenes_model is not None else None)
+            for start, object_logits in zip(range(0, len(paths), self.batch), objects):
+                clarity = M.semantic_clarity(object_logits, next(scenes) if scenes is not None else None)
+                for k, value in enumerate(clarity.double().tolist()):
+                    for key in (group_of[start + k], None):
+                        acc = sums.setdefault(key, [0.0, 0])
+                        acc[0] += value
+                        acc[1] += 1
+                self.reporter.advance("Sem-C classifiers", len(clarity))
+        per = {g: sums[g][0] / sums[g][1] for g in self.groups if g in sums}
+        result = {"value": sums[None][0] / sums[None][1], "per_emotion": per,
                   "backend": f"objects: {cfg.object_model}; scenes: {cfg.scene_model or 'none'}"}
         if not cfg.scene_model:
             result["note"] = ("No scene classifier (evaluate.scene_model): Sem-C uses the object classifier only. "
@@ -283,26 +361,28 @@ class Evaluation:
         if kind == "auto":
             kind = "inception" if importlib.util.find_spec("torch_fidelity") else "clip"
         reference = _reference_images(self.config, random.Random(self.config.runtime.seed))
+        if len(self.images) < 2:
+            raise Unavailable("FID needs at least two generated images.")
         if kind == "inception":
             if importlib.util.find_spec("torch_fidelity") is None:
                 raise Unavailable("Inception FID needs torch-fidelity.", "pip install torch-fidelity, or --fid-features clip.")
             fake, real = self._inception([im.path for im in self.images]), self._inception([im.path for im in reference])
             backend = "Inception-v3 pool features (torch-fidelity), as the paper's"
         else:
-            from emogen_cli.core.clipspace import clip_image_features
+            from emogen_cli.core.clipspace import iter_clip_image_features
 
-            fake = self.clip_features()
-            real = clip_image_features(self.clip(), [im.path for im in reference], self.device, self.batch,
-                                       self.reporter, "Reference features")
+            fake, real = self.clip_features(), FeatureFile()
+            for batch in iter_clip_image_features(self.clip(), [im.path for im in reference], self.device, self.batch,
+                                                  self.reporter, "Reference features"):
+                real.append(batch)
             backend = f"CLIP image features ({self.clip_name()}); not comparable to Inception FIDs such as the paper's"
+        # one group at a time from the feature files: memory O(D^2) for the two Gaussians, whatever the counts
         per, per_reference = {}, {}
         for group, idx in self.groups.items():
-            ref = [k for k, im in enumerate(reference) if im.emotion == group]
+            ref = {k for k, im in enumerate(reference) if im.emotion == group}
             per_reference[group] = len(ref)
             if len(idx) >= 2 and len(ref) >= 2:
-                per[group] = M.frechet_distance(real[ref], fake[idx])
-        if len(self.images) < 2:
-            raise Unavailable("FID needs at least two generated images.")
+                per[group] = M.frechet_from_stats(real.stats(ref), fake.stats(set(idx)))
         where = self.config.evaluate.reference or self.config.data.prepared
         few = {g: len(idx) for g, idx in self.groups.items() if len(idx) < MIN_FID_IMAGES}
         if few:
@@ -310,23 +390,23 @@ class Evaluation:
                 f"FID of {', '.join(f'{g} ({n})' for g, n in few.items())} comes from under {MIN_FID_IMAGES} images "
                 f"per emotion: such FIDs are mostly small-sample bias; generate at least {MIN_FID_IMAGES} (the paper "
                 "used thousands) before comparing them.")
-        return {"value": M.frechet_distance(real, fake), "per_emotion": per, "backend": backend,
+        return {"value": M.frechet_from_stats(real.stats(), fake.stats()), "per_emotion": per, "backend": backend,
                 "features": kind, "reference_images": len(reference), "reference": str(where),
                 "reference_per_emotion": per_reference, "few_images": few,
                 "scope": "each emotion against the reference images of that emotion; overall: every image against "
                          "all reference images"}
 
-    def _inception(self, paths: list[Path]) -> torch.Tensor:
+    def _inception(self, paths: list[Path]) -> FeatureFile:
         from torchmetrics.image.fid import NoTrainInceptionV3
 
         net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"]).to(self.device)
-        out = []
+        out = FeatureFile()
         with torch.no_grad():
             for chunk in _batches(paths, self.batch):
                 pixels = torch.stack([torch.from_numpy(np.asarray(resize_center_crop(load_rgb(p), 299))).permute(2, 0, 1)
                                       for p in chunk])
-                out.append(net(pixels.to(self.device)).double().cpu())
-        return torch.cat(out)
+                out.append(net(pixels.to(self.device)))
+        return out
 
 
 def _signed(path: Path, size: int | None = None) -> torch.Tensor:

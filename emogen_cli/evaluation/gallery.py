@@ -21,6 +21,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 # Sub-folders that hold no gallery images: best-of candidates that lost (`--keep-all`) and the
 # reports of `emogen evaluate` (metrics.png, ...), which must not be counted as generated images.
 SKIPPED_FOLDERS = {"rejected", "evaluation"}
+# The metadata keys evaluation reads (the emotion, and what the edit metrics need): a gallery keeps only
+# these per image, so scanning 100,000 images holds ~100 bytes each, not each image's whole metadata.
+KEPT_META = ("emotion", "kind", "target", "source", "source_sha256", "best_of")
 
 
 @dataclass
@@ -63,7 +66,7 @@ def scan_gallery(folder: str | Path) -> tuple[list[GalleryImage], list[str]]:
         emotion = meta.get("emotion")
         if emotion is None and path.parent != folder and path.parent.name.lower() in EMOTIONS:
             emotion = path.parent.name.lower()
-        images.append(GalleryImage(path, emotion, meta))
+        images.append(GalleryImage(path, emotion, {k: meta[k] for k in KEPT_META if k in meta}))
     return images, broken
 
 

@@ -25,6 +25,42 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     return max(float(fid.compute()), 0.0)
 
 
+class GaussianStats:
+    """Running sums of a stream of feature batches [B, D] in float64 (as torchmetrics' FID keeps them):
+    the mean and covariance of any number of images in O(D^2) memory."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum: torch.Tensor | None = None
+        self.outer: torch.Tensor | None = None
+
+    def update(self, features: torch.Tensor) -> None:
+        if not len(features):
+            return
+        f = features.double()
+        if self.sum is None:
+            self.sum = torch.zeros(f.shape[1], dtype=torch.float64)
+            self.outer = torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64)
+        self.sum += f.sum(0)
+        self.outer += f.t().mm(f)
+        self.count += len(f)
+
+    def mean_cov(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = (self.sum / self.count)[None]
+        return mean[0], (self.outer - self.count * mean.t().mm(mean)) / (self.count - 1)
+
+
+def frechet_from_stats(real: GaussianStats, fake: GaussianStats) -> float:
+    """FID from running sums: the arithmetic of torchmetrics' FrechetInceptionDistance.compute (its
+    `_compute_fid`), so `frechet_distance(real, fake)` and this agree to float64 rounding."""
+    from torchmetrics.image.fid import _compute_fid
+
+    if real.count < 2 or fake.count < 2:
+        raise ValueError("FID needs at least two images on each side.")
+    (mu_r, cov_r), (mu_f, cov_f) = real.mean_cov(), fake.mean_cov()
+    return max(float(_compute_fid(mu_r, cov_r, mu_f, cov_f)), 0.0)
+
+
 def random_pairs(n: int, count: int, rng: random.Random) -> list[tuple[int, int]]:
     """`count` random pairs of two different images out of `n`, as the official script draws them."""
     return [tuple(rng.sample(range(n), 2)) for _ in range(count)] if n >= 2 else []

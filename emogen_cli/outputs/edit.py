@@ -46,7 +46,7 @@ from emogen_cli.conditioning.va import DEFAULT_SIGMA, dominant, va_request
 from emogen_cli.core.choices import MAX_STEPS, MIN_STRENGTH_STEP
 from emogen_cli.core.errors import EmogenError, Interrupted
 from emogen_cli.core.reporting import Reporter, progress
-from emogen_cli.outputs.folder import claim_numbers, merge_index, reconcile, release_claims, save_png, save_sheet, slug
+from emogen_cli.outputs.folder import append_index, claim_numbers, reconcile, release_claims, save_png, save_sheet, slug
 from emogen_cli.outputs.generate import StepWatch
 from emogen_cli.pipeline import EmoGenPipeline
 
@@ -365,14 +365,20 @@ def edit_images(pipe: EmoGenPipeline, inputs: list[str | Path], out_dir: str | P
     if (until is not None or best_of > 1) and scorer is None:
         scorer = pipe.scorer(probe)
     label = label or request.name
-    edited, records, sheets, rejected, claimed = [], [], [], [], []
+    edited, records, sheets, claimed = [], [], [], []
+    rejected = 0
     per_edit = None if until is not None else best_of * denoising_steps(
         whole(steps or pipe.config.generate.steps, "--steps", 1, MAX_STEPS), strength)
     try:
         with progress(reporter, "Editing", len(files)), \
                 StepWatch(reporter, None if per_edit is None else per_edit * len(files), stop) as watch:
             editor = Editor(pipe, steps, guidance, watch)
-            for path in files:
+            # every input's number claimed at once (one folder scan, not one per input: O(n) for n inputs), reserved
+            # across processes so concurrent runs never collide; each claim goes when its input is done
+            stems = [f"{slug(path.stem) or 'image'}-{slug(label) or 'image'}" for path in files]
+            numbers = claim_numbers(out, stems, [1] * len(files))
+            claimed = [f"{stem}-{n:05d}.png" for stem, n in zip(stems, numbers)]
+            for path, stem, n in zip(files, stems, numbers):
                 try:
                     source = load_source(path, max_pixels)
                 except Skip as exc:
@@ -382,9 +388,6 @@ def edit_images(pipe: EmoGenPipeline, inputs: list[str | Path], out_dir: str | P
                     continue
                 for note in source.notes:
                     reporter.info(f"{path}: {note}.")
-                stem = f"{slug(path.stem) or 'image'}-{slug(label) or 'image'}"
-                n = claim_numbers(out, [stem], [1])[0]  # reserved across processes: concurrent runs never collide
-                claimed.append(f"{stem}-{n:05d}.png")
                 try:
                     outcome = _edit_one(editor, pipe, source, request, target, image_seeds(seed, n, best_of), strength,
                                         intensity, until, min_ssim, strength_step, scorer)
@@ -403,7 +406,8 @@ def edit_images(pipe: EmoGenPipeline, inputs: list[str | Path], out_dir: str | P
                           "Denoising strength": f"{kept.strength:g}", "Emogen source": path.name}
                 records.append(save_png(out / f"{stem}-{n:05d}.png", result, meta,
                                         pipe.infotext(request, outcome.seed, extra=fields)))
-                merge_index(out, records[-1:])  # indexed at once: any later failure leaves a true index
+                append_index(out, records[-1:])  # indexed at once (O(1)): any later failure leaves a true index
+                release_claims(out, [f"{stem}-{n:05d}.png"])
                 others = [save_png(
                     out / "rejected" / f"{stem}-{n:05d}-rank{cand.rank}.png", cand.image,
                     {**meta, "seed": cand.seed, "ssim": ssim(source.rgb, cand.image.convert("RGB")),
@@ -411,8 +415,8 @@ def edit_images(pipe: EmoGenPipeline, inputs: list[str | Path], out_dir: str | P
                     pipe.infotext(request, cand.seed, extra=fields))
                     for cand in (outcome.candidates[1:] if keep_all else [])]
                 if others:
-                    merge_index(out / "rejected", others)
-                    rejected.extend(others)
+                    append_index(out / "rejected", others)
+                    rejected += len(others)
                 sheets.append(save_sheet(out / f"grid-edit-{stem}-{n:05d}.png", [[source.rgb, kept.image]]))
                 edited.append({"source": str(path), "output": records[-1]["path"], "strength": kept.strength,
                                "ssim": kept.ssim, "p_target_before": outcome.p_before,
@@ -427,7 +431,7 @@ def edit_images(pipe: EmoGenPipeline, inputs: list[str | Path], out_dir: str | P
     finally:
         release_claims(out, claimed)
     return {"out": str(out), "count": len(records), "images": records, "target": target, "label": label, "edited": edited,
-            "skipped": skipped, "sheets": sheets, "rejected": len(rejected)}
+            "skipped": skipped, "sheets": sheets, "rejected": rejected}
 
 
 def edit(config, inputs: list[str | Path], out: str | Path | None = None, emotion: str | None = None,

@@ -15,13 +15,21 @@ the temporary files of killed writes.
 Several runs may share a folder: numbers are claimed under a lock on the folder with a hidden
 claim file per number (`.<stem>-<number>.png.claim`, holding the owner's pid), so every run's
 images survive. A claim whose process is gone (kill -9) is reclaimed by the next run.
-index.jsonl is updated under the same lock by re-reading, merging and atomically replacing it.
+index.jsonl grows by appending under the same lock (`append_index`: O(1) per image, the new lines
+written in one call and fsynced), so a run of n images costs O(n) in index writes, not O(n^2). A line
+torn by a kill -9 or a full disk mid-append is cut off by the next append and by `reconcile`, which
+then indexes that image from its PNG: an interrupted run's index still matches its files.
+
+Contact sheets are paged (`write_sheets`): one sheet per `generate.sheet_size` images of a request,
+at most `generate.max_sheets` of them, built from the files one page at a time, so memory is bounded
+by a page whatever the run's size.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import socket
@@ -179,13 +187,17 @@ def _read_index(out_dir: Path) -> list[tuple[str | None, str]]:
     if not index.is_file():
         return []
     entries = []
-    for line in index.read_text(encoding="utf-8", errors="replace").splitlines():
+    text = index.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    for k, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
             name = _key(entry.get("path")) if isinstance(entry, dict) else None
         except json.JSONDecodeError:
+            if k == len(lines) - 1 and not text.endswith("\n"):
+                continue  # the torn last line of a killed append: its PNG is indexed again from its metadata
             name = None  # a damaged line is kept as it is: never drop what we do not understand
         entries.append((name, line))
     return entries
@@ -195,15 +207,59 @@ def _write_index(out_dir: Path, lines: list[str]) -> None:
     atomic_write_text(out_dir / INDEX, "".join(line + "\n" for line in lines))
 
 
-def merge_index(out_dir: Path, records: list[dict[str, Any]]) -> None:
-    """Add `records` to index.jsonl: under the folder lock, re-read it, replace entries of the same
-    files (however the folder was spelled), append the rest, and replace the file atomically."""
+def _index_line(out_dir: Path, record: dict[str, Any]) -> str:
+    return json.dumps({**record, "path": str(out_dir.resolve() / Path(record["path"]).name)}, allow_nan=False)
+
+
+def _cut_torn_tail(fd: int) -> None:
+    """Truncate a line that a killed append left unfinished (every complete line ends with a newline)."""
+    size = os.fstat(fd).st_size
+    if not size or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    end = size
+    while end > 0:
+        block = os.pread(fd, min(65536, end), max(0, end - 65536))
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            end = end - len(block) + cut + 1
+            break
+        end -= len(block)
+    os.ftruncate(fd, max(end, 0))
+
+
+def append_index(out_dir: Path, records: list[dict[str, Any]]) -> None:
+    """Add the entries of newly written files (names this run claimed) to index.jsonl by appending:
+    O(len(records)) whatever the index's length. Under the folder lock: a torn last line of a killed
+    append is cut off first, then the new lines are written in one call and fsynced."""
     if not records:
         return
-    new = {Path(r["path"]).name: {**r, "path": str(out_dir.resolve() / Path(r["path"]).name)} for r in records}
+    data = "".join(_index_line(out_dir, r) + "\n" for r in records).encode("utf-8")
+    with folder_lock(out_dir):
+        fd = os.open(out_dir / INDEX, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _cut_torn_tail(fd)
+            offset = os.lseek(fd, 0, os.SEEK_END)
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+            os.fsync(fd)
+        except OSError as exc:
+            raise disk_error(out_dir / INDEX, exc) from None
+        finally:
+            os.close(fd)
+
+
+def merge_index(out_dir: Path, records: list[dict[str, Any]]) -> None:
+    """Add `records` to index.jsonl: under the folder lock, re-read it, replace entries of the same
+    files (however the folder was spelled), append the rest, and replace the file atomically.
+    O(index length): for files that may already be listed; new files go through `append_index`."""
+    if not records:
+        return
+    new = {Path(r["path"]).name: _index_line(out_dir, r) for r in records}
     with folder_lock(out_dir):
         kept = [line for name, line in _read_index(out_dir) if name not in new]
-        _write_index(out_dir, kept + [json.dumps(new[n], allow_nan=False) for n in sorted(new)])
+        _write_index(out_dir, kept + [new[n] for n in sorted(new)])
 
 
 def reconcile(out_dir: Path) -> dict[str, int]:
@@ -240,9 +296,22 @@ def reconcile(out_dir: Path) -> dict[str, int]:
                 lines.append(json.dumps({"path": str(png.resolve()), **{k: v for k, v in meta.items()
                                                                          if k != "path"}}, allow_nan=False))
                 counts["added"] += 1
-        if any(counts.values()):
+        if any(counts.values()) or _torn(out_dir / INDEX):
             _write_index(out_dir, lines)
     return counts
+
+
+def _torn(index: Path) -> bool:
+    """index.jsonl ends in an unfinished line (an append was killed)."""
+    try:
+        with open(index, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def _write_in_progress(out_dir: Path) -> bool:
@@ -317,5 +386,41 @@ def save_sheet(path: Path, rows: list[list[Any]], height: int = SHEET_HEIGHT) ->
     """Write a contact sheet (atomically); returns its path."""
     atomic_save_image(path, sheet(rows, height), format="PNG")
     return str(path)
+
+
+def sheet_columns(count: int) -> int:
+    """Images per row of a contact sheet page: 4 up to 16 images, then about square (64 -> 8 x 8)."""
+    return 4 if count <= 16 else math.ceil(math.sqrt(count))
+
+
+def write_sheets(out_dir: Path, stem: str, start: int, count: int, sheet_size: int,
+                 max_sheets: int | None) -> tuple[list[str], int]:
+    """The contact sheets of one request's files `<stem>-<start>.png` .. (count of them): one sheet
+    `grid-<stem>-<first number>.png` per page of `sheet_size` images, at most `max_sheets` (None: every
+    page; 0: none). A page is read from disk and scaled down one image at a time, so memory is one page
+    of thumbnails; a page with a missing file or a single image gets no sheet. Returns the sheets
+    written and the number of pages left without one because of `max_sheets`."""
+    from PIL import Image
+
+    from emogen_cli.core.images import load_rgb
+
+    written: list[str] = []
+    pages = range(start, start + count, sheet_size)
+    for page, first in enumerate(pages):
+        if max_sheets is not None and page >= max_sheets:
+            return written, len(pages) - page
+        paths = [out_dir / image_name(stem, n) for n in range(first, min(first + sheet_size, start + count))]
+        if len(paths) < 2 or not all(p.is_file() for p in paths):  # a sheet of one image is that image
+            continue
+        heights = []
+        for p in paths:
+            with Image.open(p) as im:
+                heights.append(im.size[1])
+        height = min(SHEET_HEIGHT, max(heights))
+        thumbs = [_fit(load_rgb(p), height) for p in paths]
+        columns = sheet_columns(len(thumbs))
+        written.append(save_sheet(out_dir / f"grid-{stem}-{first:05d}.png",
+                                  [thumbs[i:i + columns] for i in range(0, len(thumbs), columns)], height))
+    return written, 0
 
 

@@ -24,22 +24,23 @@ from emogen_cli.conditioning.selection import check_best_of
 from emogen_cli.conditioning.va import DEFAULT_SIGMA, GRID, check_axes, va_request, va_weights
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import EMOTIONS
-from emogen_cli.core.errors import EmogenError, Interrupted
+from emogen_cli.core.errors import Interrupted
 from emogen_cli.core.files import disk_error
 from emogen_cli.core.interrupts import StopSignals
 from emogen_cli.core.reporting import Reporter, progress
 from emogen_cli.core.validate import writable_folder
 from emogen_cli.outputs.folder import (
     INDEX,
+    append_index,
     claim_numbers,
     file_stem,
     image_name,
-    merge_index,
     reconcile,
     release_claims,
     remove_outputs,
     save_png,
     save_sheet,
+    write_sheets,
 )
 from emogen_cli.pipeline import EmoGenPipeline
 
@@ -130,7 +131,6 @@ def generate(config: Config, requests: list[Request], out: str | Path | None = N
     `baseline` are the pipeline's), `settings` this call's sampling settings (`pipe.settings(...)`;
     default the config's), `first_seed` image i of each request seeded first_seed + i (the Python API's
     `seed=`) instead of runtime.seed + its file number, `stop` a cancel flag checked at each step's end."""
-    from emogen_cli.core.images import load_rgb
     from emogen_cli.core.runtime import process_share
 
     reporter = reporter or Reporter()
@@ -163,9 +163,7 @@ def generate(config: Config, requests: list[Request], out: str | Path | None = N
     batches = plan(requests, share, batch)
     mine = [image_name(stems[r], starts[r] + i) for r, indices in batches for i in indices]
     records: list[dict[str, Any]] = []
-    pending: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
-    rejected_pending: list[dict[str, Any]] = []
+    rejected_count = 0
     written: set[str] = set()
     calls = sum(math.ceil(len(indices) * k / batch) for _, indices in batches)
     try:
@@ -177,47 +175,39 @@ def generate(config: Config, requests: list[Request], out: str | Path | None = N
                                [image_seeds(first_seed, i, k) for i in indices])
                 for n, selection in zip(numbers, pipe.generate(request, seed_groups, settings, scorer=scorer,
                                                                batch_size=batch, callback_on_step_end=watch)):
-                    for cand in selection.rejected if keep_all else []:
-                        path = rejected_dir / f"{stems[r]}-{n:05d}-rank{cand.rank}.png"
-                        rejected_pending.append(save_png(path, cand.image, cand.metadata, cand.infotext))
+                    others = [save_png(rejected_dir / f"{stems[r]}-{n:05d}-rank{cand.rank}.png", cand.image,
+                                       cand.metadata, cand.infotext) for cand in (selection.rejected if keep_all else [])]
+                    append_index(rejected_dir, others)
+                    rejected_count += len(others)
                     name = image_name(stems[r], n)
                     kept = selection.kept
-                    pending.append(save_png(out_dir / name, kept.image, kept.metadata, kept.infotext))
+                    record = save_png(out_dir / name, kept.image, kept.metadata, kept.infotext)
+                    append_index(out_dir, [record])  # indexed at once (O(1)): a later stop leaves a true index
+                    records.append(record)
                     written.add(name)
                     release_claims(out_dir, [name])
-                merge_index(rejected_dir, rejected_pending)
-                rejected += rejected_pending
-                rejected_pending = []
-                merge_index(out_dir, pending)
-                records += pending
-                pending = []
                 reporter.advance(task, len(indices))
                 watch.check()
     except KeyboardInterrupt:
-        _settle(rejected_dir, rejected_pending, rejected)
-        _settle(out_dir, pending, records)
         raise Interrupted(f"Interrupted after {len(records)} images; they are in {out_dir} and {INDEX}.",
                           "Run again to add more: numbering (and seeds) continue after the existing files.") from None
-    except EmogenError:
-        _settle(rejected_dir, rejected_pending, rejected)
-        _settle(out_dir, pending, records)
-        raise
     except OSError as exc:
-        _settle(rejected_dir, rejected_pending, rejected)
-        _settle(out_dir, pending, records)
         raise disk_error(out_dir, exc) from None
     finally:
         release_claims(out_dir, [n for n in mine if n not in written])
     records = sorted(share.gather(records), key=lambda rec: rec["path"])
-    rejected_count = len(share.gather(rejected))
+    rejected_count = sum(share.gather([rejected_count]))
     share.wait()
     strips: list[str] = []
     if share.is_main:
-        for request, stem, start in zip(requests, stems, starts):
-            paths = [out_dir / image_name(stem, start + i) for i in range(request.count)]
-            if len(paths) > 1 and all(p.is_file() for p in paths):  # a sheet of one image is that image
-                images = [load_rgb(p) for p in paths]
-                save_sheet(out_dir / f"grid-{stem}-{start:05d}.png", [images[i:i + 4] for i in range(0, len(images), 4)])
+        unsheeted = 0
+        for request, stem, start in zip(requests, stems, starts):  # paged: memory is one page of thumbnails
+            unsheeted += write_sheets(out_dir, stem, start, request.count, config.generate.sheet_size,
+                                      config.generate.max_sheets)[1]
+        if unsheeted and config.generate.max_sheets:
+            reporter.info(f"Contact sheets: the first {config.generate.max_sheets} per request "
+                          f"({config.generate.sheet_size} images each); {unsheeted} more page(s) without one "
+                          "(generate.max_sheets, generate.sheet_size).")
         if intensities and len(intensities) > 1:
             strips = _strips(out_dir, requests, stems, starts, groups, bases)
         release_claims(out_dir, [image_name(s, st + i) for s, st, r in zip(stems, starts, requests)
@@ -248,16 +238,6 @@ def _strips(out_dir: Path, requests: list[Request], stems: list[str], starts: li
     return written
 
 
-def _settle(out_dir: Path, pending: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
-    """After an interruption: index the images of the unfinished batch that reached the disk."""
-    try:
-        merge_index(out_dir, pending)
-    except (EmogenError, OSError):
-        pass  # the disk refuses even the index: the next run's reconcile adds them from their PNGs
-    records += pending
-    pending.clear()
-
-
 def va_grid(pipe: EmoGenPipeline, out_dir: str | Path, seed: int = 0, valences: tuple[float, ...] = GRID,
             arousals: tuple[float, ...] = GRID, sigma: float = DEFAULT_SIGMA, prompt: str = "{}",
             reporter: Reporter | None = None) -> dict[str, Any]:
@@ -281,7 +261,7 @@ def va_grid(pipe: EmoGenPipeline, out_dir: str | Path, seed: int = 0, valences: 
                     request = va_request(v, a, sigma, prompt, 1, emotions)
                     kept = next(pipe.generate(request, [[cell_seed]], callback_on_step_end=watch)).kept
                     records.append(save_png(out / f"va-{n:05d}.png", kept.image, kept.metadata, kept.infotext))
-                    merge_index(out, records[-1:])  # indexed at once: any later failure leaves a true index
+                    append_index(out, records[-1:])  # indexed at once: any later failure leaves a true index
                     cells[(v, a)] = kept.image
                     n += 1
                     reporter.advance("Valence-arousal grid")

@@ -33,7 +33,7 @@ from emogen_cli.core.files import atomic_save_safetensors, atomic_write_json, fi
 from emogen_cli.core.images import DIFFUSION_MEAN, DIFFUSION_STD, load_rgb, resize_center_crop, to_array
 from emogen_cli.core.interrupts import StopSignals, fault_point, step_finished, stop_with_checkpoint
 from emogen_cli.core.reporting import Reporter, progress
-from emogen_cli.core.runtime import DTYPES, make_accelerator, step_generator
+from emogen_cli.core.runtime import DTYPES, apply_runtime, make_accelerator, step_generator
 from emogen_cli.data.datasets import EpochSampler, set_epoch
 from emogen_cli.data.emoset import MANIFEST, Prepared, Row, load_prepared
 from emogen_cli.stage1.encoder import EncoderBundle, encoder_pixels, load_encoder
@@ -295,6 +295,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
         unet.train()  # checkpointing is active in train mode only; the frozen UNet has no dropout
     text_encoder.to(device, weight_dtype)
     unet.to(device, weight_dtype)
+    unet = apply_runtime(config.runtime, unet=unet, device=device)  # runtime.* fast paths (core/runtime.py)
     if vae is not None:
         vae.to(device, weight_dtype)
 
@@ -352,8 +353,12 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
         step, history = state["step"], state.get("history", [])
     saved_step = step if resume and step else -1
 
+    log_every, window, window_steps = config.runtime.log_every, {}, 0
+
     def checkpoint() -> None:
         nonlocal saved_step
+        if window:  # steps since the last read: no checkpoint of weights a NaN/inf loss has reached
+            check_finite(window["loss"], step - 1, "mapper.lr", ckpt_dir)
         if accelerator.is_main_process and saved_step != step:
             save_checkpoint(ckpt_dir, step, accelerator.unwrap_model(mapper).state_dict(), optimizer,
                             {"total": total, "settings": settings, "history": history[-50:]},
@@ -380,16 +385,24 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
                                         attribute_features, probe, weight_dtype, device)
                     loss = mapper_loss(terms["ldm"], terms["attr"], terms["emo"], batch["confidence"].float(),
                                        cfg.lambda_attr, cfg.lambda_emo, cfg.threshold).mean()
-                check_finite(loss, step, "mapper.lr", ckpt_dir)
+                # losses summed on the device; read (one sync) every runtime.log_every steps and at the end
+                values = {"loss": loss.detach(), **{f"l_{k}": v.detach().mean() for k, v in terms.items()}}
+                window = {k: window.get(k, 0) + v.float() for k, v in values.items()}
+                window_steps += 1
+                if (step + 1) % log_every == 0 or step + 1 == total:  # a NaN/inf in the window stops the run here
+                    check_finite(window["loss"], step, "mapper.lr", ckpt_dir)
                 accelerator.backward(loss)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 fault_point("after_optimizer_step")  # a signal here waits for the counter: state stays whole
                 step += 1
-                logged = _global_means({"loss": loss.detach(), **{f"l_{k}": v.detach().mean() for k, v in terms.items()}},
-                                       accelerator)
-                history.append({"step": step, **logged})
-                reporter.advance("Training mapper", 1, **logged)
+                if step % log_every == 0 or step == total:
+                    logged = _global_means({k: v / window_steps for k, v in window.items()}, accelerator)
+                    window, window_steps = {}, 0
+                    history.append({"step": step, **logged})
+                    reporter.advance("Training mapper", 1, **logged)
+                else:
+                    reporter.advance("Training mapper", 1)
                 if step_finished(step, total, cfg.checkpoint_every, checkpoint, stop, accelerator):
                     break
     checkpoint()
