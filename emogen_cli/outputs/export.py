@@ -14,6 +14,13 @@ Formats (one embedding per emotion; the name is the emotion's):
   single-tensor layout A1111, ComfyUI and diffusers all read). Put either in A1111's `embeddings/`
   folder (prompt word "awe") or ComfyUI's `models/embeddings/` (prompt "embedding:awe").
 D is the text encoder's width (768 for SD 1.x).
+
+On SDXL (a bundle trained on it) both formats write the SDXL embedding layout, one safetensors file
+with one tensor per text encoder: {"clip_l": [n, 768], "clip_g": [n, 1280]} (what AUTOMATIC1111 and
+ComfyUI read for SDXL): "diffusers" as `OUT/<emotion>/learned_embeds.safetensors`, loaded with
+`pipe.load_textual_inversion(state["clip_l"], token="<awe>", text_encoder=pipe.text_encoder,
+tokenizer=pipe.tokenizer)` and the same with "clip_g" into text_encoder_2/tokenizer_2; "a1111" as
+`OUT/<emotion>.safetensors` (A1111's `embeddings/`, ComfyUI's `models/embeddings/`). SDXL has no .pt layout.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ def export_embeddings(mapper: str | Path, emotions: list[str] | None = None, fmt
 
     `emotions` None means all of the bundle's emotions.
     """
+    from emogen_cli.backbones import get
     from emogen_cli.core.emotions import parse_emotions
     from emogen_cli.stage2.mapper import load_mapper, resolve_bundle
 
@@ -77,7 +85,11 @@ def export_embeddings(mapper: str | Path, emotions: list[str] | None = None, fmt
     bundle = load_mapper(resolve_bundle(mapper))
     names = parse_emotions(emotions or ["all"], bundle.emotions)
     out_dir = Path(out)
+    backbone = get(bundle.family)
+    widths = bundle.config.get("text_encoders") or {backbone.towers[0].text_encoder: bundle.config["out_dim"]}
+    layered = len(backbone.towers) > 1  # SDXL: one tensor per text encoder (clip_l, clip_g), safetensors only
     plans = {e: ([out_dir / e / "learned_embeds.safetensors"] if fmt == "diffusers" else
+                 [out_dir / f"{e}.safetensors"] if layered else
                  [out_dir / f"{e}.pt", out_dir / f"{e}.safetensors"]) for e in names}
     _refuse_existing([p for paths in plans.values() for p in paths], overwrite)
     base = str(bundle.config.get("base_model", ""))
@@ -90,7 +102,10 @@ def export_embeddings(mapper: str | Path, emotions: list[str] | None = None, fmt
             vectors = emotion_embedding(bundle, emotion, samples, seed)
             dim = vectors.shape[-1]
             meta = {**info, "emogen_emotion": emotion}
-            if fmt == "diffusers":
+            if layered:
+                atomic_save_safetensors(plans[emotion][0], backbone.export_tensors(vectors, widths),
+                                        metadata={**meta, "emogen_family": backbone.family})
+            elif fmt == "diffusers":
                 atomic_save_safetensors(plans[emotion][0], {f"<{emotion}>": vectors}, metadata=meta)
             else:
                 pt, st = plans[emotion]
@@ -104,4 +119,5 @@ def export_embeddings(mapper: str | Path, emotions: list[str] | None = None, fmt
             reporter.advance("Exporting")
     words = {e: (f"<{e}>" if fmt == "diffusers" else e) for e in names}
     return {"format": fmt, "out": str(out_dir), "emotions": names, "files": written, "prompt_words": words,
-            "vectors": 1 if samples is None else samples, "dim": dim, "base_model": base}
+            "vectors": 1 if samples is None else samples, "dim": dim, "base_model": base, "family": backbone.family,
+            "dims": {t.export_key: int(widths[t.text_encoder]) for t in backbone.towers}}
