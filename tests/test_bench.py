@@ -14,6 +14,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     ("startup.py", {"python_s", "emogen_help_s"}),
     ("generate.py", {"ours_s", "diffusers_s", "overhead_percent"}),
     ("train_mapper.py", {"official_style_step_s", "ours_batched_step_s", "speedup_per_sample"}),
+    ("sdxl.py", {"ours_s", "diffusers_s", "generate_peak_mb", "train_steps_per_s", "train_peak_mb"}),
 ])
 def test_benchmark_quick_mode(script, keys):
     run = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--json"], capture_output=True, text=True,
