@@ -88,7 +88,6 @@ def main(argv: list[str] | None = None) -> dict:
                             cuda_sync())
         generate_peak = _peak_mb(reset=True)
         device, dtype, base = str(ours.device), str(ours.dtype), ours.base_model
-        del ours, plain
 
         train = None
         if config is not None:  # train-mapper on the random chain (a real SDXL run is the user's own)

@@ -158,10 +158,7 @@ class EmoGenPipeline:
                              revision=config.model.revision, **self.backbone.pipeline_kwargs)
         size = resolution(config, self.backbone)
         if size != config.model.resolution:  # SDXL without model.resolution set: 1024
-            explicit = config.__dict__.get("_explicit")
-            self.config = config = replace(config, model=replace(config.model, resolution=size))
-            if explicit is not None:
-                config.__dict__["_explicit"] = explicit
+            self.config = config = _keep_explicit(config, replace(config, model=replace(config.model, resolution=size)))
         self.scheduler_name = ""
         self.set_scheduler(config.generate.scheduler)
         self.pipe.to(self.device, self.dtype)
@@ -223,12 +220,13 @@ class EmoGenPipeline:
         defaults = config is None
         config = config or Config()
         if scheduler is not None:
-            config = replace(config, generate=replace(config.generate, scheduler=_scheduler(scheduler)))
+            config = _keep_explicit(config, replace(config, generate=replace(config.generate,
+                                                                          scheduler=_scheduler(scheduler))))
         pipe = cls(config, bundle_or_repo_id, baseline, 1, device, torch_dtype=torch_dtype,
                    base_model=None if base_model is None else str(base_model), reporter=reporter)
         if defaults:  # no config given: images default to the size the mapper was trained at
             size = int(pipe.bundle.config.get("resolution") or config.model.resolution)
-            pipe.config = replace(config, model=replace(config.model, resolution=size))
+            pipe.config = _keep_explicit(config, replace(config, model=replace(config.model, resolution=size)))
         return pipe
 
     @classmethod
@@ -260,10 +258,11 @@ class EmoGenPipeline:
                               "mapper=\"runs/mapper\").")
         config = config or Config()
         if scheduler is not None:
-            config = replace(config, generate=replace(config.generate, scheduler=_scheduler(scheduler)))
+            config = _keep_explicit(config, replace(config, generate=replace(config.generate,
+                                                                          scheduler=_scheduler(scheduler))))
         pipe = cls(config, mapper, baseline, 1, reporter=reporter, sd_pipeline=sd_pipeline)
         size = int(pipe.bundle.config.get("resolution") or config.model.resolution)
-        pipe.config = replace(config, model=replace(config.model, resolution=size))
+        pipe.config = _keep_explicit(config, replace(config, model=replace(config.model, resolution=size)))
         return pipe
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "EmoGenPipeline":
@@ -785,6 +784,13 @@ class EmoGenPipeline:
                 out.rejected_metadata.append(cand.metadata)
         out.images = _stack(out.images, output_type)
         return out
+
+
+def _keep_explicit(old: Config, new: Config) -> Config:
+    """`new` (a dataclasses.replace of `old`) remembering which keys `old`'s file or options set."""
+    if "_explicit" in old.__dict__:
+        new.__dict__["_explicit"] = set(old.__dict__["_explicit"])
+    return new
 
 
 def _scheduler(name: Any) -> str:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from a1111 import parse_infotext
 from PIL import Image
 from safetensors.torch import load_file
 
-from a1111 import parse_infotext
 from emogen_cli.core.config import load_config
 
 
@@ -87,6 +87,7 @@ def test_every_inference_command_runs_on_sdxl(cli, xl, tmp_path):
     with Image.open(images[0]["path"]) as im:
         assert im.size == (32, 32)
         prompt, _, params = parse_infotext(im.info["parameters"])
+    assert prompt == "<awe>"
     assert params["Size"] == "32x32" and params["Model"] == "models" and "Emogen mapper" in params
     run("transfer", "-e", "fear", "a cup", "-n", "1", "--out", tmp_path / "t")
     for mode in ("tokens", "embedding", "space"):

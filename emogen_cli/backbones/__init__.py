@@ -20,7 +20,7 @@ from emogen_cli.core.errors import EmogenError
 FAMILIES: dict[str, Backbone] = {b.family: b for b in (SD15(), SDXL())}
 DEFAULT_FAMILY = "sd15"  # bundles written before the family was recorded were trained on SD 1.5
 
-__all__ = ["Backbone", "TextTower", "FAMILIES", "get", "detect", "resolve", "resolution", "family_of_pipeline"]
+__all__ = ["FAMILIES", "Backbone", "TextTower", "detect", "family_of_pipeline", "get", "resolution", "resolve"]
 
 
 def get(name: str) -> Backbone:
@@ -79,8 +79,10 @@ def resolve(config: Any, model: str | Path | None = None) -> Backbone:
 
 
 def resolution(config: Any, backbone: Backbone) -> int:
-    """model.resolution when the config sets it, else the family's default (SD 1.5: 512, SDXL: 1024)."""
-    if config.is_explicit("model.resolution") or backbone.family == DEFAULT_FAMILY:
+    """model.resolution when the config sets it (or holds another value than the built-in 512: a Config rebuilt with
+    dataclasses.replace forgets which keys were set), else the family's default (SD 1.5: 512, SDXL: 1024)."""
+    set_here = config.is_explicit("model.resolution") or config.model.resolution != type(config.model)().resolution
+    if set_here or backbone.family == DEFAULT_FAMILY:
         return int(config.model.resolution)
     return backbone.default_resolution
 

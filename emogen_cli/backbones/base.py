@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -50,7 +51,7 @@ class Backbone:
     semantic_tower: int = 0  # which tower's projection the semantic vector (L_attr, L_emo, decompose) lives in
     default_resolution: int = 512  # image side when model.resolution is not set
     vae_scale: int = 8  # pixels per latent (the sizes an image may take are multiples of it)
-    pipeline_kwargs: Mapping[str, Any] = {}  # extra from_pretrained arguments of pipeline_class
+    pipeline_kwargs: Mapping[str, Any] = MappingProxyType({})  # extra from_pretrained arguments of pipeline_class
 
     # ------------------------------------------------------------------------------ loading
     def load_text(self, pretrained: str, revision: str | None = None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ so SD 1.5 images are unchanged (tests/test_pinned_images.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ class SD15(Backbone):
     towers = (TextTower("tokenizer", "text_encoder", "CLIPTextModel", "emb_params"),)
     semantic_tower = 0
     default_resolution = 512
-    pipeline_kwargs = {"safety_checker": None, "requires_safety_checker": False}
+    pipeline_kwargs: Mapping[str, Any] = MappingProxyType({"safety_checker": None, "requires_safety_checker": False})
 
     def prompt_encoder(self, parts: Mapping[str, Any], placeholders: list[str], semantic_token: str = "placeholder"):
         from emogen_cli.backbones.text import EmotionPromptEncoder

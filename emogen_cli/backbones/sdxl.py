@@ -36,10 +36,10 @@ class XLEmbeds:
     prompt_embeds: torch.Tensor
     pooled_prompt_embeds: torch.Tensor
 
-    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "XLEmbeds":
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> XLEmbeds:
         return XLEmbeds(fn(self.prompt_embeds), fn(self.pooled_prompt_embeds))
 
-    def _zip(self, other: Any, fn: Callable[[torch.Tensor, Any], torch.Tensor]) -> "XLEmbeds":
+    def _zip(self, other: Any, fn: Callable[[torch.Tensor, Any], torch.Tensor]) -> XLEmbeds:
         if isinstance(other, XLEmbeds):
             return XLEmbeds(fn(self.prompt_embeds, other.prompt_embeds),
                             fn(self.pooled_prompt_embeds, other.pooled_prompt_embeds))
@@ -60,38 +60,38 @@ class XLEmbeds:
     def __len__(self) -> int:
         return self.prompt_embeds.shape[0]
 
-    def __getitem__(self, rows: Any) -> "XLEmbeds":
+    def __getitem__(self, rows: Any) -> XLEmbeds:
         return self._map(lambda t: t[rows])
 
-    def float(self) -> "XLEmbeds":
+    def float(self) -> XLEmbeds:
         return self._map(lambda t: t.float())
 
-    def to(self, *args: Any, **kwargs: Any) -> "XLEmbeds":
+    def to(self, *args: Any, **kwargs: Any) -> XLEmbeds:
         return self._map(lambda t: t.to(*args, **kwargs))
 
-    def expand(self, rows: int, *_: Any) -> "XLEmbeds":
+    def expand(self, rows: int, *_: Any) -> XLEmbeds:
         return XLEmbeds(self.prompt_embeds.expand(rows, -1, -1), self.pooled_prompt_embeds.expand(rows, -1))
 
-    def zeros_like(self) -> "XLEmbeds":
+    def zeros_like(self) -> XLEmbeds:
         return self._map(torch.zeros_like)
 
-    def __add__(self, other: Any) -> "XLEmbeds":
+    def __add__(self, other: Any) -> XLEmbeds:
         return self._zip(other, lambda a, b: a + b)
 
-    def __sub__(self, other: Any) -> "XLEmbeds":
+    def __sub__(self, other: Any) -> XLEmbeds:
         return self._zip(other, lambda a, b: a - b)
 
-    def __mul__(self, other: Any) -> "XLEmbeds":
+    def __mul__(self, other: Any) -> XLEmbeds:
         return self._zip(other, lambda a, b: a * b)
 
     __radd__ = __add__
     __rmul__ = __mul__
 
     @staticmethod
-    def cat(items: list["XLEmbeds"]) -> "XLEmbeds":
+    def cat(items: list[XLEmbeds]) -> XLEmbeds:
         return XLEmbeds(torch.cat([i.prompt_embeds for i in items]), torch.cat([i.pooled_prompt_embeds for i in items]))
 
-    def equal(self, other: "XLEmbeds") -> bool:
+    def equal(self, other: XLEmbeds) -> bool:
         return torch.equal(self.prompt_embeds, other.prompt_embeds) and torch.equal(
             self.pooled_prompt_embeds, other.pooled_prompt_embeds)
 
@@ -144,7 +144,6 @@ class SDXL(Backbone):
               TextTower("tokenizer_2", "text_encoder_2", "CLIPTextModelWithProjection", "clip_g"))
     semantic_tower = 1
     default_resolution = 1024
-    pipeline_kwargs: Mapping[str, Any] = {}
 
     def prompt_encoder(self, parts: Mapping[str, Any], placeholders: list[str], semantic_token: str = "placeholder"):
         from emogen_cli.backbones.text import EmotionPromptEncoder
