@@ -5,6 +5,8 @@ the export diffusers loads, and bit-exact resume."""
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +190,32 @@ def test_sdxl_mapper_resume_is_bit_exact(xl, tmp_path):
     whole = load_file(str(tmp_path / "whole" / "mapper.safetensors"))
     split = load_file(str(tmp_path / "split" / "mapper.safetensors"))
     assert all(torch.equal(whole[k], split[k]) for k in whole)
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun is not installed")
+def test_two_process_sdxl_mapper_matches_one_process(xl, tmp_path):
+    """train-mapper on SDXL under `accelerate launch` (2 CPU processes, gloo) gives the one-process mapper with the
+    same global batch (confidence 1: the loss is lambda_attr * L_attr, which draws no noise)."""
+    import yaml
+    from test_multiprocess import launch, max_difference
+
+    from emogen_cli.core.emotions import EMOTIONS
+    from emogen_cli.data.emoset import load_prepared
+    from emogen_cli.stage2.train_mapper import train_mapper
+
+    attributes = load_prepared(xl["cfg"].data.prepared).attributes
+    (tmp_path / "confidence.json").write_text(json.dumps({"emotions": list(EMOTIONS),
+                                                          "attributes": {a: [1.0] * 8 for a in attributes}}))
+    data = yaml.safe_load(Path(xl["config"]).read_text())
+    data["mapper"].update({"batch_size": 4, "max_steps": 2, "checkpoint_every": 10, "attribute_vocabulary": "all",
+                           "confidence": str(tmp_path / "confidence.json")})
+    data["runtime"] = {"device": "cpu"}
+    config = tmp_path / "multi.yaml"
+    config.write_text(yaml.safe_dump(data))
+    one = train_mapper(load_config(config, {"mapper.output": str(tmp_path / "one")}))
+    assert one["final"]["l_attr"] > 0  # the mapper trains: the agreement is not two untouched copies
+    two = launch(config, "train-mapper", tmp_path / "two", "--batch-size", "2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["family"] == "sdxl"
+    assert max_difference(tmp_path / "one" / "mapper.safetensors", tmp_path / "two" / "mapper.safetensors") < 1e-5
