@@ -3,8 +3,8 @@
 A mapper bundle (emotion space + mapping network) and the Stable Diffusion model it was trained on
 turn an emotion into a "<emotion>" token embedding, which is written into the prompt's text
 embeddings and handed to SD as `prompt_embeds` (SDXL: both towers' `prompt_embeds` and the
-`pooled_prompt_embeds`; the model family's `Backbone`, emogen_cli/backbones/, says how). The pipeline loads, encodes, samples and returns;
-what a request means (fusion, intensity, valence-arousal, best-of ranking, the seed rule) is in
+`pooled_prompt_embeds`; the model family's `Backbone`, emogen_cli/backbones/, says how). The pipeline
+loads, encodes, samples and returns; what a request means (fusion, intensity, valence-arousal, best-of ranking, the seed rule) is in
 `emogen_cli.conditioning` below it, and writing folders of images is in `emogen_cli.outputs` above it.
 
 Image i of a call gets seed `seed + i` for both its emotion-space sample and its initial latents,
@@ -154,6 +154,7 @@ class EmoGenPipeline:
             self.dtype = torch_dtype or DTYPES[resolve_precision(config.runtime.mixed_precision, self.device)]
             self.base_model = base_model or self.bundle.base_model(config)
             self.backbone = resolve(config, self.base_model)
+            check_bundle(self.bundle.config, self.backbone, self.base_model)  # before the model loads
             self.pipe = load(getattr(diffusers, self.backbone.pipeline_class), self.base_model,
                              revision=config.model.revision, **self.backbone.pipeline_kwargs)
         size = resolution(config, self.backbone)

@@ -45,7 +45,8 @@ def _model_index(model: str, revision: str | None) -> dict[str, Any] | None:
         try:
             return json.loads(file.read_text()) if file.is_file() else None
         except (OSError, UnicodeDecodeError, ValueError):
-            raise EmogenError(f"Cannot read '{file}' (it is not JSON).", "Restore the model's model_index.json.") from None
+            raise EmogenError(f"Cannot read '{file}' (it is not JSON).",
+                              "Restore the model's model_index.json.") from None
     try:
         from diffusers import DiffusionPipeline
 

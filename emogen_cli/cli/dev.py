@@ -99,7 +99,8 @@ def tiny_config(
 
     family = _family(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    path = write_config(out, demo_config(models, data, runs, family), DEMO_HEADER_SDXL if family == "sdxl" else DEMO_HEADER)
+    header = DEMO_HEADER_SDXL if family == "sdxl" else DEMO_HEADER
+    path = write_config(out, demo_config(models, data, runs, family), header)
     emit({"path": str(path)}, json_, lambda r: say(f"Tiny chain config written to {r['path']}"))
 
 

@@ -133,12 +133,17 @@ def encoder_digest(path: str | Path) -> str:
 
 
 def _settings(config: Config, encoder_id: str, prepared: Prepared, precision: str, processes: int,
-              steps_per_epoch: int, cached_latents: bool) -> dict[str, Any]:
-    """What a resumed run must share with the run that wrote the checkpoint (max_steps may grow)."""
+              steps_per_epoch: int, cached_latents: bool, family: str = "sd15",
+              size: int | None = None) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint (max_steps may grow). The model family
+    and the size it resolves to are recorded on families other than SD 1.5 (SD 1.5 checkpoints of earlier versions,
+    which lack them, still resume)."""
     free = {"output", "max_steps", "checkpoint_every", "keep_checkpoints", "gradient_checkpointing", "encoder",
             "confidence"}
     settings = {f"mapper.{k}": v for k, v in dataclasses.asdict(config.mapper).items() if k not in free}
-    settings.update({f"model.{k}": v for k, v in dataclasses.asdict(config.model).items()})
+    settings.update({f"model.{k}": v for k, v in dataclasses.asdict(config.model).items() if k != "family"})
+    if family != "sd15":
+        settings.update({"model family": family, "model.resolution": size})
     confidence = config.mapper.confidence
     kept = Path(config.mapper.output) / "confidence.json"  # an imported table in --out is used as if given
     if not confidence and _imported_confidence(kept) is not None:
@@ -372,7 +377,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
 
     step, total, steps_per_epoch = 0, cfg.max_steps, len(loader)
     settings = _settings(config, encoder_id, prepared, accelerator.mixed_precision, accelerator.num_processes,
-                         steps_per_epoch, latents is not None)
+                         steps_per_epoch, latents is not None, backbone.family, size)
     history: list[dict[str, float]] = []
     if (state := resume_from(ckpt_dir, resume, settings, accelerator.unwrap_model(mapper), optimizer, total,
                              reporter)) is not None:
