@@ -2,8 +2,9 @@
 
 A mapper bundle (emotion space + mapping network) and the Stable Diffusion model it was trained on
 turn an emotion into a "<emotion>" token embedding, which is written into the prompt's text
-embeddings and handed to SD as `prompt_embeds`. The pipeline loads, encodes, samples and returns;
-what a request means (fusion, intensity, valence-arousal, best-of ranking, the seed rule) is in
+embeddings and handed to SD as `prompt_embeds` (SDXL: both towers' `prompt_embeds` and the
+`pooled_prompt_embeds`; the model family's `Backbone`, emogen_cli/backbones/, says how). The pipeline
+loads, encodes, samples and returns; what a request means (fusion, intensity, valence-arousal, best-of ranking, the seed rule) is in
 `emogen_cli.conditioning` below it, and writing folders of images is in `emogen_cli.outputs` above it.
 
 Image i of a call gets seed `seed + i` for both its emotion-space sample and its initial latents,
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from emogen_cli import __version__
+from emogen_cli.backbones import Backbone, check_bundle, family_of_pipeline, get, resolution, resolve
 from emogen_cli.conditioning.intensity import blend, check_intensity, neutral_prompt
 from emogen_cli.conditioning.request import Request, fill, fusion_request, real, template, text_arg, whole
 from emogen_cli.conditioning.seeds import check_seeds
@@ -34,7 +36,6 @@ from emogen_cli.core.emotions import EMOTIONS, split_names, validate_emotion
 from emogen_cli.core.errors import EmogenError
 from emogen_cli.core.reporting import Reporter
 from emogen_cli.core.runtime import DTYPES, apply_runtime, resolve_device, resolve_precision
-from emogen_cli.stage2.conditioning import EmotionPromptEncoder
 from emogen_cli.stage2.mapper import MapperBundle, load_mapper, resolve_bundle
 
 SCHEDULERS = SCHEDULER_CLASSES  # generate.scheduler -> diffusers class name (one table, in choices.py)
@@ -121,7 +122,7 @@ def _stack(items: list[Any], output_type: str) -> Any:
 
 
 class EmoGenPipeline:
-    """A mapper bundle + the Stable Diffusion pipeline it conditions: emotions in, images out.
+    """A mapper bundle + the Stable Diffusion (1.x or XL) pipeline it conditions: emotions in, images out.
 
     Build it with `from_pretrained` (a bundle folder or a Hub repo id) or `from_pipe` (a
     StableDiffusionPipeline already loaded). `pipe.pipe` is the wrapped diffusers pipeline.
@@ -133,7 +134,7 @@ class EmoGenPipeline:
         from emogen_cli.core.pretrained import load, quiet_libraries
 
         quiet_libraries()
-        from diffusers import StableDiffusionPipeline
+        import diffusers
 
         self.config = config = config or Config()
         self.baseline, self.reporter = baseline, reporter or Reporter()
@@ -141,7 +142,8 @@ class EmoGenPipeline:
         self.mapper_path = resolve_bundle(self.mapper_source)
         self.bundle: MapperBundle = load_mapper(self.mapper_path)
         if sd_pipeline is not None:  # from_pipe: share the user's modules, keep their device and dtype
-            self.pipe = StableDiffusionPipeline.from_pipe(sd_pipeline)
+            self.backbone: Backbone = get(family_of_pipeline(sd_pipeline))
+            self.pipe = getattr(diffusers, self.backbone.pipeline_class).from_pipe(sd_pipeline)
             self.device = torch.device(sd_pipeline.device)
             self.dtype = sd_pipeline.unet.dtype
             self.base_model = str(base_model or getattr(sd_pipeline, "name_or_path", None)
@@ -150,17 +152,25 @@ class EmoGenPipeline:
             self.device = resolve_device(device if device is not None else config.runtime.device)
             self.dtype = torch_dtype or DTYPES[resolve_precision(config.runtime.mixed_precision, self.device)]
             self.base_model = base_model or self.bundle.base_model(config)
+            self.backbone = resolve(config, self.base_model)
+            check_bundle(self.bundle.config, self.backbone, self.base_model)  # before the model loads
             self.bundle.check_base_model(self.base_model, config.model.revision, self.reporter,
                                          config.generate.strict)
-            self.pipe = load(StableDiffusionPipeline, self.base_model, revision=config.model.revision,
-                             safety_checker=None, requires_safety_checker=False)
+            self.pipe = load(getattr(diffusers, self.backbone.pipeline_class), self.base_model,
+                             revision=config.model.revision, **self.backbone.pipeline_kwargs)
+        size = resolution(config, self.backbone)
+        if size != config.model.resolution:  # SDXL without model.resolution set: 1024
+            self.config = config = _keep_explicit(config, replace(config, model=replace(config.model, resolution=size)))
         self.scheduler_name = ""
         self.set_scheduler(config.generate.scheduler)
         self.pipe.to(self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
-        self.bundle.check_text_width(self.pipe.text_encoder.config.hidden_size, self.base_model)
+        widths = self.backbone.text_widths(self._text_parts())
+        check_bundle(self.bundle.config, self.backbone, self.base_model)
+        self.bundle.check_text_width(sum(widths.values()), self.base_model)
+        check_bundle(self.bundle.config, self.backbone, self.base_model, widths)
         self.placeholders: list[str] = []
-        self.prompts: EmotionPromptEncoder
+        self.prompts: Any  # the family's prompt encoder (backbones/): tokenize, encode
         self._ensure_tokens(max(tokens, 1))
         self.mapper = self.bundle.mapper.to(self.device)
         self.mapper_hash = hashlib.sha256((self.mapper_path / "mapper.safetensors").read_bytes()).hexdigest()
@@ -213,19 +223,20 @@ class EmoGenPipeline:
         defaults = config is None
         config = config or Config()
         if scheduler is not None:
-            config = replace(config, generate=replace(config.generate, scheduler=_scheduler(scheduler)))
+            config = _keep_explicit(config, replace(config, generate=replace(config.generate,
+                                                                          scheduler=_scheduler(scheduler))))
         pipe = cls(config, bundle_or_repo_id, baseline, 1, device, torch_dtype=torch_dtype,
                    base_model=None if base_model is None else str(base_model), reporter=reporter)
         if defaults:  # no config given: images default to the size the mapper was trained at
             size = int(pipe.bundle.config.get("resolution") or config.model.resolution)
-            pipe.config = replace(config, model=replace(config.model, resolution=size))
+            pipe.config = _keep_explicit(config, replace(config, model=replace(config.model, resolution=size)))
         return pipe
 
     @classmethod
     def from_pipe(cls, sd_pipeline: Any, mapper: str | Path, *, config: Config | None = None,
                   scheduler: str | None = None, baseline: bool = False,
                   reporter: Reporter | None = None) -> "EmoGenPipeline":
-        """Add emotions to a Stable Diffusion 1.x pipeline already loaded (LoRA-patched, a fine-tune, ...).
+        """Add emotions to a Stable Diffusion 1.x or SDXL pipeline already loaded (LoRA-patched, a fine-tune, ...).
 
         The new pipeline shares `sd_pipeline`'s modules (no copy) and keeps its device and dtype; it
         samples with emogen's scheduler (`scheduler`, default the config's: unipc) without changing
@@ -233,7 +244,8 @@ class EmoGenPipeline:
         the images equal those of `from_pretrained`.
 
         Args:
-            sd_pipeline: any diffusers pipeline with SD 1.x components (e.g. StableDiffusionPipeline).
+            sd_pipeline: any diffusers pipeline with SD 1.x or SDXL components (e.g. StableDiffusionPipeline,
+                StableDiffusionXLPipeline); its family must be the bundle's.
             mapper: a bundle folder or Hub repo id trained on that model's text encoder.
 
         Returns:
@@ -249,10 +261,11 @@ class EmoGenPipeline:
                               "mapper=\"runs/mapper\").")
         config = config or Config()
         if scheduler is not None:
-            config = replace(config, generate=replace(config.generate, scheduler=_scheduler(scheduler)))
+            config = _keep_explicit(config, replace(config, generate=replace(config.generate,
+                                                                          scheduler=_scheduler(scheduler))))
         pipe = cls(config, mapper, baseline, 1, reporter=reporter, sd_pipeline=sd_pipeline)
         size = int(pipe.bundle.config.get("resolution") or config.model.resolution)
-        pipe.config = replace(config, model=replace(config.model, resolution=size))
+        pipe.config = _keep_explicit(config, replace(config, model=replace(config.model, resolution=size)))
         return pipe
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "EmoGenPipeline":
@@ -315,7 +328,12 @@ class EmoGenPipeline:
         if count <= len(self.placeholders):
             return
         self.placeholders = placeholder_tokens(self.bundle.config["placeholder"], count)
-        self.prompts = EmotionPromptEncoder(self.pipe.tokenizer, self.pipe.text_encoder, self.placeholders)
+        self.prompts = self.backbone.prompt_encoder(self._text_parts(), self.placeholders)
+
+    def _text_parts(self) -> dict[str, Any]:
+        """The wrapped pipeline's tokenizers and text encoders, by name."""
+        return {name: getattr(self.pipe, name) for tower in self.backbone.towers
+                for name in (tower.tokenizer, tower.text_encoder)}
 
     # ----------------------------------------------------------------------------------- requests
     def request(self, emotion: str | list[str] | tuple[str, ...] | None = None, prompt: str = "{}",
@@ -424,8 +442,10 @@ class EmoGenPipeline:
         """[1, 77, D] embeddings of the negative prompt (default: the config's), cached per text."""
         text = self.config.generate.negative_prompt if text is None else text_arg(text, "negative_prompt")
         if text not in self._negatives:
-            self._negatives[text] = self.prompts.encode(self.prompts.tokenize([text], warn=self._warn_once))[0].to(
-                self.dtype)
+            embeds = self.prompts.encode(self.prompts.tokenize([text], warn=self._warn_once))[0].to(self.dtype)
+            if text == "" and self.backbone.zeros_for_empty_negative(self.pipe):  # as the family's pipelines do
+                embeds = embeds.zeros_like() if hasattr(embeds, "zeros_like") else torch.zeros_like(embeds)
+            self._negatives[text] = embeds
         return self._negatives[text]
 
     def encode_prompt(self, emotion: str | list[str] | None = None, prompt: str = "{}",
@@ -433,8 +453,9 @@ class EmoGenPipeline:
                       seed: int | None = None, seeds: list[int] | None = None, fusion: str = "tokens",
                       weights: list[float] | None = None, intensity: float | None = None,
                       va: tuple[float, float] | None = None, sigma: float | None = None,
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode an emotion prompt for any SD 1.x diffusers pipeline (ControlNet, img2img, LoRA-patched, ...).
+                      ) -> tuple[torch.Tensor, ...]:
+        """Encode an emotion prompt for any diffusers pipeline of the model's family (ControlNet, img2img,
+        LoRA-patched, ...).
 
         Args:
             emotion: an emotion name, or several to fuse (`fusion`, `weights` as in `__call__`).
@@ -445,7 +466,9 @@ class EmoGenPipeline:
             intensity, va, sigma: as in `__call__`.
 
         Returns:
-            `(prompt_embeds, negative_prompt_embeds)`, each [N, 77, D], as diffusers' `encode_prompt`.
+            As the family's diffusers `encode_prompt`: SD 1.x `(prompt_embeds, negative_prompt_embeds)`, each
+            [N, 77, 768]; SDXL `(prompt_embeds, negative_prompt_embeds, pooled_prompt_embeds,
+            negative_pooled_prompt_embeds)`, [N, 77, 2048] and [N, 1280].
 
         Examples:
             >>> prompt_embeds, negative_prompt_embeds = pipe.encode_prompt("awe", "{} cup", seeds=[0, 1])  # doctest: +SKIP
@@ -453,14 +476,22 @@ class EmoGenPipeline:
             >>> images = sd(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
             ...             generator=generators).images  # doctest: +SKIP
 
-        With the same seeds, scheduler, steps and guidance, `sd` gives the images emogen gives.
+        With the same seeds, scheduler, steps and guidance, `sd` gives the images emogen gives. On SDXL:
+
+            >>> embeds, negative, pooled, negative_pooled = pipe.encode_prompt("awe", seeds=[0])  # doctest: +SKIP
+            >>> image = sdxl(prompt_embeds=embeds, negative_prompt_embeds=negative, pooled_prompt_embeds=pooled,
+            ...              negative_pooled_prompt_embeds=negative_pooled).images[0]  # doctest: +SKIP
         """
         row_seeds = self._row_seeds(seed, seeds, num_images_per_prompt)
         request = self.request(emotion, prompt, len(row_seeds), fusion, weights, intensity=intensity, va=va,
                                sigma=sigma)
         self.check(request)
         positive = self.conditioning(request, row_seeds)
-        return positive, self.negative_embeds(negative_prompt).expand(len(row_seeds), -1, -1)
+        negative = self.negative_embeds(negative_prompt).expand(len(row_seeds), -1, -1)
+        if self.backbone.family == "sd15":
+            return positive, negative
+        return (positive.prompt_embeds, negative.prompt_embeds, positive.pooled_prompt_embeds,
+                negative.pooled_prompt_embeds)
 
     def prompt_embeds(self, *args: Any, **kwargs: Any) -> Any:
         raise EmogenError("prompt_embeds(...) is now encode_prompt(...), returning (prompt_embeds, "
@@ -508,8 +539,9 @@ class EmoGenPipeline:
         previous = self.scheduler_name
         self.set_scheduler(s.scheduler)  # this call's sampler only: restored below
         try:
-            out = self.pipe(prompt_embeds=self.conditioning(request, seeds),
-                            negative_prompt_embeds=self.negative_embeds(s.negative_prompt).expand(len(seeds), -1, -1),
+            out = self.pipe(**self.backbone.call_kwargs(
+                                self.conditioning(request, seeds),
+                                self.negative_embeds(s.negative_prompt).expand(len(seeds), -1, -1)),
                             num_inference_steps=s.steps, guidance_scale=s.guidance, height=s.height, width=s.width,
                             generator=generators, output_type=output_type,
                             callback_on_step_end=self._step_callback(callback_on_step_end),
@@ -585,7 +617,7 @@ class EmoGenPipeline:
                 "negative_prompt": s.negative_prompt, "base_model": self.base_model,
                 "clip_model": self.bundle.config["clip_model"], "mapper": self.mapper_source,
                 "mapper_sha256": self.mapper_hash, "baseline": self.baseline, "emogen_version": __version__,
-                "intensity": request.alpha}
+                "intensity": request.alpha, "family": self.backbone.family}
         if request.alpha != 1:
             meta["neutral_prompt"] = neutral_prompt(request.prompt)
         if request.va is not None:
@@ -755,6 +787,13 @@ class EmoGenPipeline:
                 out.rejected_metadata.append(cand.metadata)
         out.images = _stack(out.images, output_type)
         return out
+
+
+def _keep_explicit(old: Config, new: Config) -> Config:
+    """`new` (a dataclasses.replace of `old`) remembering which keys `old`'s file or options set."""
+    if "_explicit" in old.__dict__:
+        new.__dict__["_explicit"] = set(old.__dict__["_explicit"])
+    return new
 
 
 def _scheduler(name: Any) -> str:

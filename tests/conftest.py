@@ -37,6 +37,16 @@ def mapper_config(tmp_path_factory) -> Path:
         "encoder.max_steps": 2, "mapper.max_steps": 2, "generate.steps": 2, "generate.batch_size": 2})
 
 
+@pytest.fixture(scope="session")
+def sdxl_config(tmp_path_factory) -> Path:
+    """mapper_config's chain on the tiny SDXL (both text towers, model_index.json: StableDiffusionXLPipeline),
+    built once per session: prepare -> train-encoder -> train-mapper, then every inference command reads it."""
+    from emogen_cli.testing.chain import build_tiny_chain
+
+    return build_tiny_chain(tmp_path_factory.mktemp("sdxl"), family="sdxl", overrides={
+        "encoder.max_steps": 2, "mapper.max_steps": 2, "generate.steps": 2, "generate.batch_size": 2})
+
+
 @pytest.fixture
 def tiny_config(tiny_bundle, emoset, tmp_path) -> Path:
     """A config file pointing every model at the tiny bundle and outputs into tmp_path."""

@@ -846,3 +846,19 @@ def test_another_base_model_of_the_same_width_is_named_and_refused_with_strict(c
     refused = cli(*run, "--model", other, "--strict", "--out", tmp_path / "strict-out")
     assert_one_error(refused, 1, "is not the base model the mapper was trained on")
     assert not (tmp_path / "strict-out").exists()
+
+
+def test_a_bundle_used_with_another_model_family_is_one_line_naming_both(cli, mapper_config, sdxl_config, tmp_path):
+    """An SDXL bundle on an SD 1.5 model (and the reverse) stops before sampling, naming both families."""
+    from emogen_cli.core.config import load_config
+
+    sd15_model = load_config(mapper_config).model.pretrained
+    xl = load_config(sdxl_config)
+    for config, model in ((sdxl_config, sd15_model), (mapper_config, xl.model.pretrained)):
+        result = cli("generate", "-e", "awe", "-n", "1", "-c", config, "--model", model, "--out", tmp_path / "o")
+        assert result.code != 0
+        line = result.err.strip().splitlines()[0]
+        assert "sd15" in line and "sdxl" in line and "Traceback" not in result.err
+    assert not list((tmp_path / "o").glob("*.png")) if (tmp_path / "o").exists() else True
+    forced = cli("generate", "-e", "awe", "-n", "1", "-c", sdxl_config, "--family", "sd15", "--out", tmp_path / "f")
+    assert forced.code != 0 and "sd15" in forced.err and "sdxl" in forced.err

@@ -20,6 +20,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
     pytest.param("scale.py", {"time_per_image_ratio", "rss_peak_ratio", "python_heap_peak_ratio"},
                  marks=pytest.mark.skipif(not os.environ.get("EMOGEN_SLOW_TESTS"),
                                           reason="slow (minutes: 220 images in four processes); EMOGEN_SLOW_TESTS=1")),
+    ("sdxl.py", {"ours_s", "diffusers_s", "generate_peak_mb", "train_steps_per_s", "train_peak_mb"}),
 ])
 def test_benchmark_quick_mode(script, keys):
     run = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--json"], capture_output=True, text=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from emogen_cli.core.config import load_config
-from emogen_cli.testing.chain import DEMO_HEADER, demo_config, tiny_chain_config, write_config
+from emogen_cli.testing.chain import DEMO_HEADER, DEMO_HEADER_SDXL, demo_config, tiny_chain_config, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,6 +17,17 @@ def test_demo_yaml_is_the_builders_output(tmp_path):
     shipped = (REPO / "configs" / "tiny.yaml").read_text()
     assert yaml.safe_load(shipped) == demo_config()
     assert shipped == write_config(tmp_path / "tiny.yaml", demo_config(), DEMO_HEADER).read_text()
+
+
+def test_sdxl_demo_yaml_is_the_builders_output(cli, tmp_path):
+    shipped = (REPO / "configs" / "tiny-sdxl.yaml").read_text()
+    assert yaml.safe_load(shipped) == demo_config(family="sdxl")
+    assert shipped == write_config(tmp_path / "x.yaml", demo_config(family="sdxl"), DEMO_HEADER_SDXL).read_text()
+    result = cli("dev", "tiny-config", tmp_path / "tiny-sdxl.yaml", "--family", "sdxl", "--json")
+    assert result.code == 0, result.err
+    assert (tmp_path / "tiny-sdxl.yaml").read_text() == shipped
+    cfg = load_config(REPO / "configs" / "tiny-sdxl.yaml")
+    assert cfg.model.pretrained == "runs/tiny-sdxl" and cfg.model.resolution == 32 and cfg.model.family == "auto"
 
 
 def test_dev_tiny_config_writes_the_demo_file(cli, tmp_path):

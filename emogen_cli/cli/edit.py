@@ -19,6 +19,7 @@ from emogen_cli.cli.options import (
     BestOfOpt,
     EditOutOpt,
     EmotionOpt,
+    FamilyOpt,
     GridOutOpt,
     GuidanceOpt,
     IntensityOpt,
@@ -38,7 +39,7 @@ from emogen_cli.core.config import Config
 
 
 def edit_options(sigma: SigmaOpt = None, steps: StepsOpt = None, guidance: GuidanceOpt = None,
-                 mapper: MapperOpt = None, model: ModelOpt = None,
+                 mapper: MapperOpt = None, model: ModelOpt = None, family: FamilyOpt = None,
                  strict: StrictOpt = None) -> None:
     """Option group (see `command`): what edit and grid share besides `runtime_options`."""
 

@@ -30,7 +30,8 @@ def export(
     emotion: Annotated[str, typer.Argument(help="Emotion name, a comma-separated list, or 'all'.")] = "all",
     format_: Annotated[str, typer.Option("--format", "-f", help=f"One of: {', '.join(EXPORT_FORMATS)} (diffusers: "
                                          "learned_embeds.safetensors; a1111: .pt + .safetensors for AUTOMATIC1111 "
-                                         "and ComfyUI).",
+                                         "and ComfyUI; an SDXL bundle writes one .safetensors with clip_l and "
+                                         "clip_g).",
                                          autocompletion=lambda incomplete: [f for f in EXPORT_FORMATS
                                                                             if f.startswith(incomplete)])] = "diffusers",
     samples: SamplesOpt = None,
@@ -45,7 +46,7 @@ def export(
     json_: bool,
     cfg: Config,
 ) -> None:
-    """Export emotions as textual-inversion embeddings other Stable Diffusion 1.x tools load."""
+    """Export emotions as textual-inversion embeddings other Stable Diffusion 1.x and SDXL tools load."""
     from emogen_cli.core.errors import EmogenError
     from emogen_cli.outputs.export import export_embeddings
 

@@ -120,6 +120,9 @@ def precision_options(mixed_precision: PrecisionOpt = None, compile_: CompileOpt
 
 ModelOpt = Annotated[str | None, opt("--model", key="model.pretrained",
                                      help="Stable Diffusion hub id or local diffusers folder.")]
+FamilyOpt = Annotated[str | None, opt("--family", key="model.family",
+                                      help="Model family: auto (read from the model's model_index.json), sd15 or "
+                                           "sdxl.")]
 ClipOpt = Annotated[str | None, opt("--clip", key="model.clip", help="CLIP hub id or local folder.")]
 ResolutionOpt = Annotated[int | None, opt("--resolution", key="model.resolution",
                                           help="Image size in pixels (a multiple of 8).")]
@@ -239,6 +242,7 @@ def sampling_options(
     baseline: BaselineOpt = False,
     model: ModelOpt = None,
     strict: StrictOpt = None,
+    family: FamilyOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Option group: what generate, transfer and fuse share besides `runtime_options`."""

@@ -31,6 +31,7 @@ SEMANTIC_TOKENS: tuple[str, ...] = ("placeholder", "eos")  # official: placehold
 ATTRIBUTE_DUPLICATES: tuple[str, ...] = ("official", "merge")  # L_attr: a name listed twice is two classes (official)
 ATTRIBUTE_TEXTS: tuple[str, ...] = ("official", "spaces")  # CLIP reads `mountain_snowy` (official) or `mountain snowy`
 EXPORT_FORMATS: tuple[str, ...] = ("diffusers", "a1111")  # `emogen export --format`
+MODEL_FAMILIES: tuple[str, ...] = ("auto", "sd15", "sdxl")  # model.family (auto: model_index.json's _class_name)
 
 # Config keys whose values (or list items) must be one of a closed set.
 BY_KEY: dict[str, tuple[str, ...]] = {
@@ -48,6 +49,7 @@ BY_KEY: dict[str, tuple[str, ...]] = {
     "mapper.semantic_token": SEMANTIC_TOKENS,
     "mapper.attribute_duplicates": ATTRIBUTE_DUPLICATES,
     "mapper.attribute_text": ATTRIBUTE_TEXTS,
+    "model.family": MODEL_FAMILIES,
 }
 
 # Limits users can read in --help and the README ("Exit codes and errors").

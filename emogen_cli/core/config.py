@@ -25,7 +25,8 @@ class ModelConfig:
     pretrained: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # diffusers folder or hub id
     clip: str = "openai/clip-vit-large-patch14"  # text projection, image features
     revision: str | None = None
-    resolution: int = 512
+    resolution: int = 512  # SDXL: 1024 unless set
+    family: str = "auto"  # auto (model_index.json's _class_name) | sd15 | sdxl
 
 
 @dataclass

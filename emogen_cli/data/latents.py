@@ -79,7 +79,9 @@ def cache_latents(rows: list[Row], root: Path, out_dir: Path, model: str, revisi
         return {"cached": len(done), "new": 0, "path": str(out_dir)}
 
     dev = resolve_device(device)
-    vae = load_vae(model, revision).to(dev, dtype=torch.float16 if dev.type == "cuda" else torch.float32).eval()
+    vae = load_vae(model, revision)
+    half = dev.type == "cuda" and not getattr(vae.config, "force_upcast", False)  # SDXL's VAE overflows in fp16
+    vae = vae.to(dev, dtype=torch.float16 if half else torch.float32).eval()
     store = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
     loader = DataLoader(_Pixels(items, root, resolution), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=_collate, pin_memory=dev.type == "cuda",

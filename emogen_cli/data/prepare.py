@@ -74,10 +74,17 @@ def prepare(config: Config, out: str | Path | None = None, cache_latents: bool =
             _drop_stale_latents(out_dir / "latents", config)
 
         result["latents"] = run_cache(rows, root, out_dir / "latents", config.model.pretrained, config.model.revision,
-                                      config.model.resolution, batch_size=config.data.cache_batch_size,
+                                      _resolution(config), batch_size=config.data.cache_batch_size,
                                       device=config.runtime.device, reporter=reporter,
                                       num_workers=config.data.num_workers)
     return result
+
+
+def _resolution(config: Config) -> int:
+    """The latents' size: model.resolution, or the model family's default when it is not set (SDXL: 1024)."""
+    from emogen_cli.backbones import resolution, resolve
+
+    return config.model.resolution if config.is_explicit("model.resolution") else resolution(config, resolve(config))
 
 
 def _old_root(out_dir: Path) -> str | None:
@@ -98,6 +105,6 @@ def _drop_stale_latents(folder: Path, config: Config) -> None:
         index = json.loads((folder / INDEX).read_bytes().decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return  # no cache, or a damaged index that cache_latents rebuilds
-    wanted = {"model": config.model.pretrained, "revision": config.model.revision, "resolution": config.model.resolution}
+    wanted = {"model": config.model.pretrained, "revision": config.model.revision, "resolution": _resolution(config)}
     if not isinstance(index, dict) or {k: index.get(k) for k in wanted} != wanted:
         shutil.rmtree(folder, ignore_errors=True)

@@ -94,17 +94,21 @@ def read_attributes(path: str | Path) -> list[str]:
 def rank_attributes(config: Config, bundle: MapperBundle, emotions: list[str], names: list[str], top: int,
                     samples: int, device: torch.device) -> list[dict[str, Any]]:
     """Per emotion, the `top` attribute names closest to its mapped semantics."""
-    from emogen_cli.core.pretrained import load_sd_components
-    from emogen_cli.stage2.conditioning import EmotionPromptEncoder, text_semantics
+    from emogen_cli.backbones import check_bundle, resolve
+    from emogen_cli.stage2.conditioning import text_semantics
     from emogen_cli.stage2.confidence import attribute_texts
 
     base = bundle.base_model(config)
-    parts = load_sd_components(base, config.model.revision, vae=False, unet=False)
-    text_encoder = parts["text_encoder"].to(device).eval()
-    bundle.check_text_width(text_encoder.config.hidden_size, base)
+    backbone = resolve(config, base)
+    check_bundle(bundle.config, backbone, base)
+    parts = backbone.load_text(base, config.model.revision)
+    for text_encoder in backbone.text_encoders(parts):
+        text_encoder.to(device).eval()
+    widths = backbone.text_widths(parts)
+    bundle.check_text_width(sum(widths.values()), base)
+    check_bundle(bundle.config, backbone, base, widths)
     placeholder = bundle.config["placeholder"]
-    prompts = EmotionPromptEncoder(parts["tokenizer"], text_encoder, [placeholder],
-                                   bundle.semantic_token)
+    prompts = backbone.prompt_encoder(parts, [placeholder], bundle.semantic_token)
     attributes = text_semantics(prompts, attribute_texts(names, bundle.attribute_text), bundle.projection)
     mapper = bundle.mapper.to(device)
     seed = config.runtime.seed

@@ -3,7 +3,7 @@
 Each image is noised to `strength` of the schedule and denoised by Stable Diffusion conditioned on
 the mapped emotion token (the same prompt_embeds as `generate`, optionally at an `--intensity` or
 a valence-arousal mix), through `StableDiffusionImg2ImgPipeline.from_pipe` of the loaded pipeline
-(the weights are shared, not copied). Strength 0 keeps the image, 1 regenerates it; the model
+(SDXL: `StableDiffusionXLImg2ImgPipeline`, with the pooled embeddings; the weights are shared, not copied). Strength 0 keeps the image, 1 regenerates it; the model
 runs int(steps × strength) denoising steps, and when that is 0 the source is returned exactly
 (no VAE round trip). Outputs keep the input's size: the model sees it rounded to a multiple of 8
 and the result is resized back.
@@ -209,10 +209,10 @@ class Editor:
 
     def __init__(self, pipe: EmoGenPipeline, steps: int | None = None, guidance: float | None = None,
                  watch: StepWatch | None = None) -> None:
-        from diffusers import StableDiffusionImg2ImgPipeline
+        import diffusers
 
         self.emogen = pipe
-        self.pipe = StableDiffusionImg2ImgPipeline.from_pipe(pipe.pipe)
+        self.pipe = getattr(diffusers, pipe.backbone.img2img_class).from_pipe(pipe.pipe)
         self.pipe.set_progress_bar_config(disable=True)
         self.steps = whole(steps or pipe.config.generate.steps, "--steps", 1, MAX_STEPS)
         self.guidance = pipe.config.generate.guidance if guidance is None else guidance
@@ -227,7 +227,7 @@ class Editor:
         size = model_size(source.size)
         image = source if size == source.size else source.resize(size, Image.LANCZOS)
         generator = torch.Generator(self.emogen.device).manual_seed(seed)
-        out = self.pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=self.emogen.negative,
+        out = self.pipe(**self.emogen.backbone.call_kwargs(prompt_embeds, self.emogen.negative),
                         image=image, strength=strength, num_inference_steps=self.steps,
                         guidance_scale=self.guidance, generator=[generator], output_type="pil",
                         callback_on_step_end=self.watch).images[0]

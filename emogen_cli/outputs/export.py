@@ -20,6 +20,12 @@ Formats (one embedding per emotion, NAME = emogen-awe by default):
   folder (prompt word "emogen-awe") or ComfyUI's `models/embeddings/` (prompt "embedding:emogen-awe").
 D is the text encoder's width (768 for SD 1.x). Every file is checked to land inside OUT before anything
 is written (emotion names come from the bundle, which may come from the Hub).
+On SDXL (a bundle trained on it) both formats write the SDXL embedding layout, one safetensors file
+with one tensor per text encoder: {"clip_l": [n, 768], "clip_g": [n, 1280]} (what AUTOMATIC1111 and
+ComfyUI read for SDXL): "diffusers" as `OUT/<name>/learned_embeds.safetensors`, loaded with
+`pipe.load_textual_inversion(state["clip_l"], token="<emogen-awe>", text_encoder=pipe.text_encoder,
+tokenizer=pipe.tokenizer)` and the same with "clip_g" into text_encoder_2/tokenizer_2; "a1111" as
+`OUT/<name>.safetensors` (A1111's `embeddings/`, ComfyUI's `models/embeddings/`). SDXL has no .pt layout.
 """
 
 from __future__ import annotations
@@ -102,6 +108,7 @@ def export_embeddings(mapper: str | Path, emotions: list[str] | None = None, fmt
     `emotions` None means all of the bundle's emotions; `name` is the embedding name template
     (default "emogen-{emotion}").
     """
+    from emogen_cli.backbones import get
     from emogen_cli.core.emotions import parse_emotions
     from emogen_cli.stage2.mapper import load_mapper, resolve_bundle
 
@@ -117,7 +124,11 @@ def export_embeddings(mapper: str | Path, emotions: list[str] | None = None, fmt
     names = parse_emotions(emotions or ["all"], bundle.emotions)
     words = embedding_names(names, name)
     out_dir = Path(out)
+    backbone = get(bundle.family)
+    widths = bundle.config.get("text_encoders") or {backbone.towers[0].text_encoder: bundle.config["out_dim"]}
+    layered = len(backbone.towers) > 1  # SDXL: one tensor per text encoder (clip_l, clip_g), safetensors only
     plans = {e: ([out_dir / words[e] / "learned_embeds.safetensors"] if fmt == "diffusers" else
+                 [out_dir / f"{words[e]}.safetensors"] if layered else
                  [out_dir / f"{words[e]}.pt", out_dir / f"{words[e]}.safetensors"]) for e in names}
     for paths in plans.values():
         for path in paths:
@@ -133,7 +144,10 @@ def export_embeddings(mapper: str | Path, emotions: list[str] | None = None, fmt
             vectors = emotion_embedding(bundle, emotion, samples, seed)
             dim = vectors.shape[-1]
             meta = {**info, "emogen_emotion": emotion, "emogen_name": words[emotion]}
-            if fmt == "diffusers":
+            if layered:
+                atomic_save_safetensors(plans[emotion][0], backbone.export_tensors(vectors, widths),
+                                        metadata={**meta, "emogen_family": backbone.family})
+            elif fmt == "diffusers":
                 atomic_save_safetensors(plans[emotion][0], {f"<{words[emotion]}>": vectors}, metadata=meta)
             else:
                 pt, st = plans[emotion]
@@ -155,4 +169,5 @@ def export_embeddings(mapper: str | Path, emotions: list[str] | None = None, fmt
                f'{tools["comfyui"][first]}"')
     return {"format": fmt, "out": str(out_dir), "emotions": names, "names": words, "files": written,
             "prompt_words": prompt, "prompt_words_by_tool": tools, "example": example,
-            "vectors": 1 if samples is None else samples, "dim": dim, "base_model": base}
+            "vectors": 1 if samples is None else samples, "dim": dim, "base_model": base, "family": backbone.family,
+            "dims": {t.export_key: int(widths[t.text_encoder]) for t in backbone.towers}}

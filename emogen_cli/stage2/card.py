@@ -55,7 +55,8 @@ def model_card_text(bundle_dir: str | Path, final: dict[str, float] | None = Non
     data = ModelCardData(
         base_model=base if "/" in base and not Path(base).exists() else None,
         library_name="emogen", pipeline_tag="text-to-image", license="other",
-        tags=["emogen", "emotion", "stable-diffusion", "text-to-image", "textual-inversion"],
+        tags=["emogen", "emotion", "stable-diffusion", "text-to-image", "textual-inversion"]
+        + (["stable-diffusion-xl"] if cfg.get("family") == "sdxl" else []),
         datasets=["EmoSet-118K"],
     )
     lines = [
@@ -67,6 +68,9 @@ def model_card_text(bundle_dir: str | Path, final: dict[str, float] | None = Non
         "## Training", "",
         f"- Base model: `{base}`" + (f" (revision `{cfg['revision']}`)" if cfg.get("revision") else ""),
         f"- CLIP model: `{cfg.get('clip_model', 'unknown')}`",
+        f"- Model family: {cfg.get('family', 'sd15')}"
+        + (f" (text encoders: {', '.join(f'{k} {v}-d' for k, v in cfg['text_encoders'].items())})"
+           if isinstance(cfg.get("text_encoders"), dict) else ""),
         f"- Data: EmoSet (prepared in `{cfg.get('prepared', 'unknown')}`)"
         + (f", {data_size} images kept ({prepared.get('total', data_size)} after balancing)" if data_size else ""),
         f"- Steps: {steps}, seed {cfg.get('seed', 'unknown')}, resolution {cfg.get('resolution', 'unknown')} px",

@@ -40,7 +40,10 @@ FORMAT = "emogen-mapper"
 
 
 class MappingNetwork(nn.Module):
-    """Emotion space -> CLIP token embedding: Linear -> ReLU -> ... -> Linear (2 layers: 768-1024-768)."""
+    """Emotion space -> CLIP token embedding: Linear -> ReLU -> ... -> Linear (2 layers: 768-1024-768).
+
+    On a family with several text towers the output is every tower's input embedding side by side (SDXL:
+    768-1024-2048, the first 768 for `text_encoder`, the last 1280 for `text_encoder_2`; docs/backbones.md)."""
 
     def __init__(self, in_dim: int = 768, hidden_dim: int = 1024, out_dim: int = 768, layers: int = 2) -> None:
         super().__init__()
@@ -86,6 +89,16 @@ class MapperBundle:
     @property
     def emotions(self) -> tuple[str, ...]:
         return tuple(self.config["emotions"])
+
+    @property
+    def family(self) -> str:
+        """The model family it was trained on (backbones/); bundles written before it was recorded: SD 1.5."""
+        return self.config.get("family", "sd15")
+
+    @property
+    def semantic_width(self) -> int:
+        """The width of the semantic tower's pooled state (the text projection's input): out_dim on SD 1.5."""
+        return int(self.config.get("semantic_width") or self.config["out_dim"])
 
     @property
     def semantic_token(self) -> str:
@@ -252,11 +265,15 @@ def load_mapper(path: str | Path) -> MapperBundle:
     if list(space.emotions) != emotions:
         raise EmogenError(f"Emotion space '{path / 'emotion_space.safetensors'}' lists {list(space.emotions)}, but "
                           f"the mapper config lists {emotions}.", _HINT)
+    semantic_width = config.get("semantic_width", config["out_dim"])
+    if not (isinstance(semantic_width, int) and not isinstance(semantic_width, bool) and semantic_width > 0):
+        raise EmogenError(f"Mapper config '{where}' has no positive integer semantic_width (got {semantic_width!r}).",
+                          _HINT)
     projection = read_safetensors(path / "text_projection.safetensors", "Text projection", _HINT)
-    if "weight" not in projection or projection["weight"].ndim != 2 or projection["weight"].shape[1] != config["out_dim"]:
+    if "weight" not in projection or projection["weight"].ndim != 2 or projection["weight"].shape[1] != semantic_width:
         shape = tuple(projection["weight"].shape) if "weight" in projection else None
         raise EmogenError(f"Text projection '{path / 'text_projection.safetensors'}' has weight of shape {shape}, "
-                          f"expected (P, {config['out_dim']}).", _HINT)
+                          f"expected (P, {semantic_width}).", _HINT)
     check_finite(projection, path / "text_projection.safetensors", "Text projection", _HINT)
     attributes = read_json(path / "attributes.json", "Attributes file", _HINT)
     _check_attributes(path / "attributes.json", attributes, len(emotions))

@@ -1,7 +1,8 @@
 """`emogen train-mapper`: stage 2, the mapping network from the emotion space to CLIP's text space.
 
 Per step: stage-1 emotion vectors -> mapper -> the "<emotion>" token's embedding -> frozen CLIP
-text encoder -> frozen UNet (LDM loss); the pooled state (mapper.semantic_token: the placeholder's
+text encoder(s) -> frozen UNet (LDM loss; the model family's conditioning, emogen_cli/backbones/: SDXL's two
+towers, pooled embeds and each image's size and crop as micro-conditioning); the pooled state (mapper.semantic_token: the placeholder's
 final hidden state, as the official code, or end-of-text) -> CLIP's text_projection -> the semantic
 vector. The attribute loss is a cross-entropy over mapper.attribute_vocabulary (the official
 emotional attributes by default; samples whose attribute is outside it get none), the emotion
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from emogen_cli.backbones import Backbone, get, resolution, resolve
 from emogen_cli.core.checkpoint import check_finite, list_checkpoints, resume_from, save_checkpoint
 from emogen_cli.core.config import Config
 from emogen_cli.core.emotions import EMOTIONS
@@ -38,7 +40,7 @@ from emogen_cli.data.datasets import EpochSampler, set_epoch
 from emogen_cli.data.emoset import MANIFEST, Prepared, Row, load_prepared
 from emogen_cli.stage1.encoder import EncoderBundle, encoder_pixels, load_encoder
 from emogen_cli.stage2.card import write_model_card
-from emogen_cli.stage2.conditioning import EmotionPromptEncoder, text_semantics
+from emogen_cli.stage2.conditioning import text_semantics
 from emogen_cli.stage2.confidence import attribute_texts
 from emogen_cli.stage2.mapper import FORMAT, MapperBundle, MappingNetwork, mapper_loss
 
@@ -47,8 +49,9 @@ class MapperSamples(Dataset):
     """Manifest rows -> emotion vector, latent distribution (or pixels), labels and confidence."""
 
     def __init__(self, rows: list[Row], root: Path, vectors: dict[str, torch.Tensor], latents, resolution: int,
-                 attributes: list[str], confidence: dict[str, list[float]]) -> None:
+                 attributes: list[str], confidence: dict[str, list[float]], time_ids: bool = False) -> None:
         self.rows, self.root, self.vectors, self.latents, self.resolution = rows, root, vectors, latents, resolution
+        self.time_ids = time_ids  # SDXL: each image's original size and crop (micro-conditioning)
         # A name's first class (as the official `total_attr.index`; a name listed twice has two classes with equal
         # scores); -1: outside the vocabulary (no L_attr).
         self.attribute_index: dict[str, int] = {}
@@ -69,7 +72,24 @@ class MapperSamples(Dataset):
         else:
             image = resize_center_crop(load_rgb(self.root / row.image), self.resolution)
             item["pixels"] = torch.from_numpy(to_array(image, DIFFUSION_MEAN, DIFFUSION_STD))
+        if self.time_ids:
+            item["time_ids"] = crop_time_ids(self.root / row.image, self.resolution)
         return item
+
+
+def crop_time_ids(path: Path, size: int) -> torch.Tensor:
+    """SDXL's add_time_ids of a training image: its original (height, width), the top-left corner of the centre
+    crop `resize_center_crop` takes (in the resized image, as diffusers' SDXL training scripts record it) and the
+    target (size, size). Only the image's header is read."""
+    from PIL import Image
+
+    from emogen_cli.backbones.sdxl import time_ids
+
+    with Image.open(path) as image:
+        w, h = image.size
+    scale = size / min(w, h)
+    rw, rh = max(size, round(w * scale)), max(size, round(h * scale))
+    return time_ids((h, w), ((rh - size) // 2, (rw - size) // 2), (size, size))
 
 
 @torch.no_grad()
@@ -113,12 +133,17 @@ def encoder_digest(path: str | Path) -> str:
 
 
 def _settings(config: Config, encoder_id: str, prepared: Prepared, precision: str, processes: int,
-              steps_per_epoch: int, cached_latents: bool) -> dict[str, Any]:
-    """What a resumed run must share with the run that wrote the checkpoint (max_steps may grow)."""
+              steps_per_epoch: int, cached_latents: bool, family: str = "sd15",
+              size: int | None = None) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint (max_steps may grow). The model family
+    and the size it resolves to are recorded on families other than SD 1.5 (SD 1.5 checkpoints of earlier versions,
+    which lack them, still resume)."""
     free = {"output", "max_steps", "checkpoint_every", "keep_checkpoints", "gradient_checkpointing", "encoder",
             "confidence"}
     settings = {f"mapper.{k}": v for k, v in dataclasses.asdict(config.mapper).items() if k not in free}
-    settings.update({f"model.{k}": v for k, v in dataclasses.asdict(config.model).items()})
+    settings.update({f"model.{k}": v for k, v in dataclasses.asdict(config.model).items() if k != "family"})
+    if family != "sd15":
+        settings.update({"model family": family, "model.resolution": size})
     confidence = config.mapper.confidence
     kept = Path(config.mapper.output) / "confidence.json"  # an imported table in --out is used as if given
     if not confidence and _imported_confidence(kept) is not None:
@@ -241,7 +266,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
                  reporter: Reporter | None = None) -> dict[str, Any]:
     from transformers import CLIPModel
 
-    from emogen_cli.core.pretrained import freeze, load, load_sd_components, model_fingerprint, quiet_libraries
+    from emogen_cli.core.pretrained import freeze, load, model_fingerprint, quiet_libraries
     from emogen_cli.data.latents import LatentCache
 
     reporter = reporter or Reporter()
@@ -273,31 +298,36 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     quiet_libraries()
+    backbone = resolve(config)
+    size = resolution(config, backbone)
     latents = LatentCache.open_if_matching(prepared.path / "latents", config.model.pretrained, config.model.revision,
-                                           config.model.resolution)
+                                           size)
     if latents is not None and not all(r.id in latents for r in prepared.rows):
         latents = None
     reporter.info("Using cached VAE latents." if latents else "No complete latent cache: encoding images on the fly.")
-    parts = load_sd_components(config.model.pretrained, config.model.revision, vae=latents is None)
-    tokenizer, text_encoder, unet, scheduler = (parts["tokenizer"], parts["text_encoder"], parts["unet"],
-                                                parts["noise_scheduler"])
+    parts = backbone.load_parts(config.model.pretrained, config.model.revision, vae=latents is None)
+    text_encoders, unet, scheduler = backbone.text_encoders(parts), parts["unet"], parts["noise_scheduler"]
+    widths = backbone.text_widths(parts)
     vae = parts.get("vae")
     clip = load(CLIPModel, config.model.clip).to(device).eval()
-    projection = clip.text_projection.weight.detach().float().cpu()
-    if projection.shape[1] != text_encoder.config.hidden_size:
+    projection = backbone.semantic_projection(parts, clip)
+    semantic_width = list(widths.values())[backbone.semantic_tower]
+    if projection.shape[1] != semantic_width:
         raise EmogenError(f"CLIP '{config.model.clip}' projects {projection.shape[1]}-d text states but the text encoder "
-                          f"of '{config.model.pretrained}' is {text_encoder.config.hidden_size}-d.",
+                          f"of '{config.model.pretrained}' is {semantic_width}-d.",
                           "Use the CLIP model whose text tower the Stable Diffusion model uses.")
-    freeze(text_encoder, unet, clip, *([vae] if vae is not None else []))
+    freeze(*text_encoders, unet, clip, *([vae] if vae is not None else []))
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-        text_encoder.gradient_checkpointing_enable()
+        for text_encoder in text_encoders:
+            text_encoder.gradient_checkpointing_enable()
         unet.train()  # checkpointing is active in train mode only; the frozen UNet has no dropout
-    text_encoder.to(device, weight_dtype)
+    for text_encoder in text_encoders:
+        text_encoder.to(device, weight_dtype)
     unet.to(device, weight_dtype)
     unet = apply_runtime(config.runtime, unet=unet, device=device)  # runtime.* fast paths (core/runtime.py)
-    if vae is not None:
-        vae.to(device, weight_dtype)
+    if vae is not None:  # SDXL's VAE overflows in fp16 (force_upcast): it encodes in float32, as diffusers does
+        vae.to(device, torch.float32 if getattr(vae.config, "force_upcast", False) else weight_dtype)
 
     table, probe, probe_source = _confidence(config, prepared, out_dir, clip, device, reporter)
     confidence = table["attributes"]
@@ -315,7 +345,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     accelerator.wait_for_everyone()
     encoder.model = None
 
-    prompts = EmotionPromptEncoder(tokenizer, text_encoder, [cfg.placeholder], cfg.semantic_token)
+    prompts = backbone.prompt_encoder(parts, [cfg.placeholder], cfg.semantic_token)
     vocabulary = _vocabulary(config, prepared, confidence, reporter)
     attributes = vocabulary["classes"]
     vocabulary_set = set(attributes)
@@ -329,24 +359,33 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
     prompt_ids = prompts.tokenize([cfg.placeholder])
     if probe is not None:
         probe = probe.to(device)
-        if probe.in_features != projection.shape[0]:
+        if probe.in_features != projection.shape[0] and backbone.family != "sd15" and cfg.lambda_emo == 0:
+            reporter.info(f"The emotion probe takes {probe.in_features}-d CLIP features and the semantic vectors of "
+                          f"{backbone.title} are {projection.shape[0]}-d: it scores the confidence table only "
+                          "(L_emo is off).")
+            probe_for_loss = None
+        elif probe.in_features != projection.shape[0]:
             raise EmogenError(f"The emotion probe takes {probe.in_features}-d inputs but the semantic vectors of "
                               f"'{config.model.clip}' are {projection.shape[0]}-d.",
                               "Use a probe trained on the same CLIP model.")
+        else:
+            probe_for_loss = probe
+    else:
+        probe_for_loss = None
 
-    dataset = MapperSamples(prepared.rows, prepared.root, vectors, latents, config.model.resolution, attributes,
-                            confidence)
+    dataset = MapperSamples(prepared.rows, prepared.root, vectors, latents, size, attributes, confidence,
+                            time_ids=backbone.needs_time_ids())
     sampler = EpochSampler(len(dataset), seed)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=config.data.num_workers,
                         drop_last=len(dataset) > cfg.batch_size)
     torch.manual_seed(seed)
-    mapper = MappingNetwork(encoder.space.dim, cfg.hidden_dim, text_encoder.config.hidden_size, cfg.layers)
+    mapper = MappingNetwork(encoder.space.dim, cfg.hidden_dim, sum(widths.values()), cfg.layers)
     optimizer = torch.optim.AdamW(mapper.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     mapper, optimizer, loader = accelerator.prepare(mapper, optimizer, loader)
 
     step, total, steps_per_epoch = 0, cfg.max_steps, len(loader)
     settings = _settings(config, encoder_id, prepared, accelerator.mixed_precision, accelerator.num_processes,
-                         steps_per_epoch, latents is not None)
+                         steps_per_epoch, latents is not None, backbone.family, size)
     history: list[dict[str, float]] = []
     if (state := resume_from(ckpt_dir, resume, settings, accelerator.unwrap_model(mapper), optimizer, total,
                              reporter)) is not None:
@@ -382,7 +421,7 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
                 g = step_generator(seed, step, process=accelerator.process_index)
                 with accelerator.autocast():
                     terms = _loss_terms(batch, g, mapper, prompts, prompt_ids, unet, vae, scheduler, scaling, proj,
-                                        attribute_features, probe, weight_dtype, device)
+                                        attribute_features, probe_for_loss, weight_dtype, device, backbone)
                     loss = mapper_loss(terms["ldm"], terms["attr"], terms["emo"], batch["confidence"].float(),
                                        cfg.lambda_attr, cfg.lambda_emo, cfg.threshold).mean()
                 # losses summed on the device; read (one sync) every runtime.log_every steps and at the end
@@ -418,8 +457,9 @@ def train_mapper(config: Config, prepared_dir: str | Path | None = None, resume:
             "format": FORMAT, "version": 1, "emotions": list(EMOTIONS), "placeholder": cfg.placeholder,
             "base_model": config.model.pretrained, "clip_model": config.model.clip, "revision": config.model.revision,
             "base_model_fingerprint": model_fingerprint(config.model.pretrained, config.model.revision),
-            "resolution": config.model.resolution, "in_dim": encoder.space.dim, "hidden_dim": cfg.hidden_dim,
-            "out_dim": text_encoder.config.hidden_size, "layers": cfg.layers, "steps": step, "seed": seed,
+            "resolution": size, "in_dim": encoder.space.dim, "hidden_dim": cfg.hidden_dim,
+            "out_dim": sum(widths.values()), "layers": cfg.layers, "family": backbone.family,
+            "text_encoders": widths, "semantic_width": semantic_width, "steps": step, "seed": seed,
             "losses": {"lambda_attr": cfg.lambda_attr, "lambda_emo": cfg.lambda_emo, "threshold": cfg.threshold},
             "semantic_token": cfg.semantic_token, "attribute_vocabulary": vocabulary["kind"],
             "attribute_duplicates": cfg.attribute_duplicates, "attribute_text": cfg.attribute_text,
@@ -452,23 +492,25 @@ def _vae_scaling(pretrained: str, revision: str | None) -> float:
 
 
 def _loss_terms(batch, g, mapper, prompts, prompt_ids, unet, vae, scheduler, scaling, proj, attribute_features, probe,
-                weight_dtype, device) -> dict[str, torch.Tensor]:
-    """Per-sample L_ldm, L_attr, L_emo for one batch; randomness only from `g`."""
+                weight_dtype, device, backbone: Backbone | None = None) -> dict[str, torch.Tensor]:
+    """Per-sample L_ldm, L_attr, L_emo for one batch (`backbone`: the model family, default SD 1.5); randomness
+    only from `g`."""
+    backbone = backbone or get("sd15")
     bsz = batch["vector"].shape[0]
-    embeddings = mapper(batch["vector"].float())  # [B, D]
-    hidden, pooled = prompts.encode(prompt_ids.expand(bsz, -1), embeddings.unsqueeze(1))
+    embeddings = mapper(batch["vector"].float())  # [B, D] (D: every text tower's width, side by side)
+    hidden, pooled = prompts.encode(prompt_ids.expand(bsz, *prompt_ids.shape[1:]), embeddings.unsqueeze(1))
     if "latent_params" in batch:
         mean, logvar = batch["latent_params"].float().chunk(2, dim=1)
     else:
         with torch.no_grad():
-            dist = vae.encode(batch["pixels"].to(device, weight_dtype)).latent_dist
+            dist = vae.encode(batch["pixels"].to(device, vae.dtype)).latent_dist
         mean, logvar = dist.mean.float(), dist.logvar.float()
     eps = torch.randn(mean.shape, generator=g).to(device)
     latents = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * eps) * scaling
     noise = torch.randn(latents.shape, generator=g).to(device)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (bsz,), generator=g).to(device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    pred = unet(noisy.to(weight_dtype), timesteps, hidden.to(weight_dtype)).sample
+    pred = backbone.unet_forward(unet, noisy, timesteps, hidden, batch, weight_dtype)
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(latents, noise, timesteps)
     else:

@@ -26,6 +26,14 @@ DEMO_HEADER = """\
 # Written by `emogen dev tiny-config configs/tiny.yaml` (emogen_cli/testing/chain.py); a test keeps them equal.
 
 """
+DEMO_HEADER_SDXL = """\
+# The SDXL demo on CPU in a few minutes: a tiny random-weight SDXL (`emogen dev tiny-bundle runs/tiny-sdxl
+# --family sdxl`: both text towers, SDXL's added conditioning, model_index.json naming StableDiffusionXLPipeline)
+# and the synthetic EmoSet (`emogen dev synthetic-emoset data/synthetic`). model.family is auto: it is read from
+# the model. Images are noise; every code path is the real SDXL one.
+# Written by `emogen dev tiny-config configs/tiny-sdxl.yaml --family sdxl` (emogen_cli/testing/chain.py).
+
+"""
 
 
 def tiny_chain_config(models: str | Path, emoset: str | Path, out: str | Path, resolution: int = 16,
@@ -47,13 +55,19 @@ def tiny_chain_config(models: str | Path, emoset: str | Path, out: str | Path, r
     return config
 
 
-def demo_config(models: str | Path = "runs/tiny", emoset: str | Path = "data/synthetic",
-                out: str | Path = "runs/demo") -> dict[str, Any]:
-    """The demo's config (configs/tiny.yaml with the defaults): the chain on `emogen dev tiny-bundle
-    runs/tiny` and `emogen dev synthetic-emoset data/synthetic`, outputs under runs/demo, and the tiny
-    ResNet classifier standing in for Sem-C's object and scene models."""
+def demo_config(models: str | Path | None = None, emoset: str | Path = "data/synthetic",
+                out: str | Path | None = None, family: str = "sd15") -> dict[str, Any]:
+    """The demo's config (configs/tiny.yaml with the defaults; configs/tiny-sdxl.yaml with family "sdxl"): the
+    chain on `emogen dev tiny-bundle runs/tiny` (runs/tiny-sdxl) and `emogen dev synthetic-emoset data/synthetic`,
+    outputs under runs/demo (runs/demo-sdxl), and the tiny ResNet classifier standing in for Sem-C's object and
+    scene models."""
+    from emogen_cli.testing.tiny import sizes
+
+    suffix = "" if family == "sd15" else f"-{family}"
+    models = models or f"runs/tiny{suffix}"
+    out = out or f"runs/demo{suffix}"
     classifier = str(Path(models) / "classifier")
-    return tiny_chain_config(models, emoset, out, overrides={
+    return tiny_chain_config(models, emoset, out, sizes(family)["tiny"]["resolution"], overrides={
         **DEMO_OVERRIDES, "evaluate.object_model": classifier, "evaluate.scene_model": classifier})
 
 
@@ -69,23 +83,24 @@ def write_config(path: str | Path, config: Mapping[str, Any], header: str = "") 
     return Path(path)
 
 
-def build_tiny_chain(root: str | Path, size: str = "tiny", overrides: Mapping[str, Any] | None = None) -> Path:
-    """Build the whole chain under `root` (models, synthetic EmoSet, prepared data with cached latents,
-    encoder, mapper) and return its config file, root/chain.yaml. The file is written only once the
+def build_tiny_chain(root: str | Path, size: str = "tiny", overrides: Mapping[str, Any] | None = None,
+                     family: str = "sd15") -> Path:
+    """Build the whole chain under `root` (models of `family`, synthetic EmoSet, prepared data with cached
+    latents, encoder, mapper) and return its config file, root/chain.yaml. The file is written only once the
     chain is complete, so an existing one means a finished chain (and is reused as it is)."""
     from emogen_cli.core.config import load_config
     from emogen_cli.data.prepare import prepare
     from emogen_cli.stage1.train_encoder import train_encoder
     from emogen_cli.stage2.train_mapper import train_mapper
     from emogen_cli.testing.synthetic import make_synthetic_emoset
-    from emogen_cli.testing.tiny import SIZES, build_tiny_bundle
+    from emogen_cli.testing.tiny import build_tiny_bundle, sizes
 
     root = Path(root)
     path = root / "chain.yaml"
     if path.is_file():
         return path
-    resolution = SIZES[size]["resolution"]
-    models = build_tiny_bundle(root / "models", size=size)
+    resolution = sizes(family)[size]["resolution"]
+    models = build_tiny_bundle(root / "models", size=size, family=family)
     make_synthetic_emoset(root / "EmoSet", broken=False, image_size=max(32, resolution))
     config = tiny_chain_config(models, root / "EmoSet", root, resolution, overrides)
     draft = write_config(root / "chain.draft.yaml", config)
