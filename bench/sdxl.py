@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
             # load_config, not dataclasses.replace: the config must remember that model.resolution was set (a
             # replaced Config forgets it, and SDXL's default 1024 px would apply)
             run = load_config(config, {**overrides, "mapper.output": str(Path(tmp) / "bench-mapper"),
-                                       "mapper.max_steps": args.train_steps + 3, "mapper.checkpoint_every": 10**9})
+                                       "mapper.max_steps": args.train_steps + 3, "mapper.checkpoint_every": 10**9,
+                                       "runtime.log_every": 1})  # a stamp per step
             clock = StepClock()
             train_mapper(run, reporter=clock)
             train = median(clock.step_times())
