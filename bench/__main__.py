@@ -35,7 +35,7 @@ def run_script(name: str, args: list[str], timeout: float) -> dict:
     start = time.perf_counter()
     try:
         done = subprocess.run([sys.executable, str(HERE / f"{name}.py"), "--json", *args], capture_output=True,
-                              text=True, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                              text=True, timeout=timeout, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     summary = [line for line in done.stderr.splitlines() if line.startswith("[")]
@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     sys.path.insert(0, str(HERE))
-    from _common import machine
+    from _common import machine, set_threads
+
+    set_threads(args.threads)  # what machine() records; each benchmark process sets its own from --threads
 
     names = [] if args.gpu_only else list(args.only or [n for n in BENCHMARKS if args.all or n not in SLOW])
     common = ["--threads", str(args.threads)] + (["--quick"] if args.quick else [])

@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import tempfile
 
-from _common import cuda_sync, emit, interleaved, model_label, pair_stats, parse_sampling, sampling_config, sampling_parser, spread
+from _common import (
+    cuda_sync,
+    emit,
+    interleaved,
+    model_label,
+    pair_stats,
+    parse_sampling,
+    sampling_config,
+    sampling_parser,
+    spread,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:

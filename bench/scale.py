@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     result["ratio"] = result["time_per_image_ratio"]
     emit("scale", result, args.json,
          f"generate {args.small} vs {args.large} tiny images: per image {small['per_image_s'] * 1000:.2f} vs "
-         f"{large['per_image_s'] * 1000:.2f} ms ({result['time_per_image_ratio']:.2f}x); peak RSS "
+         f"{large['per_image_s'] * 1000:.2f} ms ({result['time_per_image_ratio']:.2f}x, "
+         f"{stats['ratio_min']:.2f}-{stats['ratio_max']:.2f}, {stats['pairs']} pairs); peak RSS "
          f"{small['rss_peak_mib']:.0f} vs {large['rss_peak_mib']:.0f} MiB ({result['rss_peak_ratio']:.2f}x); "
          f"Python heap peak {small['python_heap_peak_mib']:.1f} vs {large['python_heap_peak_mib']:.1f} MiB "
          f"({result['python_heap_peak_ratio']:.2f}x)")

@@ -21,12 +21,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_sampling(sampling_parser(__doc__.splitlines()[0], batch=False), argv)
 
     import httpx
+    from serve_live import LiveServer
 
     from emogen_cli.pipeline import EmoGenPipeline
     from emogen_cli.serve.app import create_app
     from emogen_cli.serve.jobs import JobManager
     from emogen_cli.serve.service import Service
-    from serve_live import LiveServer
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = sampling_config(args, tmp, 1)
