@@ -1,6 +1,10 @@
 """Shared benchmark helpers: timing, a throwaway model chain to benchmark on, and the output.
 
-Benchmarks print a human summary on stderr and, with --json, one JSON object on stdout.
+Every benchmark compares emogen (A) with a peer (B) in one process: the calls are taken in turn (A, B,
+A, B, ...) with the same torch thread count on both sides (--threads), and the result is the median of
+the per-pair time ratios A/B with their min and max (`pair_stats`), so that drift on a shared machine
+reaches both sides of a pair alike. Benchmarks print a human summary on stderr and, with --json, one
+JSON object on stdout; `python -m bench` runs them all into one file.
 """
 
 from __future__ import annotations
@@ -22,7 +26,50 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="Few repeats on the tiny model (CI).")
     p.add_argument("--json", action="store_true", help="Print the result as JSON on stdout.")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads, the same for both sides of every pair (default 1: steadier on a shared CPU).")
     return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse and apply --threads (torch.set_num_threads: both sides of a pair run in this process)."""
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    return args
+
+
+def set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+def pair_stats(ours: list[float], peer: list[float]) -> dict[str, float]:
+    """The median of the per-pair ratios ours[i] / peer[i] (time over time: below 1 is faster), their min and
+    max, and the median times."""
+    ratios = [a / b for a, b in zip(ours, peer)]
+    return {"ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "pairs": len(ratios), "ours_s": statistics.median(ours), "peer_s": statistics.median(peer)}
+
+
+def spread(stats: dict[str, float]) -> str:
+    """'1.012x (0.98-1.05, 5 pairs)' for a summary line."""
+    return f"{stats['ratio']:.3f}x ({stats['ratio_min']:.2f}-{stats['ratio_max']:.2f}, {stats['pairs']} pairs)"
+
+
+def machine() -> dict[str, Any]:
+    """What a result was measured on: CPU count, load average at the end, the GPU if any, torch threads."""
+    import platform
+
+    import torch
+
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                            "platform": platform.platform(terse=True), "torch": torch.__version__}
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 def chain_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -42,12 +89,14 @@ def sampling_parser(description: str, batch: bool = True) -> argparse.ArgumentPa
     if batch:
         p.add_argument("--batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--precision", default="auto", choices=["auto", "no", "fp16", "bf16"],
+                   help="runtime.mixed_precision (auto: bf16/fp16 on CUDA, fp32 on CPU); the peer uses the same dtype.")
     return p
 
 
 def parse_sampling(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """The arguments of a `sampling_parser`; --quick: the tiny model, 4 steps, 3 repeats."""
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     if args.quick:
         args.size, args.steps, args.repeats = "tiny", 4, 3
     return args
@@ -58,7 +107,8 @@ def sampling_config(args: argparse.Namespace, tmp: str, batch_size: int) -> Any:
     under --workdir or `tmp` (which must outlive the benchmark's use of the models)."""
     from emogen_cli.core.config import load_config
 
-    overrides = {"generate.steps": args.steps, "generate.batch_size": batch_size}
+    overrides = {"generate.steps": args.steps, "generate.batch_size": batch_size,
+                 "runtime.mixed_precision": getattr(args, "precision", "auto")}
     if args.mapper:
         overrides.update({"generate.mapper": args.mapper,
                           **({"model.pretrained": args.pretrained} if args.pretrained else {})})
@@ -116,6 +166,7 @@ def workspace(root: Path, size: str, mapper_steps: int = 1, batch_size: int = 4)
 
 
 def emit(name: str, result: dict[str, Any], as_json: bool, summary: str) -> None:
+    result.setdefault("machine", machine())
     print(f"[{name}] {summary}", file=sys.stderr)
     if as_json:
         print(json.dumps({"benchmark": name, **result}, indent=2))

@@ -1,16 +1,28 @@
 """`emogen generate` vs a plain diffusers StableDiffusionPipeline call with the same model, scheduler,
-steps, batch and (precomputed) prompt_embeds. The ratio is our time over the baseline's; the
-difference is emotion sampling + mapping + text encoding, the work our command adds.
+steps, batch, dtype, seeds and (precomputed) prompt_embeds, interleaved in one process. The ratio is
+the median per-pair ratio of our time over the baseline's (min/max beside it); the difference is
+emotion sampling + mapping + text encoding, the work our command adds.
 
     python bench/generate.py [--size tiny|mid] [--steps 20] [--batch 4] [--repeats 5] [--quick] [--json]
     python bench/generate.py --pretrained stable-diffusion-v1-5/stable-diffusion-v1-5 --mapper runs/mapper  # GPU
+    python -m bench --gpu-only   # on CUDA: an SD 1.5-shaped model at 512 px in fp16 (see bench/sd15.py)
 """
 
 from __future__ import annotations
 
 import tempfile
 
-from _common import cuda_sync, emit, interleaved, median, model_label, parse_sampling, sampling_config, sampling_parser
+from _common import (
+    cuda_sync,
+    emit,
+    interleaved,
+    model_label,
+    pair_stats,
+    parse_sampling,
+    sampling_config,
+    sampling_parser,
+    spread,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -43,15 +55,14 @@ def main(argv: list[str] | None = None) -> dict:
 
         times = interleaved({"ours": lambda: ours.sample(request, seeds), "diffusers": baseline}, args.repeats,
                             cuda_sync())
-    ours_s, base_s = times["ours"], times["diffusers"]
-    ratio = median(ours_s) / median(base_s)
+    stats = pair_stats(times["ours"], times["diffusers"])
     result = {"model": model_label(args, ours.base_model), "device": str(ours.device),
-              "dtype": str(ours.dtype), "steps": args.steps, "batch": args.batch, "repeats": args.repeats,
-              "ours_s": median(ours_s), "diffusers_s": median(base_s), "ratio": ratio,
-              "overhead_percent": 100 * (ratio - 1)}
-    emit("generate", result, args.json, f"{result['model']} on {result['device']}: emogen {median(ours_s):.3f} s vs "
-                                        f"diffusers {median(base_s):.3f} s per batch of {args.batch} "
-                                        f"({args.steps} steps): ratio {ratio:.3f} ({result['overhead_percent']:+.1f}%)")
+              "dtype": str(ours.dtype), "size": size, "steps": args.steps, "batch": args.batch,
+              "repeats": args.repeats, **stats, "diffusers_s": stats["peer_s"],
+              "overhead_percent": 100 * (stats["ratio"] - 1)}
+    emit("generate", result, args.json, f"{result['model']} on {result['device']} ({result['dtype']}, {size} px): "
+                                        f"emogen {stats['ours_s']:.3f} s vs diffusers {stats['peer_s']:.3f} s per "
+                                        f"batch of {args.batch} ({args.steps} steps): ratio {spread(stats)}")
     return result
 
 

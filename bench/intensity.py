@@ -19,9 +19,11 @@ from _common import (
     interleaved,
     median,
     model_label,
+    pair_stats,
     parse_sampling,
     sampling_config,
     sampling_parser,
+    spread,
     timings,
 )
 
@@ -47,17 +49,19 @@ def main(argv: list[str] | None = None) -> dict:
         # The only added work is in the conditioning: time it alone, many times (robust on a busy machine).
         cond_plain = median(timings(lambda: gen.conditioning(request, seeds), 5 * args.repeats, sync=sync))
         cond_alpha = median(timings(lambda: gen.conditioning(weaker, seeds), 5 * args.repeats, sync=sync))
-    ratio = median(alpha_s) / median(plain_s)
+    stats = pair_stats(alpha_s, plain_s)
+    ratio = stats["ratio"]
     added = max(cond_alpha - cond_plain, 0.0)
     result = {"model": model_label(args, gen.base_model), "device": str(gen.device),
               "dtype": str(gen.dtype), "steps": args.steps, "batch": args.batch, "repeats": args.repeats,
               "alpha": args.alpha, "plain_s": median(plain_s), "intensity_s": median(alpha_s), "ratio": ratio,
-              "overhead_percent": 100 * (ratio - 1), "conditioning_plain_s": cond_plain,
+              "overhead_percent": 100 * (ratio - 1),
+              "ratio_min": stats["ratio_min"], "ratio_max": stats["ratio_max"], "pairs": stats["pairs"], "conditioning_plain_s": cond_plain,
               "conditioning_intensity_s": cond_alpha, "added_s": added,
               "added_ratio": 1 + added / median(plain_s)}
     emit("intensity", result, args.json, f"{result['model']} on {result['device']}: intensity {args.alpha:g} "
                                          f"{median(alpha_s):.3f} s vs plain {median(plain_s):.3f} s per batch of "
-                                         f"{args.batch} ({args.steps} steps): ratio {ratio:.3f}; the added "
+                                         f"{args.batch} ({args.steps} steps): ratio {spread(stats)}; the added "
                                          f"conditioning work is {1000 * added:.1f} ms per batch, a ratio of "
                                          f"{result['added_ratio']:.4f}")
     return result

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import emit, parser, workspace
+from _common import emit, pair_stats, parse, parser, workspace
 
 from emogen_cli.core.reporting import Reporter
 
@@ -80,12 +80,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--small", type=int, default=200)
     p.add_argument("--large", type=int, default=2000)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=1, help="(small, large) pairs of timed runs, taken in turn.")
     p.add_argument("--workdir", help="Where to build the tiny model chain (default: a temporary folder).")
     p.add_argument("--child", help=argparse_hidden())
     p.add_argument("--count", type=int, help=argparse_hidden())
     p.add_argument("--out", help=argparse_hidden())
     p.add_argument("--trace", action="store_true", help=argparse_hidden())
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     if args.child:
         print(json.dumps(child(args.child, args.count, args.out, args.trace)))
         return {}
@@ -100,19 +101,27 @@ def main(argv: list[str] | None = None) -> dict:
         cfg["runtime"]["device"] = "cpu"
         bench_config = Path(tmp) / "scale.yaml"
         bench_config.write_text(json.dumps(cfg))
+        timed: dict[str, list[dict]] = {"small": [], "large": []}
+        for _ in range(max(1, args.repeats)):  # pairs in turn: small, large, small, large, ...
+            for label, count in (("small", args.small), ("large", args.large)):
+                timed[label].append(run_child(bench_config, count, tmp, trace=False))
         runs = {}
         for label, count in (("small", args.small), ("large", args.large)):
-            runs[label] = run_child(bench_config, count, tmp, trace=False)
+            runs[label] = timed[label][0] | {  # memory from the first run, time per image the median
+                "per_image_s": sorted(r["per_image_s"] for r in timed[label])[len(timed[label]) // 2]}
             runs[label]["python_heap_peak_mib"] = run_child(bench_config, count, tmp, trace=True)["python_heap_peak_mib"]
     small, large = runs["small"], runs["large"]
+    stats = pair_stats([r["per_image_s"] for r in timed["large"]], [r["per_image_s"] for r in timed["small"]])
     result = {"model": "tiny", "steps": 1, "batch": args.batch, "small": small, "large": large,
-              "time_per_image_ratio": large["per_image_s"] / small["per_image_s"],
+              "time_per_image_ratio": stats["ratio"], "time_per_image_ratio_min": stats["ratio_min"],
+              "time_per_image_ratio_max": stats["ratio_max"], "pairs": stats["pairs"],
               "rss_peak_ratio": large["rss_peak_mib"] / small["rss_peak_mib"],
               "python_heap_peak_ratio": large["python_heap_peak_mib"] / small["python_heap_peak_mib"]}
     result["ratio"] = result["time_per_image_ratio"]
     emit("scale", result, args.json,
          f"generate {args.small} vs {args.large} tiny images: per image {small['per_image_s'] * 1000:.2f} vs "
-         f"{large['per_image_s'] * 1000:.2f} ms ({result['time_per_image_ratio']:.2f}x); peak RSS "
+         f"{large['per_image_s'] * 1000:.2f} ms ({result['time_per_image_ratio']:.2f}x, "
+         f"{stats['ratio_min']:.2f}-{stats['ratio_max']:.2f}, {stats['pairs']} pairs); peak RSS "
          f"{small['rss_peak_mib']:.0f} vs {large['rss_peak_mib']:.0f} MiB ({result['rss_peak_ratio']:.2f}x); "
          f"Python heap peak {small['python_heap_peak_mib']:.1f} vs {large['python_heap_peak_mib']:.1f} MiB "
          f"({result['python_heap_peak_ratio']:.2f}x)")
