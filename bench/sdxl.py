@@ -12,10 +12,26 @@ from __future__ import annotations
 import resource
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from _common import cuda_sync, emit, interleaved, median, parse_sampling, sampling_parser
 
+from emogen_cli.core.reporting import Reporter
+
+
+class StepClock(Reporter):
+    """A Reporter that notes when each training step ends (train-mapper logs every step: runtime.log_every=1)."""
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def advance(self, task: str, n: int = 1, **metrics) -> None:
+        if task == "Training mapper" and metrics:
+            self.stamps.append(time.perf_counter())
+
+    def step_times(self, skip: int = 2) -> list[float]:
+        return [b - a for a, b in zip(self.stamps, self.stamps[1:])][skip:]
 
 def _peak_mb(reset: bool = False) -> float:
     """Peak memory in MB: CUDA's peak allocated (then reset), else the process's peak resident size."""
@@ -91,8 +107,6 @@ def main(argv: list[str] | None = None) -> dict:
 
         train = None
         if config is not None:  # train-mapper on the random chain (a real SDXL run is the user's own)
-            from train_mapper import StepClock
-
             from emogen_cli.stage2.train_mapper import train_mapper
 
             # load_config, not dataclasses.replace: the config must remember that model.resolution was set (a

@@ -116,21 +116,21 @@ def test_sdxl_export_loads_into_both_text_encoders_with_equal_rows(cli, xl, tmp_
 
     a1111 = cli("export", "awe", "--format", "a1111", "--mapper", xl["mapper"], "--out", tmp_path / "a", "--json")
     assert a1111.code == 0, a1111.err
-    assert a1111.json["files"] == [str(tmp_path / "a" / "awe.safetensors")]
+    assert a1111.json["files"] == [str(tmp_path / "a" / "emogen-awe.safetensors")]
     assert a1111.json["dims"] == {"clip_l": 32, "clip_g": 64} and a1111.json["family"] == "sdxl"
     result = cli("export", "awe", "--samples", "2", "--mapper", xl["mapper"], "--out", tmp_path / "d", "--json")
     assert result.code == 0, result.err
-    state = load_file(str(tmp_path / "d" / "awe" / "learned_embeds.safetensors"))
+    state = load_file(str(tmp_path / "d" / "emogen-awe" / "learned_embeds.safetensors"))
     assert sorted(state) == ["clip_g", "clip_l"] and state["clip_l"].shape == (2, 32) and state["clip_g"].shape == (2, 64)
     expected = emotion_embedding(load_mapper(xl["mapper"]), "awe", 2, seed=0)
     assert torch.equal(torch.cat([state["clip_l"], state["clip_g"]], 1), expected)
 
     sd = StableDiffusionXLPipeline.from_pretrained(xl["base"])
-    sd.load_textual_inversion(state["clip_l"], token="<awe>", text_encoder=sd.text_encoder, tokenizer=sd.tokenizer)
-    sd.load_textual_inversion(state["clip_g"], token="<awe>", text_encoder=sd.text_encoder_2, tokenizer=sd.tokenizer_2)
+    sd.load_textual_inversion(state["clip_l"], token="<emogen-awe>", text_encoder=sd.text_encoder, tokenizer=sd.tokenizer)
+    sd.load_textual_inversion(state["clip_g"], token="<emogen-awe>", text_encoder=sd.text_encoder_2, tokenizer=sd.tokenizer_2)
     for tokenizer, encoder, key in ((sd.tokenizer, sd.text_encoder, "clip_l"),
                                     (sd.tokenizer_2, sd.text_encoder_2, "clip_g")):
-        text = sd.maybe_convert_prompt("a photo of <awe>", tokenizer)
+        text = sd.maybe_convert_prompt("a photo of <emogen-awe>", tokenizer)
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
         with torch.no_grad():
             rows = encoder.get_input_embeddings()(ids)[0]
