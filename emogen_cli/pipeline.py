@@ -286,14 +286,26 @@ class EmoGenPipeline:
 
     # Memory switches of the wrapped diffusers pipeline (see diffusers' documentation for each).
     def enable_model_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str = "cuda") -> None:
-        """Keep each model on the CPU until it runs (diffusers' model offload); images stay the same."""
-        self.pipe.enable_model_cpu_offload(gpu_id=gpu_id, device=device)
-        self._follow_execution_device()
+        """Keep each model on the CPU until it runs (diffusers' model offload); images stay the same.
+        Without an accelerator the models already live in CPU memory: a warning, and nothing changes
+        (diffusers raises there), so one script runs on a laptop and on a small GPU."""
+        if self._offload_possible("enable_model_cpu_offload", device):
+            self.pipe.enable_model_cpu_offload(gpu_id=gpu_id, device=device)
+            self._follow_execution_device()
 
     def enable_sequential_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str = "cuda") -> None:
-        """Move each layer to the GPU only while it runs (least memory, slowest)."""
-        self.pipe.enable_sequential_cpu_offload(gpu_id=gpu_id, device=device)
-        self._follow_execution_device()
+        """Move each layer to the GPU only while it runs (least memory, slowest); a no-op without one."""
+        if self._offload_possible("enable_sequential_cpu_offload", device):
+            self.pipe.enable_sequential_cpu_offload(gpu_id=gpu_id, device=device)
+            self._follow_execution_device()
+
+    def _offload_possible(self, name: str, device: torch.device | str) -> bool:
+        kind = torch.device(device).type
+        available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(kind, False)
+        if not available:
+            self._warn_once(f"{name}() needs a GPU ({kind} is not available here); the models stay where they are "
+                            f"({self.device}).")
+        return available
 
     def enable_attention_slicing(self, slice_size: str | int | None = "auto") -> None:
         """Compute attention in slices (less memory)."""

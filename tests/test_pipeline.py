@@ -221,3 +221,29 @@ def test_from_pipe_output_types_and_step_callback(pipe):
 
     zeroed = pipe("awe", num_inference_steps=2, output_type="latent", callback_on_step_end=zero_latents).images
     assert torch.count_nonzero(zeroed) == 0
+
+
+@pytest.mark.skipif("torch.cuda.is_available()")
+def test_a_diffusers_users_script_runs_unchanged_on_cpu(mapper_dir):
+    """Issue 15's script, as a diffusers user writes it: from_pretrained, enable_model_cpu_offload (a warned
+    no-op without a GPU, where diffusers raises), the positional emotion, diffusers' argument names and a
+    torch.Generator; the images equal the same call without offload."""
+    import torch
+
+    from emogen_cli import EmoGenPipeline
+    from emogen_cli.core.reporting import Reporter
+
+    class Notes(Reporter):
+        def __init__(self) -> None:
+            self.warnings: list[str] = []
+
+        def warn(self, message: str) -> None:
+            self.warnings.append(message)
+
+    notes = Notes()
+    pipe = EmoGenPipeline.from_pretrained(mapper_dir, reporter=notes)
+    pipe.enable_model_cpu_offload()
+    assert any("enable_model_cpu_offload() needs a GPU" in w for w in notes.warnings)
+    images = pipe("awe", prompt="a {} lake", num_inference_steps=3, generator=torch.Generator().manual_seed(0)).images
+    again = pipe("awe", prompt="a {} lake", num_inference_steps=3, seed=0).images
+    assert len(images) == 1 and images[0].tobytes() == again[0].tobytes()
