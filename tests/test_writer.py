@@ -180,6 +180,23 @@ def test_index_is_keyed_by_the_resolved_folder_and_reconciled_with_the_files(tmp
     assert not list(out.glob("*.tmp")) and reconcile(out) == {"dropped": 0, "added": 0, "temporary": 0}
 
 
+
+def test_reconcile_never_takes_a_live_writers_temporary_file(tmp_path):
+    """Two servers share a folder: one reconciles while the other writes a contact sheet between its claims
+    (no claim alive). A temporary file tagged with a running writer stays; one whose writer is gone goes."""
+    from emogen_cli.core.files import temp_beside
+    from emogen_cli.outputs.folder import reconcile
+
+    out = tmp_path / "out"
+    out.mkdir()
+    live = temp_beside(out / "grid-awe-00000.png")  # this process is its writer, and runs
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    dead = out / live.name.replace(f"emogen-{os.getpid()}-", f"emogen-{dead_pid}-").replace("grid-awe-00000", "awe-1")
+    dead.write_bytes(b"half a png")
+    assert reconcile(out)["temporary"] == 1
+    assert live.exists() and not dead.exists()
+
 def test_overwrite_removes_the_earlier_outputs_of_its_stems_only(tmp_path):
     from PIL import Image
 

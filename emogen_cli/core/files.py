@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
+import socket
 import stat
 import tempfile
 import threading
@@ -138,7 +140,7 @@ def temp_beside(path: str | Path) -> Path:
     final file gets (mkstemp's are 0600: renamed in as they are, files would be unreadable to a teammate, a web
     server or a container)."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         if hasattr(os, "fchmod"):
             os.fchmod(fd, new_file_mode(path))
@@ -148,6 +150,29 @@ def temp_beside(path: str | Path) -> Path:
 
 
 TEMP_SUFFIX = ".tmp"
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_WRITER = re.compile(r"\.emogen-(\d+)-([0-9a-f]{8})\.[^.]+\.tmp$")
+
+
+def _writer_tag() -> str:
+    """Who writes a temporary file (process and host), so a clean-up elsewhere can tell a live write from a
+    killed one: `emogen-<pid>-<host hash>`."""
+    return f"emogen-{os.getpid()}-{_HOST}"
+
+
+def temp_writer_alive(tmp: Path) -> bool | None:
+    """Whether the process that is writing the temporary file `tmp` still runs: True or False for a writer on
+    this host, None when that cannot be told (another host sharing the folder, or a file without the tag)."""
+    match = _WRITER.search(tmp.name)
+    if match is None or match.group(2) != _HOST:
+        return None
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # alive, another user's
+    return True
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from emogen_cli.core.errors import EmogenError
-from emogen_cli.core.files import atomic_save_image, atomic_write_text, disk_error
+from emogen_cli.core.files import atomic_save_image, atomic_write_text, disk_error, temp_writer_alive
 
 INDEX = "index.jsonl"
 LOCK = ".emogen.lock"
@@ -273,8 +273,8 @@ def reconcile(out_dir: Path) -> dict[str, int]:
     if not out_dir.is_dir():
         return counts
     with folder_lock(out_dir):
-        for tmp in out_dir.glob(".*.tmp"):  # core.files.atomic_path's names: ".<name>.<random>.tmp"
-            if time.time() - tmp.stat().st_mtime > 60 or not _write_in_progress(out_dir):
+        for tmp in out_dir.glob(".*.tmp"):  # core.files.atomic_path's names: ".<name>.emogen-<pid>-<host>.<random>.tmp"
+            if _killed_write(out_dir, tmp):
                 tmp.unlink(missing_ok=True)
                 counts["temporary"] += 1
         lines, seen = [], set()
@@ -312,6 +312,20 @@ def _torn(index: Path) -> bool:
             return f.read(1) != b"\n"
     except OSError:
         return False
+
+
+def _killed_write(out_dir: Path, tmp: Path) -> bool:
+    """A temporary file nobody will finish: its writer on this host is gone, or (a writer this host cannot see:
+    another machine sharing the folder, an untagged file) it is over a minute old or no live run holds a claim.
+    A live writer's file is never taken, even between its claims (e.g. while it writes a contact sheet)."""
+    try:
+        age = time.time() - tmp.stat().st_mtime
+    except FileNotFoundError:
+        return False  # finished meanwhile
+    alive = temp_writer_alive(tmp)
+    if alive is not None:
+        return not alive or age > 24 * 3600  # a day: the pid was reused
+    return age > 60 or not _write_in_progress(out_dir)
 
 
 def _write_in_progress(out_dir: Path) -> bool:
