@@ -66,13 +66,13 @@ class Job:
         self.cancel_requested = threading.Event()
         self.done = threading.Event()
         self._lock = threading.Lock()
-        self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Event, bool]] = []  # (loop, event, every change)
 
     # ------------------------------------------------------------------ state changes (any thread)
     def _changed(self) -> None:
         with self._lock:
             self.version += 1
-            listeners = list(self._listeners)
+            listeners = [(loop, event) for loop, event, every in self._listeners if every or self.done.is_set()]
         for loop, event in listeners:
             try:
                 loop.call_soon_threadsafe(event.set)
@@ -103,20 +103,21 @@ class Job:
         return self.cancel_requested.is_set()
 
     # ------------------------------------------------------------------ listeners (asyncio side)
-    def listen(self) -> asyncio.Event:
-        """An asyncio event of the running loop, set whenever the job changes (until `unlisten`)."""
+    def listen(self, every_change: bool = True) -> asyncio.Event:
+        """An asyncio event of the running loop, set whenever the job changes (until `unlisten`), or with
+        `every_change=False` only when it is done (waking the event loop at every denoising step costs time)."""
         event = asyncio.Event()
         with self._lock:
-            self._listeners.append((asyncio.get_running_loop(), event))
+            self._listeners.append((asyncio.get_running_loop(), event, every_change))
         return event
 
     def unlisten(self, event: asyncio.Event) -> None:
         with self._lock:
-            self._listeners = [(loop, e) for loop, e in self._listeners if e is not event]
+            self._listeners = [entry for entry in self._listeners if entry[1] is not event]
 
     async def wait(self) -> None:
         """Until the job is done (succeeded, failed or cancelled)."""
-        event = self.listen()
+        event = self.listen(every_change=False)
         try:
             while not self.done.is_set():
                 await event.wait()
