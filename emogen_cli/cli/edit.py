@@ -94,12 +94,9 @@ def edit(
         raise EmogenError(f"edit takes one --intensity, got '{intensity}'.",
                           "Run edit once per strength, e.g. --intensity 1.5.")
     check_best_of(cfg.generate.best_of, keep_all)  # before models load
-    ranks = until_confident is not None or cfg.generate.best_of > 1
-    if probe is not None and not ranks:
-        from emogen_cli.core.errors import EmogenError
-
-        raise EmogenError("--probe scores the --until-confident loop or ranks --best-of candidates, and this edit "
-                          "uses neither.", "Add --until-confident P or --best-of K, or drop --probe.")
+    # an explicit --probe goes to the core, whose check refuses one without a use; a config file's only when used
+    if probe is None and (until_confident is not None or cfg.generate.best_of > 1):
+        probe = cfg.evaluate.probe
     loop = {name: value for name, value in (("min_ssim", min_ssim), ("strength_step", strength_step))
             if value is not None}
     if loop and until_confident is None:
@@ -112,7 +109,7 @@ def edit(
         result = run(cfg, images, out, emotion, point, sigma, prompt, None, reporter, strength=strength,
                      intensity=alphas[0], until=until_confident, best_of=cfg.generate.best_of,
                      keep_all=keep_all, max_pixels=max_pixels,
-                     probe=cfg.evaluate.probe if ranks else None, **loop)  # a config file's probe: only when used
+                     probe=probe, **loop)
     emit(edit_result(result), json_, _render_edit)
 
 
